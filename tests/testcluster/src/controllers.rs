@@ -1,0 +1,589 @@
+//! The controllers that make the emulator behave like a cluster: deployments own replica
+//! sets, replica sets own pods, a "kubelet" starts and stops pods, the garbage collector
+//! follows `ownerReferences` (background, foreground and orphan deletion), and deleted
+//! namespaces are emptied.
+//!
+//! They are level-triggered: each pass looks at the whole store and makes one step of
+//! progress; passes repeat until nothing changes. Timed work (a pod becoming ready, a
+//! terminating pod going away) is reported as the next instant to look again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::api::{self, DeleteOptions};
+use crate::ids;
+use crate::resources::{ResourceType, by_plural};
+use crate::selector::LabelSelector;
+use crate::state::{Options, State};
+use crate::store::{Key, key_of};
+
+/// Memory the controllers keep between passes.
+#[derive(Debug, Default)]
+pub struct Controllers {
+    /// When each pending pod (by uid) was first seen.
+    pending_since: HashMap<String, Instant>,
+    /// When each terminating pod (by uid) was first seen terminating.
+    terminating_since: HashMap<String, Instant>,
+    next_ip: u32,
+}
+
+fn rt(plural: &str) -> &'static ResourceType {
+    match by_plural(plural) {
+        Some(r) => r,
+        None => unreachable!("{plural} is a served resource"),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+fn uid(v: &Value) -> &str {
+    str_at(v, "/metadata/uid")
+}
+
+fn deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+fn finalizers(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn owner_refs(v: &Value) -> Vec<Value> {
+    v.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn controller_uid(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?
+        .get("uid")?
+        .as_str()
+}
+
+fn labels(v: &Value, p: &str) -> BTreeMap<String, String> {
+    v.pointer(p)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pod-template-hash a deployment controller gives a template: FNV-1a of the
+/// template's JSON, its decimal digits spelled in the server's safe alphabet.
+pub fn pod_template_hash(template: &Value) -> String {
+    let text = template.to_string();
+    let h = text
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    h.to_string()
+        .bytes()
+        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
+        .collect()
+}
+
+fn owner_ref(kind: &str, owner: &Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// Writes `status` on the object at `key` if it differs from what is stored.
+fn write_status(st: &mut State, key: &Key, status: Value) -> bool {
+    let Some(mut obj) = st.store.get(key).cloned() else {
+        return false;
+    };
+    if obj.get("status") == Some(&status) {
+        return false;
+    }
+    obj["status"] = status;
+    st.store.replace(key.clone(), obj);
+    true
+}
+
+fn drop_zero(mut status: Value) -> Value {
+    if let Some(m) = status.as_object_mut() {
+        m.retain(|_, v| v.as_i64() != Some(0));
+    }
+    status
+}
+
+impl Controllers {
+    /// Runs passes until the store settles; returns when timed work next needs a look.
+    pub fn reconcile(&mut self, st: &mut State, opts: &Options, now: Instant) -> Option<Instant> {
+        let mut next = None;
+        for _ in 0..50 {
+            let before = st.store.current_rv();
+            next = None;
+            self.namespaces(st);
+            self.garbage_collect(st);
+            self.deployments(st);
+            self.replicasets(st, opts);
+            self.kubelet(st, opts, now, &mut next);
+            if st.store.current_rv() == before {
+                break;
+            }
+        }
+        next
+    }
+
+    fn namespaces(&mut self, st: &mut State) {
+        for key in st.store.keys("namespaces") {
+            let Some(ns) = st.store.get(&key) else { continue };
+            if !deleting(ns) {
+                continue;
+            }
+            let mut empty = true;
+            for r in crate::resources::RESOURCES.iter().filter(|r| r.namespaced) {
+                let keys: Vec<Key> = st
+                    .store
+                    .list(r.plural, Some(&key.name))
+                    .into_iter()
+                    .filter_map(|v| key_of(r.plural, v))
+                    .collect();
+                for k in keys {
+                    empty = false;
+                    st.store.remove(&k);
+                }
+            }
+            if empty {
+                st.store.remove(&key);
+            }
+        }
+    }
+
+    fn garbage_collect(&mut self, st: &mut State) {
+        // uid -> (key, deleting, finalizers)
+        let mut owners: HashMap<String, (Key, bool, Vec<String>)> = HashMap::new();
+        let mut dependents: HashMap<String, Vec<Key>> = HashMap::new();
+        for r in crate::resources::RESOURCES {
+            for v in st.store.list(r.plural, None) {
+                let Some(k) = key_of(r.plural, v) else { continue };
+                for o in owner_refs(v) {
+                    if let Some(u) = o.get("uid").and_then(Value::as_str) {
+                        dependents.entry(u.to_string()).or_default().push(k.clone());
+                    }
+                }
+                owners.insert(uid(v).to_string(), (k, deleting(v), finalizers(v)));
+            }
+        }
+        let del = |st: &mut State, k: &Key, propagation: Option<&str>| {
+            let opts = DeleteOptions {
+                propagation: propagation.map(str::to_string),
+                ..Default::default()
+            };
+            // Only fails when the object is already gone.
+            let _ = api::delete(st, &Options::default(), rt(k.resource), &k.namespace, &k.name, &opts);
+        };
+        for (owner_uid, deps) in &dependents {
+            match owners.get(owner_uid) {
+                None => {
+                    for k in deps {
+                        let Some(v) = st.store.get(k) else { continue };
+                        if deleting(v) {
+                            continue;
+                        }
+                        let alive = owner_refs(v).iter().any(|o| {
+                            o.get("uid")
+                                .and_then(Value::as_str)
+                                .is_some_and(|u| owners.contains_key(u))
+                        });
+                        if !alive {
+                            del(st, k, None);
+                        }
+                    }
+                }
+                Some((_, true, fins)) if fins.iter().any(|f| f == "orphan") => {
+                    for k in deps {
+                        let Some(mut v) = st.store.get(k).cloned() else { continue };
+                        let refs: Vec<Value> = owner_refs(&v)
+                            .into_iter()
+                            .filter(|o| o.get("uid").and_then(Value::as_str) != Some(owner_uid))
+                            .collect();
+                        if refs.is_empty() {
+                            if let Some(m) = v["metadata"].as_object_mut() {
+                                m.remove("ownerReferences");
+                            }
+                        } else {
+                            v["metadata"]["ownerReferences"] = Value::Array(refs);
+                        }
+                        st.store.replace(k.clone(), v);
+                    }
+                }
+                Some((_, true, fins)) if fins.iter().any(|f| f == "foregroundDeletion") => {
+                    for k in deps {
+                        if st.store.get(k).is_some_and(|v| !deleting(v)) {
+                            del(st, k, Some("Foreground"));
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        // Release owners whose dependents are settled.
+        for (owner_uid, (key, is_deleting, fins)) in &owners {
+            if !is_deleting {
+                continue;
+            }
+            let remaining = dependents
+                .get(owner_uid)
+                .map(|d| d.iter().filter(|k| st.store.get(k).is_some()).count())
+                .unwrap_or(0);
+            let mut keep: Vec<String> = fins.clone();
+            if remaining == 0 {
+                keep.retain(|f| f != "foregroundDeletion");
+            }
+            let orphaned = dependents.get(owner_uid).is_none_or(|d| {
+                d.iter().all(|k| {
+                    st.store.get(k).is_none_or(|v| {
+                        !owner_refs(v)
+                            .iter()
+                            .any(|o| o.get("uid").and_then(Value::as_str) == Some(owner_uid))
+                    })
+                })
+            });
+            if orphaned {
+                keep.retain(|f| f != "orphan");
+            }
+            if keep.len() == fins.len() {
+                continue;
+            }
+            let Some(mut v) = st.store.get(key).cloned() else { continue };
+            if keep.is_empty() {
+                if key.resource == "pods" {
+                    if let Some(m) = v["metadata"].as_object_mut() {
+                        m.remove("finalizers");
+                    }
+                    st.store.replace(key.clone(), v);
+                } else {
+                    st.store.remove(key);
+                }
+            } else {
+                v["metadata"]["finalizers"] = json!(keep);
+                st.store.replace(key.clone(), v);
+            }
+        }
+    }
+
+    fn deployments(&mut self, st: &mut State) {
+        for key in st.store.keys("deployments") {
+            let Some(d) = st.store.get(&key).cloned() else { continue };
+            if deleting(&d) {
+                continue;
+            }
+            let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+            let hash = pod_template_hash(&template);
+            let replicas = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let owned: Vec<Value> = st
+                .store
+                .list("replicasets", Some(&key.namespace))
+                .into_iter()
+                .filter(|rs| controller_uid(rs) == Some(uid(&d)))
+                .cloned()
+                .collect();
+            let current = owned
+                .iter()
+                .find(|rs| str_at(rs, "/metadata/labels/pod-template-hash") == hash);
+            if current.is_none() {
+                let mut rs_labels = template
+                    .pointer("/metadata/labels")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                rs_labels["pod-template-hash"] = json!(hash);
+                let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+                if !selector.get("matchLabels").is_some_and(Value::is_object) {
+                    selector["matchLabels"] = json!({});
+                }
+                selector["matchLabels"]["pod-template-hash"] = json!(hash);
+                let mut tpl = template.clone();
+                if !tpl.get("metadata").is_some_and(Value::is_object) {
+                    tpl["metadata"] = json!({});
+                }
+                tpl["metadata"]["labels"] = rs_labels.clone();
+                let revision = owned.len() + 1;
+                let rs = json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": format!("{}-{hash}", key.name),
+                        "labels": rs_labels,
+                        "annotations": {
+                            "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
+                            "deployment.kubernetes.io/max-replicas": replicas.to_string(),
+                            "deployment.kubernetes.io/revision": revision.to_string(),
+                        },
+                        "ownerReferences": [owner_ref("Deployment", &d)],
+                    },
+                    "spec": { "replicas": replicas, "selector": selector, "template": tpl },
+                });
+                // A name collision leaves the deployment without a new set, as a real
+                // controller would until the collision is resolved.
+                let _ = api::create(st, rt("replicasets"), &key.namespace, &rs, false);
+            }
+            // Scale: the current set to the desired count, every older one to zero.
+            let owned: Vec<Value> = st
+                .store
+                .list("replicasets", Some(&key.namespace))
+                .into_iter()
+                .filter(|rs| controller_uid(rs) == Some(uid(&d)))
+                .cloned()
+                .collect();
+            let (mut total, mut updated, mut ready, mut available) = (0, 0, 0, 0);
+            for rs in &owned {
+                let is_current = str_at(rs, "/metadata/labels/pod-template-hash") == hash;
+                let want = if is_current { replicas } else { 0 };
+                if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(want)
+                    && !deleting(rs)
+                {
+                    let mut next = rs.clone();
+                    next["spec"]["replicas"] = json!(want);
+                    if let Some(k) = key_of("replicasets", rs) {
+                        st.store.replace(k, next);
+                    }
+                }
+                let n = |p: &str| rs.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+                total += n("/status/replicas");
+                ready += n("/status/readyReplicas");
+                available += n("/status/availableReplicas");
+                if is_current {
+                    updated = n("/status/replicas");
+                }
+            }
+            let old = d.get("status").cloned().unwrap_or(json!({}));
+            let cond = |ty: &str, ok: bool, reason: &str, message: String| {
+                let status = if ok { "True" } else { "False" };
+                let prev = old
+                    .get("conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
+                let keep = prev.is_some_and(|p| p["status"] == status && p["reason"] == reason);
+                let (lu, lt) = match prev {
+                    Some(p) if keep => (p["lastUpdateTime"].clone(), p["lastTransitionTime"].clone()),
+                    _ => (json!(ids::now()), json!(ids::now())),
+                };
+                json!({"type": ty, "status": status, "lastUpdateTime": lu, "lastTransitionTime": lt,
+                       "reason": reason, "message": message})
+            };
+            let avail_ok = available >= replicas;
+            let done = updated == replicas && available == replicas && total == replicas;
+            let conditions = json!([
+                cond(
+                    "Available",
+                    avail_ok,
+                    if avail_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                    if avail_ok {
+                        "Deployment has minimum availability.".to_string()
+                    } else {
+                        "Deployment does not have minimum availability.".to_string()
+                    },
+                ),
+                cond(
+                    "Progressing",
+                    true,
+                    if done { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                    format!("ReplicaSet \"{}-{hash}\" {}", key.name, if done { "has successfully progressed." } else { "is progressing." }),
+                ),
+            ]);
+            let mut status = drop_zero(json!({
+                "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+                "replicas": total,
+                "updatedReplicas": updated,
+                "readyReplicas": ready,
+                "availableReplicas": available,
+                "unavailableReplicas": (replicas - available).max(0),
+            }));
+            status["conditions"] = conditions;
+            write_status(st, &key, status);
+        }
+    }
+
+    fn replicasets(&mut self, st: &mut State, opts: &Options) {
+        let _ = opts;
+        for key in st.store.keys("replicasets") {
+            let Some(rs) = st.store.get(&key).cloned() else { continue };
+            if deleting(&rs) {
+                continue;
+            }
+            let want = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let pods: Vec<Value> = st
+                .store
+                .list("pods", Some(&key.namespace))
+                .into_iter()
+                .filter(|p| controller_uid(p) == Some(uid(&rs)))
+                .cloned()
+                .collect();
+            let active: Vec<&Value> = pods.iter().filter(|p| !deleting(p)).collect();
+            let have = active.len() as i64;
+            if have < want {
+                let tpl = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+                for _ in have..want {
+                    let mut meta = tpl.get("metadata").cloned().unwrap_or(json!({}));
+                    meta["name"] = json!(format!("{}-{}", key.name, ids::suffix(5)));
+                    meta["ownerReferences"] = json!([owner_ref("ReplicaSet", &rs)]);
+                    let pod = json!({
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": meta,
+                        "spec": tpl.get("spec").cloned().unwrap_or(json!({})),
+                    });
+                    let _ = api::create(st, rt("pods"), &key.namespace, &pod, false);
+                }
+            } else if have > want {
+                let mut victims = active.clone();
+                // Not-ready pods first, then the newest, as the real controller prefers.
+                victims.sort_by_key(|p| {
+                    let ready = str_at(p, "/status/phase") == "Running";
+                    (ready, std::cmp::Reverse(str_at(p, "/metadata/creationTimestamp").to_string()))
+                });
+                let extra: Vec<Key> = victims
+                    .iter()
+                    .take((have - want) as usize)
+                    .filter_map(|p| key_of("pods", p))
+                    .collect();
+                for k in extra {
+                    let _ = api::delete(st, opts, rt("pods"), &k.namespace, &k.name, &DeleteOptions::default());
+                }
+            }
+            let pods: Vec<Value> = st
+                .store
+                .list("pods", Some(&key.namespace))
+                .into_iter()
+                .filter(|p| controller_uid(p) == Some(uid(&rs)) && !deleting(p))
+                .cloned()
+                .collect();
+            let selector = rs
+                .pointer("/spec/selector")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .map(|s| LabelSelector::from_label_selector(&s))
+                .unwrap_or_default();
+            let labelled = pods
+                .iter()
+                .filter(|p| selector.matches(&labels(p, "/metadata/labels")))
+                .count();
+            let ready = pods.iter().filter(|p| pod_ready(p)).count();
+            let status = drop_zero(json!({
+                "replicas": pods.len(),
+                "fullyLabeledReplicas": labelled,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+            }));
+            let status = if status.get("replicas").is_none() {
+                let mut s = status;
+                s["replicas"] = json!(0);
+                s
+            } else {
+                status
+            };
+            write_status(st, &key, status);
+        }
+    }
+
+    fn kubelet(&mut self, st: &mut State, opts: &Options, now: Instant, next: &mut Option<Instant>) {
+        let mut soonest = |t: Instant| {
+            *next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        };
+        let mut present = HashSet::new();
+        for key in st.store.keys("pods") {
+            let Some(p) = st.store.get(&key).cloned() else { continue };
+            let id = uid(&p).to_string();
+            present.insert(id.clone());
+            if deleting(&p) {
+                let since = *self.terminating_since.entry(id).or_insert(now);
+                let due = since + opts.pod_termination_delay;
+                if now >= due && finalizers(&p).is_empty() {
+                    st.store.remove(&key);
+                } else if finalizers(&p).is_empty() {
+                    soonest(due);
+                }
+                continue;
+            }
+            if matches!(str_at(&p, "/status/phase"), "" | "Pending") {
+                let since = *self.pending_since.entry(id).or_insert(now);
+                let due = since + opts.pod_ready_delay;
+                if now >= due {
+                    self.start(st, key, p);
+                } else {
+                    soonest(due);
+                }
+            }
+        }
+        self.pending_since.retain(|k, _| present.contains(k));
+        self.terminating_since.retain(|k, _| present.contains(k));
+    }
+
+    fn start(&mut self, st: &mut State, key: Key, mut p: Value) {
+        self.next_ip += 1;
+        let started = ids::now();
+        let statuses: Vec<Value> = p
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        json!({
+                            "name": c["name"],
+                            "image": c["image"],
+                            "imageID": "",
+                            "containerID": format!("containerd://{:016x}", ids::random_u64()),
+                            "ready": true,
+                            "started": true,
+                            "restartCount": 0,
+                            "state": {"running": {"startedAt": started}},
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": started});
+        p["spec"]["nodeName"] = json!("testcluster-node");
+        let ip = format!("10.244.{}.{}", (self.next_ip >> 8) & 0xff, self.next_ip & 0xff);
+        p["status"] = json!({
+            "phase": "Running",
+            "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+            "hostIP": "10.0.0.1",
+            "hostIPs": [{"ip": "10.0.0.1"}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": started,
+            "containerStatuses": statuses,
+            "qosClass": "BestEffort",
+        });
+        st.store.replace(key, p);
+    }
+}
+
+/// Whether a pod is Running with its Ready condition true.
+pub fn pod_ready(p: &Value) -> bool {
+    str_at(p, "/status/phase") == "Running"
+        && p.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// How long to sleep when nothing timed is pending.
+pub const IDLE: Duration = Duration::from_secs(3600);

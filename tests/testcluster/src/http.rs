@@ -1,0 +1,778 @@
+//! The HTTP face: routing a request to discovery or to a resource verb, the bearer-token
+//! check, injected faults and latency, content negotiation (JSON, `Table`), watches as
+//! newline-delimited JSON streams, pod logs, and the audit log.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::api::{self, DeleteOptions, Part, PatchType};
+use crate::discovery;
+use crate::resources::{self, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::state::{AuditEntry, Shared};
+use crate::status::ApiError;
+use crate::store::{Change, ChangeType, Key};
+use crate::table::{self, Include};
+
+/// The response body type: whole or streamed.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}
+
+/// A request's path split into what it addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The resource type.
+    pub rt: &'static ResourceType,
+    /// The namespace in the path.
+    pub namespace: Option<String>,
+    /// The object name in the path.
+    pub name: Option<String>,
+    /// The subresource (`scale`, `status`, `log`).
+    pub sub: Option<String>,
+}
+
+/// Where a path leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A discovery or version document.
+    Document(Value),
+    /// A resource request.
+    Resource(Target),
+    /// The OpenAPI v2 document (protobuf or JSON, as asked).
+    OpenApiV2,
+    /// Nothing served here.
+    NotFound,
+}
+
+/// Routes a path (without query).
+pub fn route(path: &str, minor: u32) -> Route {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["version"] => return Route::Document(discovery::version(minor)),
+        ["api"] => return Route::Document(discovery::core_versions()),
+        ["apis"] => return Route::Document(discovery::groups()),
+        ["openapi", "v2"] => return Route::OpenApiV2,
+        ["openapi", "v3"] => return Route::Document(discovery::openapi_root()),
+        ["openapi", "v3", doc @ ..] => {
+            return discovery::openapi_group(&doc.join("/"), minor)
+                .map_or(Route::NotFound, Route::Document);
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Route::NotFound,
+    };
+    if rest.is_empty() {
+        return discovery::resource_list(group, version).map_or(Route::NotFound, Route::Document);
+    }
+    let find = |plural: &str| resources::find(group, version, plural);
+    let t = |rt, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+        Route::Resource(Target {
+            rt,
+            namespace: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            sub: sub.map(str::to_string),
+        })
+    };
+    match rest {
+        ["namespaces", ns, sub @ ("status" | "finalize")] => match find("namespaces") {
+            Some(rt) => t(rt, None, Some(ns), Some(sub)),
+            None => Route::NotFound,
+        },
+        ["namespaces", ns, plural, more @ ..] => match (find(plural), more) {
+            (Some(rt), []) if rt.namespaced => t(rt, Some(ns), None, None),
+            (Some(rt), [name]) if rt.namespaced => t(rt, Some(ns), Some(name), None),
+            (Some(rt), [name, sub]) if rt.namespaced => t(rt, Some(ns), Some(name), Some(sub)),
+            _ => Route::NotFound,
+        },
+        [plural, more @ ..] => match (find(plural), more) {
+            (Some(rt), []) => t(rt, None, None, None),
+            (Some(rt), [name]) if !rt.namespaced => t(rt, None, Some(name), None),
+            (Some(rt), [name, sub]) if !rt.namespaced => t(rt, None, Some(name), Some(sub)),
+            _ => Route::NotFound,
+        },
+        [] => Route::NotFound,
+    }
+}
+
+/// Decodes `%XX` escapes and `+` as a space.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits a query string into decoded pairs; empty fields (`?&a=`) are tolerated.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+/// The Kubernetes verb of a request.
+fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
+    match (method, t.name.is_some()) {
+        (&Method::GET, false) if q.flag("watch") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::GET, true) if q.flag("watch") => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, false) => "deletecollection",
+        (&Method::DELETE, true) => "delete",
+        _ => "unknown",
+    }
+}
+
+fn wants_table(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+}
+
+/// Handles one request: authenticates, applies faults, answers, and audits it.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let header_str = |h: header::HeaderName| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let user_agent = header_str(header::USER_AGENT);
+    let content_type = header_str(header::CONTENT_TYPE);
+    let accept = header_str(header::ACCEPT);
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {}", shared.token));
+    let route = route(&path, shared.opts.minor);
+    let query = Query(parse_query(&raw_query));
+    let (verb, resource, namespace, name) = match &route {
+        Route::Resource(t) => (
+            verb_of(&method, t, &query),
+            match &t.sub {
+                Some(s) => format!("{}/{s}", t.rt.plural),
+                None => t.rt.plural.to_string(),
+            },
+            t.namespace.clone(),
+            t.name.clone(),
+        ),
+        _ => ("", String::new(), None, None),
+    };
+    let mut entry = AuditEntry {
+        at: SystemTime::now(),
+        method: method.to_string(),
+        verb: verb.to_string(),
+        path: path.clone(),
+        query: raw_query.clone(),
+        resource: resource.clone(),
+        namespace,
+        name,
+        content_type: content_type.clone(),
+        status: 0,
+        user_agent,
+    };
+    let (latency, fault) = {
+        let st = shared.lock();
+        let fault = st
+            .faults
+            .rules
+            .iter()
+            .find(|r| !verb.is_empty() && r.matches(verb, &resource))
+            .map(|r| r.code);
+        (st.faults.latency, fault)
+    };
+    if latency > Duration::ZERO {
+        tokio::time::sleep(latency).await;
+    }
+    let response = if !authorized {
+        error_response(&ApiError::unauthorized())
+    } else if let Some(code) = fault {
+        error_response(&ApiError::injected(code))
+    } else {
+        match route {
+            Route::NotFound => error_response(&ApiError::no_route(&path)),
+            Route::OpenApiV2 => {
+                if method != Method::GET {
+                    error_response(&ApiError::method_not_allowed())
+                } else if accept.contains("protobuf") {
+                    let mut r = Response::new(full(discovery::openapi_v2_protobuf(shared.opts.minor)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+                    );
+                    r
+                } else {
+                    json_response(200, &discovery::openapi_v2_json(shared.opts.minor))
+                }
+            }
+            Route::Document(doc) => {
+                if method == Method::GET {
+                    json_response(200, &doc)
+                } else {
+                    error_response(&ApiError::method_not_allowed())
+                }
+            }
+            Route::Resource(t) => {
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
+                resource_request(&shared, &method, &t, &query, &content_type, &accept, &body)
+            }
+        }
+    };
+    entry.status = response.status().as_u16();
+    shared.lock().audit.push(entry);
+    response
+}
+
+fn read_json(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    if ct.contains("protobuf") {
+        return Err(ApiError::unsupported_media_type(ct));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))
+    })
+}
+
+fn strict(q: &Query) -> bool {
+    q.get("fieldValidation") == Some("Strict")
+}
+
+fn label_filter(q: &Query) -> Result<LabelSelector, ApiError> {
+    LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)
+}
+
+fn field_filter(q: &Query, rt: &ResourceType) -> Result<FieldSelector, ApiError> {
+    FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), rt.plural)
+        .map_err(ApiError::bad_request)
+}
+
+fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn after_write(shared: &Shared) {
+    shared.changed.notify_one();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource_request(
+    shared: &Arc<Shared>,
+    method: &Method,
+    t: &Target,
+    q: &Query,
+    content_type: &str,
+    accept: &str,
+    body: &[u8],
+) -> Response<Body> {
+    if !accept.is_empty()
+        && !accept.contains("json")
+        && !accept.contains("*/*")
+        && !accept.contains("yaml")
+        && !(t.sub.as_deref() == Some("log"))
+    {
+        return error_response(&ApiError::not_acceptable(accept));
+    }
+    let verb = verb_of(method, t, q);
+    if verb == "get" && t.sub.as_deref() == Some("log") && t.rt.plural == "pods" {
+        return pod_log(shared, t, q);
+    }
+    if verb == "watch" {
+        return watch(shared, t, q, wants_table(accept));
+    }
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let result: Result<(u16, Value), ApiError> = (|| {
+        let rt = t.rt;
+        match (verb, t.sub.as_deref(), t.name.as_deref()) {
+            ("list", None, None) => {
+                let labels = label_filter(q)?;
+                let fields = field_filter(q, rt)?;
+                let st = shared.lock();
+                let rv = st.store.current_rv();
+                let items: Vec<&Value> = st
+                    .store
+                    .list(rt.plural, t.namespace.as_deref())
+                    .into_iter()
+                    .filter(|o| labels.matches(&obj_labels(o)) && fields.matches(o))
+                    .collect();
+                if wants_table(accept) {
+                    return Ok((200, table::table(rt, &items, rv, Include::parse(q.get("includeObject")))));
+                }
+                Ok((
+                    200,
+                    json!({
+                        "kind": format!("{}List", rt.kind),
+                        "apiVersion": rt.api_version(),
+                        "metadata": {"resourceVersion": rv.to_string()},
+                        "items": items,
+                    }),
+                ))
+            }
+            ("get", None, Some(name)) => {
+                let st = shared.lock();
+                let key = Key::new(rt.plural, ns, name);
+                let obj = st
+                    .store
+                    .get(&key)
+                    .ok_or_else(|| ApiError::not_found(rt, name))?;
+                if wants_table(accept) {
+                    let rv = st.store.current_rv();
+                    return Ok((200, table::table(rt, &[obj], rv, Include::parse(q.get("includeObject")))));
+                }
+                Ok((200, obj.clone()))
+            }
+            ("get", Some("status"), Some(name)) => {
+                let st = shared.lock();
+                let obj = st
+                    .store
+                    .get(&Key::new(rt.plural, ns, name))
+                    .ok_or_else(|| ApiError::not_found(rt, name))?;
+                Ok((200, obj.clone()))
+            }
+            ("get", Some("scale"), Some(name)) if rt.group == "apps" => {
+                Ok((200, api::get_scale(&shared.lock(), rt, ns, name)?))
+            }
+            ("create", None, None) => {
+                let v = read_json(content_type, body)?;
+                let created = api::create(&mut shared.lock(), rt, ns, &v, strict(q))?;
+                after_write(shared);
+                Ok((201, created))
+            }
+            ("update", sub @ (None | Some("status")), Some(name)) => {
+                let v = read_json(content_type, body)?;
+                let part = if sub.is_some() { Part::Status } else { Part::Main };
+                let out = api::update(&mut shared.lock(), rt, ns, name, &v, part, strict(q))?;
+                after_write(shared);
+                Ok((200, out))
+            }
+            ("patch", sub @ (None | Some("status")), Some(name)) => {
+                let kind = PatchType::from_content_type(content_type)
+                    .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+                let part = if sub.is_some() { Part::Status } else { Part::Main };
+                let mut st = shared.lock();
+                let existed = st.store.get(&Key::new(rt.plural, ns, name)).is_some();
+                let out = api::patch(&mut st, rt, ns, name, kind, body, part, strict(q))?;
+                drop(st);
+                after_write(shared);
+                Ok((if existed { 200 } else { 201 }, out))
+            }
+            ("update", Some("scale"), Some(name)) if rt.group == "apps" => {
+                let v = read_json(content_type, body)?;
+                let out = api::write_scale(&mut shared.lock(), rt, ns, name, Ok(v))?;
+                after_write(shared);
+                Ok((200, out))
+            }
+            ("patch", Some("scale"), Some(name)) if rt.group == "apps" => {
+                let kind = PatchType::from_content_type(content_type)
+                    .filter(|k| *k != PatchType::Apply)
+                    .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+                let out = api::write_scale(&mut shared.lock(), rt, ns, name, Err((kind, body)))?;
+                after_write(shared);
+                Ok((200, out))
+            }
+            ("delete", None, Some(name)) => {
+                let v: Value = if body.is_empty() {
+                    json!({})
+                } else {
+                    read_json(content_type, body)?
+                };
+                let opts = DeleteOptions::from_body_and_query(&v, &q.0);
+                let out = api::delete(&mut shared.lock(), &shared.opts, rt, ns, name, &opts)?;
+                after_write(shared);
+                Ok((out.code, out.body))
+            }
+            ("deletecollection", None, None) => {
+                let v: Value = if body.is_empty() {
+                    json!({})
+                } else {
+                    read_json(content_type, body)?
+                };
+                let opts = DeleteOptions::from_body_and_query(&v, &q.0);
+                let labels = label_filter(q)?;
+                let fields = field_filter(q, rt)?;
+                let mut st = shared.lock();
+                let names: Vec<(String, String)> = st
+                    .store
+                    .list(rt.plural, t.namespace.as_deref())
+                    .into_iter()
+                    .filter(|o| labels.matches(&obj_labels(o)) && fields.matches(o))
+                    .map(|o| {
+                        let s = |p| o.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+                        (s("/metadata/namespace"), s("/metadata/name"))
+                    })
+                    .collect();
+                let mut items = Vec::new();
+                for (ons, name) in names {
+                    match api::delete(&mut st, &shared.opts, rt, &ons, &name, &opts) {
+                        Ok(d) if d.body["kind"] == "Status" => {}
+                        Ok(d) => items.push(d.body),
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let rv = st.store.current_rv();
+                drop(st);
+                after_write(shared);
+                Ok((
+                    200,
+                    json!({
+                        "kind": format!("{}List", rt.kind),
+                        "apiVersion": rt.api_version(),
+                        "metadata": {"resourceVersion": rv.to_string()},
+                        "items": items,
+                    }),
+                ))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    })();
+    match result {
+        Ok((code, v)) => json_response(code, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A streamed body fed by a channel; the sender sees an error once the client is gone.
+fn channel_body(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<Body>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, private"),
+    );
+    (tx, r)
+}
+
+/// What a watch sends for one change, after its filters: `None` when it is not for it.
+fn filter_change(
+    c: &Change,
+    t: &Target,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Option<(&'static str, Value)> {
+    if c.key.resource != t.rt.plural {
+        return None;
+    }
+    if let Some(ns) = &t.namespace
+        && c.key.namespace != *ns
+    {
+        return None;
+    }
+    if let Some(name) = &t.name
+        && c.key.name != *name
+    {
+        return None;
+    }
+    let hit = |o: &Value| labels.matches(&obj_labels(o)) && fields.matches(o);
+    let new_hit = hit(&c.new);
+    let old_hit = c.old.as_ref().is_some_and(hit);
+    match c.kind {
+        ChangeType::Added if new_hit => Some(("ADDED", c.new.clone())),
+        ChangeType::Modified if old_hit && new_hit => Some(("MODIFIED", c.new.clone())),
+        ChangeType::Modified if new_hit => Some(("ADDED", c.new.clone())),
+        ChangeType::Modified if old_hit => Some(("DELETED", c.new.clone())),
+        ChangeType::Deleted if old_hit => Some(("DELETED", c.new.clone())),
+        _ => None,
+    }
+}
+
+fn event_line(kind: &str, obj: &Value, rt: &ResourceType, as_table: bool, rv: u64, include: Include) -> Bytes {
+    let object = if as_table && kind != "BOOKMARK" && kind != "ERROR" {
+        table::table(rt, &[obj], rv, include)
+    } else {
+        obj.clone()
+    };
+    let mut line = json!({"type": kind, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn watch(shared: &Arc<Shared>, t: &Target, q: &Query, as_table: bool) -> Response<Body> {
+    let labels = match label_filter(q) {
+        Ok(l) => l,
+        Err(e) => return error_response(&e),
+    };
+    let fields = match field_filter(q, t.rt) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    let include = Include::parse(q.get("includeObject"));
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(shared.opts.default_watch_timeout);
+    let bookmarks = q.flag("allowWatchBookmarks");
+    let rt = t.rt;
+    let (tx, response) = channel_body("application/json");
+    let mut initial: Vec<Bytes> = Vec::new();
+    let start_rv;
+    let rx: Option<broadcast::Receiver<Arc<Change>>>;
+    {
+        let st = shared.lock();
+        match q.get("resourceVersion") {
+            None | Some("0") => {
+                start_rv = st.store.current_rv();
+                for o in st.store.list(rt.plural, t.namespace.as_deref()) {
+                    let name_ok = t.name.as_deref().is_none_or(|n| {
+                        o.pointer("/metadata/name").and_then(Value::as_str) == Some(n)
+                    });
+                    if name_ok && labels.matches(&obj_labels(o)) && fields.matches(o) {
+                        initial.push(event_line("ADDED", o, rt, as_table, start_rv, include));
+                    }
+                }
+                rx = Some(st.store.subscribe());
+            }
+            Some(v) => match v.parse::<u64>() {
+                Err(_) => {
+                    return error_response(&ApiError::bad_request(format!(
+                        "invalid resource version: {v}"
+                    )));
+                }
+                Ok(from) => match st.store.subscribe_from(from) {
+                    Ok((replay, r)) => {
+                        start_rv = from;
+                        for c in replay {
+                            if let Some((kind, obj)) = filter_change(&c, t, &labels, &fields) {
+                                initial.push(event_line(kind, &obj, rt, as_table, c.rv, include));
+                            }
+                        }
+                        rx = Some(r);
+                    }
+                    Err(expired) => {
+                        start_rv = from;
+                        let status = ApiError::expired(expired.asked, expired.oldest).to_status();
+                        initial.push(event_line("ERROR", &status, rt, false, from, include));
+                        rx = None;
+                    }
+                },
+            },
+        }
+    }
+    let t = t.clone();
+    let bookmark_interval = shared.opts.bookmark_interval;
+    tokio::spawn(async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut rx) = rx else { return };
+        let mut last_rv = start_rv;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(bookmark_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tick.tick().await;
+        let bookmark = |rv: u64| {
+            let obj = json!({"kind": rt.kind, "apiVersion": rt.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()}});
+            event_line("BOOKMARK", &obj, rt, false, rv, include)
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if bookmarks {
+                        let _ = tx.send(bookmark(last_rv)).await;
+                    }
+                    return;
+                }
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(bookmark(last_rv)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+                c = rx.recv() => match c {
+                    Ok(c) => {
+                        if c.rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = c.rv;
+                        if let Some((kind, obj)) = filter_change(&c, &t, &labels, &fields)
+                            && tx.send(event_line(kind, &obj, rt, as_table, c.rv, include)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Lagged or closed: end the watch; the client resumes from its last version.
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    response
+}
+
+fn pod_log(shared: &Arc<Shared>, t: &Target, q: &Query) -> Response<Body> {
+    let (ns, name) = (t.namespace.clone().unwrap_or_default(), t.name.clone().unwrap_or_default());
+    let key = Key::new("pods", &ns, &name);
+    let (pod, rx) = {
+        let st = shared.lock();
+        (st.store.get(&key).cloned(), st.store.subscribe())
+    };
+    let Some(pod) = pod else {
+        return error_response(&ApiError::not_found(t.rt, &name));
+    };
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let container = match q.get("container") {
+        Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
+        Some(c) => {
+            return error_response(&ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return error_response(&ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let text = format!("testcluster: container {container} of pod {ns}/{name} is running\n");
+    if !q.flag("follow") {
+        let mut r = Response::new(full(text));
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+        return r;
+    }
+    let (tx, response) = channel_body("text/plain");
+    let uid = pod.pointer("/metadata/uid").cloned();
+    tokio::spawn(async move {
+        let mut rx = rx;
+        if tx.send(Bytes::from(text)).await.is_err() {
+            return;
+        }
+        // Follow until the pod is gone (or replaced), or the client leaves.
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                c = rx.recv() => match c {
+                    Ok(c) if c.key == key && (c.kind == ChangeType::Deleted || c.new.pointer("/metadata/uid") != uid.as_ref()) => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_cover_namespaced_cluster_and_subresources() {
+        let r = route("/apis/apps/v1/namespaces/ns/deployments/app/scale", 31);
+        let Route::Resource(t) = r else { panic!("not a resource: {r:?}") };
+        assert_eq!((t.rt.plural, t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()),
+                   ("deployments", Some("ns"), Some("app"), Some("scale")));
+        let Route::Resource(t) = route("/api/v1/pods", 31) else { panic!() };
+        assert_eq!((t.rt.plural, t.namespace, t.name), ("pods", None, None));
+        let Route::Resource(t) = route("/api/v1/namespaces/dev", 31) else { panic!() };
+        assert_eq!((t.rt.plural, t.name.as_deref()), ("namespaces", Some("dev")));
+        assert_eq!(route("/apis/batch/v1/jobs", 31), Route::NotFound);
+        assert_eq!(route("/api/v1/namespaces/ns/widgets", 31), Route::NotFound);
+        assert!(matches!(route("/version", 31), Route::Document(_)));
+    }
+
+    #[test]
+    fn queries_decode_and_tolerate_empty_fields() {
+        let q = parse_query("&labelSelector=app+in+%28a%2Cb%29&&watch=1&x");
+        assert_eq!(q, vec![
+            ("labelSelector".to_string(), "app in (a,b)".to_string()),
+            ("watch".to_string(), "1".to_string()),
+            ("x".to_string(), String::new()),
+        ]);
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

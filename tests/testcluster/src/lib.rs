@@ -1,0 +1,50 @@
+//! A Kubernetes API server emulator for telepolice-agent's tests.
+//!
+//! It speaks the real wire protocol over HTTPS on 127.0.0.1 (a fresh CA and bearer token
+//! per instance), so the real `kubectl` and kube-rs talk to it as to a cluster: discovery,
+//! `k8s-openapi` objects, `resourceVersion` and 409 conflicts, preconditions, watches with
+//! replay and 410s, the scale subresource, label and field selectors, `Table` answers, a
+//! deployment controller that makes pods, and owner-reference garbage collection. Tests
+//! can take it off the network, slow it down, make chosen verbs fail, and read an audit log
+//! of every request.
+//!
+//! ```no_run
+//! let cluster = testcluster::TestCluster::start(Default::default())?;
+//! cluster.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"))?;
+//! cluster.set_reachable(false);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//! - [`cluster`]: [`TestCluster`], the handle a test holds, and its control commands.
+//! - `server`: the listener, connections, reachability switch and controller loop.
+//! - `http`: routing, authentication, faults, content negotiation, watches, pod logs, audit.
+//! - `api`: what each verb does to the store (create, update, patch, scale, delete).
+//! - `controllers`: deployments, replica sets, the kubelet, garbage collection, namespaces.
+//! - `store`: objects, the `resourceVersion` counter and the change log watches replay.
+//! - `resources`: the served resource types and their validation.
+//! - `discovery`: `/version`, `/api`, `/apis`, OpenAPI v3.
+//! - `table`: `Table` answers for `kubectl get`.
+//! - `selector`, `strategic`: label/field selectors and strategic merge patch.
+//! - `status`: `Status` errors as the real server words them.
+//! - `state`, `tls`, `ids`: shared state and options, the TLS identity, server-made names.
+
+pub mod api;
+pub mod cluster;
+pub mod controllers;
+pub mod discovery;
+pub mod http;
+pub mod ids;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod state;
+pub mod status;
+pub mod store;
+pub mod strategic;
+pub mod table;
+pub mod tls;
+
+pub use cluster::{StartError, TestCluster};
+pub use state::{AuditEntry, FailRule, Options};
+pub use status::ApiError;
