@@ -83,7 +83,10 @@ fn main() -> ExitCode {
         }
     };
     if let Err(e) = cluster.write_kubeconfig(&path) {
-        eprintln!("testcluster: writing the kubeconfig to {}: {e}", path.display());
+        eprintln!(
+            "testcluster: writing the kubeconfig to {}: {e}",
+            path.display()
+        );
         return ExitCode::FAILURE;
     }
     say(&format!("ready {}", cluster.url()));

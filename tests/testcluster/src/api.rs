@@ -167,7 +167,10 @@ fn set_defaults(rt: &ResourceType, obj: &mut Value, st: &mut State) {
             if spec.get("strategy").is_none() {
                 spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
             }
-            for (k, v) in [("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600)] {
+            for (k, v) in [
+                ("revisionHistoryLimit", 10),
+                ("progressDeadlineSeconds", 600),
+            ] {
                 if spec.get(k).is_none() {
                     spec[k] = json!(v);
                 }
@@ -219,9 +222,7 @@ fn set_defaults(rt: &ResourceType, obj: &mut Value, st: &mut State) {
             }
             obj["status"] = json!({"phase": "Active"});
             let name = name_of(obj).to_string();
-            let labels = meta_mut(obj)
-                .entry("labels")
-                .or_insert_with(|| json!({}));
+            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
             labels["kubernetes.io/metadata.name"] = json!(name);
         }
         _ => {}
@@ -416,7 +417,10 @@ fn store_update(
         }
     }
     {
-        let cur_meta = current.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        let cur_meta = current
+            .get("metadata")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let meta = meta_mut(&mut obj);
         for k in [
             "uid",
@@ -516,7 +520,9 @@ pub fn apply_patch(current: &Value, kind: PatchType, body: &[u8]) -> Result<Valu
     match kind {
         PatchType::Json => {
             let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("the body of the request was not a valid JSON patch: {e}"))
+                ApiError::bad_request(format!(
+                    "the body of the request was not a valid JSON patch: {e}"
+                ))
             })?;
             let mut doc = current.clone();
             json_patch::patch(&mut doc, &p).map_err(|e| ApiError::patch_failed(e.to_string()))?;
@@ -594,7 +600,11 @@ pub fn write_scale(
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
-    if !rv.is_empty() && Some(rv) != obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    if !rv.is_empty()
+        && Some(rv)
+            != obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
     {
         return Err(ApiError::stale(rt, name));
     }
@@ -606,7 +616,9 @@ pub fn write_scale(
             name,
             &format!(
                 "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+                obj.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
             ),
         ));
     }
@@ -616,7 +628,10 @@ pub fn write_scale(
             ApiError::invalid(
                 rt,
                 name,
-                &[("spec.replicas".into(), format!("Invalid value: {r}: must be an integer"))],
+                &[(
+                    "spec.replicas".into(),
+                    format!("Invalid value: {r}: must be an integer"),
+                )],
             )
         })?,
     };
@@ -686,7 +701,9 @@ pub fn delete(
             name,
             &[(
                 "propagationPolicy".into(),
-                format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                format!(
+                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
             )],
         ));
     }
@@ -723,7 +740,10 @@ pub fn delete(
             obj["status"] = json!({"phase": "Terminating"});
             obj = st.store.replace(key, obj);
         }
-        return Ok(Deleted { code: 200, body: obj });
+        return Ok(Deleted {
+            code: 200,
+            body: obj,
+        });
     }
     if finalizers.is_empty() && (grace == 0 || rt.plural != "pods") {
         let gone = st.store.remove(&key).unwrap_or(current);
@@ -743,6 +763,10 @@ pub fn delete(
         m.insert("finalizers".into(), Value::Array(finalizers));
     }
     let stored = st.store.replace(key, obj);
-    let code = if rt.plural == "pods" && add.is_none() { 200 } else { 202 };
+    let code = if rt.plural == "pods" && add.is_none() {
+        200
+    } else {
+        202
+    };
     Ok(Deleted { code, body: stored })
 }

@@ -104,8 +104,15 @@ impl TestCluster {
                         thread_shared.clone(),
                         shutdown_rx.clone(),
                     ));
-                    server::serve(thread_shared, listener, tls, reachable_rx, ack_tx, shutdown_rx)
-                        .await;
+                    server::serve(
+                        thread_shared,
+                        listener,
+                        tls,
+                        reachable_rx,
+                        ack_tx,
+                        shutdown_rx,
+                    )
+                    .await;
                     let _ = controllers.await;
                 });
                 rt.shutdown_timeout(Duration::from_secs(2));
@@ -307,7 +314,9 @@ impl TestCluster {
                     .parse()
                     .ok()
                     .filter(|c| (400..600).contains(c))
-                    .ok_or_else(|| format!("fail wants an HTTP error code (400-599), got {code:?}"))?;
+                    .ok_or_else(|| {
+                        format!("fail wants an HTTP error code (400-599), got {code:?}")
+                    })?;
                 self.fail(code, verb, resource);
                 Ok(())
             }

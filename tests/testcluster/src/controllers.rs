@@ -91,9 +91,9 @@ fn labels(v: &Value, p: &str) -> BTreeMap<String, String> {
 /// template's JSON, its decimal digits spelled in the server's safe alphabet.
 pub fn pod_template_hash(template: &Value) -> String {
     let text = template.to_string();
-    let h = text
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let h = text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     h.to_string()
         .bytes()
@@ -153,7 +153,9 @@ impl Controllers {
 
     fn namespaces(&mut self, st: &mut State) {
         for key in st.store.keys("namespaces") {
-            let Some(ns) = st.store.get(&key) else { continue };
+            let Some(ns) = st.store.get(&key) else {
+                continue;
+            };
             if !deleting(ns) {
                 continue;
             }
@@ -182,7 +184,9 @@ impl Controllers {
         let mut dependents: HashMap<String, Vec<Key>> = HashMap::new();
         for r in crate::resources::RESOURCES {
             for v in st.store.list(r.plural, None) {
-                let Some(k) = key_of(r.plural, v) else { continue };
+                let Some(k) = key_of(r.plural, v) else {
+                    continue;
+                };
                 for o in owner_refs(v) {
                     if let Some(u) = o.get("uid").and_then(Value::as_str) {
                         dependents.entry(u.to_string()).or_default().push(k.clone());
@@ -197,7 +201,14 @@ impl Controllers {
                 ..Default::default()
             };
             // Only fails when the object is already gone.
-            let _ = api::delete(st, &Options::default(), rt(k.resource), &k.namespace, &k.name, &opts);
+            let _ = api::delete(
+                st,
+                &Options::default(),
+                rt(k.resource),
+                &k.namespace,
+                &k.name,
+                &opts,
+            );
         };
         for (owner_uid, deps) in &dependents {
             match owners.get(owner_uid) {
@@ -219,7 +230,9 @@ impl Controllers {
                 }
                 Some((_, true, fins)) if fins.iter().any(|f| f == "orphan") => {
                     for k in deps {
-                        let Some(mut v) = st.store.get(k).cloned() else { continue };
+                        let Some(mut v) = st.store.get(k).cloned() else {
+                            continue;
+                        };
                         let refs: Vec<Value> = owner_refs(&v)
                             .into_iter()
                             .filter(|o| o.get("uid").and_then(Value::as_str) != Some(owner_uid))
@@ -272,7 +285,9 @@ impl Controllers {
             if keep.len() == fins.len() {
                 continue;
             }
-            let Some(mut v) = st.store.get(key).cloned() else { continue };
+            let Some(mut v) = st.store.get(key).cloned() else {
+                continue;
+            };
             if keep.is_empty() {
                 if key.resource == "pods" {
                     if let Some(m) = v["metadata"].as_object_mut() {
@@ -291,13 +306,18 @@ impl Controllers {
 
     fn deployments(&mut self, st: &mut State) {
         for key in st.store.keys("deployments") {
-            let Some(d) = st.store.get(&key).cloned() else { continue };
+            let Some(d) = st.store.get(&key).cloned() else {
+                continue;
+            };
             if deleting(&d) {
                 continue;
             }
             let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
             let hash = pod_template_hash(&template);
-            let replicas = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let replicas = d
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let owned: Vec<Value> = st
                 .store
                 .list("replicasets", Some(&key.namespace))
@@ -382,7 +402,9 @@ impl Controllers {
                     .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
                 let keep = prev.is_some_and(|p| p["status"] == status && p["reason"] == reason);
                 let (lu, lt) = match prev {
-                    Some(p) if keep => (p["lastUpdateTime"].clone(), p["lastTransitionTime"].clone()),
+                    Some(p) if keep => {
+                        (p["lastUpdateTime"].clone(), p["lastTransitionTime"].clone())
+                    }
                     _ => (json!(ids::now()), json!(ids::now())),
                 };
                 json!({"type": ty, "status": status, "lastUpdateTime": lu, "lastTransitionTime": lt,
@@ -394,7 +416,11 @@ impl Controllers {
                 cond(
                     "Available",
                     avail_ok,
-                    if avail_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                    if avail_ok {
+                        "MinimumReplicasAvailable"
+                    } else {
+                        "MinimumReplicasUnavailable"
+                    },
                     if avail_ok {
                         "Deployment has minimum availability.".to_string()
                     } else {
@@ -404,8 +430,20 @@ impl Controllers {
                 cond(
                     "Progressing",
                     true,
-                    if done { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                    format!("ReplicaSet \"{}-{hash}\" {}", key.name, if done { "has successfully progressed." } else { "is progressing." }),
+                    if done {
+                        "NewReplicaSetAvailable"
+                    } else {
+                        "ReplicaSetUpdated"
+                    },
+                    format!(
+                        "ReplicaSet \"{}-{hash}\" {}",
+                        key.name,
+                        if done {
+                            "has successfully progressed."
+                        } else {
+                            "is progressing."
+                        }
+                    ),
                 ),
             ]);
             let mut status = drop_zero(json!({
@@ -424,11 +462,16 @@ impl Controllers {
     fn replicasets(&mut self, st: &mut State, opts: &Options) {
         let _ = opts;
         for key in st.store.keys("replicasets") {
-            let Some(rs) = st.store.get(&key).cloned() else { continue };
+            let Some(rs) = st.store.get(&key).cloned() else {
+                continue;
+            };
             if deleting(&rs) {
                 continue;
             }
-            let want = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let want = rs
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let pods: Vec<Value> = st
                 .store
                 .list("pods", Some(&key.namespace))
@@ -457,7 +500,10 @@ impl Controllers {
                 // Not-ready pods first, then the newest, as the real controller prefers.
                 victims.sort_by_key(|p| {
                     let ready = str_at(p, "/status/phase") == "Running";
-                    (ready, std::cmp::Reverse(str_at(p, "/metadata/creationTimestamp").to_string()))
+                    (
+                        ready,
+                        std::cmp::Reverse(str_at(p, "/metadata/creationTimestamp").to_string()),
+                    )
                 });
                 let extra: Vec<Key> = victims
                     .iter()
@@ -465,7 +511,14 @@ impl Controllers {
                     .filter_map(|p| key_of("pods", p))
                     .collect();
                 for k in extra {
-                    let _ = api::delete(st, opts, rt("pods"), &k.namespace, &k.name, &DeleteOptions::default());
+                    let _ = api::delete(
+                        st,
+                        opts,
+                        rt("pods"),
+                        &k.namespace,
+                        &k.name,
+                        &DeleteOptions::default(),
+                    );
                 }
             }
             let pods: Vec<Value> = st
@@ -503,13 +556,21 @@ impl Controllers {
         }
     }
 
-    fn kubelet(&mut self, st: &mut State, opts: &Options, now: Instant, next: &mut Option<Instant>) {
+    fn kubelet(
+        &mut self,
+        st: &mut State,
+        opts: &Options,
+        now: Instant,
+        next: &mut Option<Instant>,
+    ) {
         let mut soonest = |t: Instant| {
             *next = Some(next.map_or(t, |n: Instant| n.min(t)));
         };
         let mut present = HashSet::new();
         for key in st.store.keys("pods") {
-            let Some(p) = st.store.get(&key).cloned() else { continue };
+            let Some(p) = st.store.get(&key).cloned() else {
+                continue;
+            };
             let id = uid(&p).to_string();
             present.insert(id.clone());
             if deleting(&p) {
@@ -561,7 +622,11 @@ impl Controllers {
             .unwrap_or_default();
         let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": started});
         p["spec"]["nodeName"] = json!("testcluster-node");
-        let ip = format!("10.244.{}.{}", (self.next_ip >> 8) & 0xff, self.next_ip & 0xff);
+        let ip = format!(
+            "10.244.{}.{}",
+            (self.next_ip >> 8) & 0xff,
+            self.next_ip & 0xff
+        );
         p["status"] = json!({
             "phase": "Running",
             "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
@@ -582,7 +647,10 @@ pub fn pod_ready(p: &Value) -> bool {
     str_at(p, "/status/phase") == "Running"
         && p.pointer("/status/conditions")
             .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
 }
 
 /// How long to sleep when nothing timed is pending.

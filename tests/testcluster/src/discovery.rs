@@ -91,7 +91,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 /// The OpenAPI v3 document paths, keyed as the server lists them (`api/v1`, `apis/apps/v1`).
@@ -105,9 +107,9 @@ fn openapi_group_paths() -> Vec<(String, &'static str, &'static str)> {
 
 /// A stand-in for a content hash, stable per group version.
 fn hash(path: &str) -> String {
-    let h = path
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{h:016X}{h:016X}")
 }
 

@@ -71,7 +71,11 @@ pub enum Route {
 
 /// Routes a path (without query).
 pub fn route(path: &str, minor: u32) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Route::Document(discovery::version(minor)),
         ["api"] => return Route::Document(discovery::core_versions()),
@@ -187,7 +191,10 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
 }
 
 fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 /// Handles one request: authenticates, applies faults, answers, and audits it.
@@ -261,10 +268,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
                 if method != Method::GET {
                     error_response(&ApiError::method_not_allowed())
                 } else if accept.contains("protobuf") {
-                    let mut r = Response::new(full(discovery::openapi_v2_protobuf(shared.opts.minor)));
+                    let mut r =
+                        Response::new(full(discovery::openapi_v2_protobuf(shared.opts.minor)));
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+                        header::HeaderValue::from_static(
+                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                        ),
                     );
                     r
                 } else {
@@ -297,9 +307,8 @@ fn read_json(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     if ct.contains("protobuf") {
         return Err(ApiError::unsupported_media_type(ct));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
 }
 
 fn strict(q: &Query) -> bool {
@@ -344,7 +353,7 @@ fn resource_request(
         && !accept.contains("json")
         && !accept.contains("*/*")
         && !accept.contains("yaml")
-        && !(t.sub.as_deref() == Some("log"))
+        && t.sub.as_deref() != Some("log")
     {
         return error_response(&ApiError::not_acceptable(accept));
     }
@@ -371,7 +380,10 @@ fn resource_request(
                     .filter(|o| labels.matches(&obj_labels(o)) && fields.matches(o))
                     .collect();
                 if wants_table(accept) {
-                    return Ok((200, table::table(rt, &items, rv, Include::parse(q.get("includeObject")))));
+                    return Ok((
+                        200,
+                        table::table(rt, &items, rv, Include::parse(q.get("includeObject"))),
+                    ));
                 }
                 Ok((
                     200,
@@ -392,7 +404,10 @@ fn resource_request(
                     .ok_or_else(|| ApiError::not_found(rt, name))?;
                 if wants_table(accept) {
                     let rv = st.store.current_rv();
-                    return Ok((200, table::table(rt, &[obj], rv, Include::parse(q.get("includeObject")))));
+                    return Ok((
+                        200,
+                        table::table(rt, &[obj], rv, Include::parse(q.get("includeObject"))),
+                    ));
                 }
                 Ok((200, obj.clone()))
             }
@@ -415,7 +430,11 @@ fn resource_request(
             }
             ("update", sub @ (None | Some("status")), Some(name)) => {
                 let v = read_json(content_type, body)?;
-                let part = if sub.is_some() { Part::Status } else { Part::Main };
+                let part = if sub.is_some() {
+                    Part::Status
+                } else {
+                    Part::Main
+                };
                 let out = api::update(&mut shared.lock(), rt, ns, name, &v, part, strict(q))?;
                 after_write(shared);
                 Ok((200, out))
@@ -423,7 +442,11 @@ fn resource_request(
             ("patch", sub @ (None | Some("status")), Some(name)) => {
                 let kind = PatchType::from_content_type(content_type)
                     .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-                let part = if sub.is_some() { Part::Status } else { Part::Main };
+                let part = if sub.is_some() {
+                    Part::Status
+                } else {
+                    Part::Main
+                };
                 let mut st = shared.lock();
                 let existed = st.store.get(&Key::new(rt.plural, ns, name)).is_some();
                 let out = api::patch(&mut st, rt, ns, name, kind, body, part, strict(q))?;
@@ -472,7 +495,12 @@ fn resource_request(
                     .into_iter()
                     .filter(|o| labels.matches(&obj_labels(o)) && fields.matches(o))
                     .map(|o| {
-                        let s = |p| o.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+                        let s = |p| {
+                            o.pointer(p)
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string()
+                        };
                         (s("/metadata/namespace"), s("/metadata/name"))
                     })
                     .collect();
@@ -560,7 +588,14 @@ fn filter_change(
     }
 }
 
-fn event_line(kind: &str, obj: &Value, rt: &ResourceType, as_table: bool, rv: u64, include: Include) -> Bytes {
+fn event_line(
+    kind: &str,
+    obj: &Value,
+    rt: &ResourceType,
+    as_table: bool,
+    rv: u64,
+    include: Include,
+) -> Bytes {
     let object = if as_table && kind != "BOOKMARK" && kind != "ERROR" {
         table::table(rt, &[obj], rv, include)
     } else {
@@ -688,7 +723,10 @@ fn watch(shared: &Arc<Shared>, t: &Target, q: &Query, as_table: bool) -> Respons
 }
 
 fn pod_log(shared: &Arc<Shared>, t: &Target, q: &Query) -> Response<Body> {
-    let (ns, name) = (t.namespace.clone().unwrap_or_default(), t.name.clone().unwrap_or_default());
+    let (ns, name) = (
+        t.namespace.clone().unwrap_or_default(),
+        t.name.clone().unwrap_or_default(),
+    );
     let key = Key::new("pods", &ns, &name);
     let (pod, rx) = {
         let st = shared.lock();
@@ -700,7 +738,11 @@ fn pod_log(shared: &Arc<Shared>, t: &Target, q: &Query) -> Response<Body> {
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let container = match q.get("container") {
         Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
@@ -720,7 +762,10 @@ fn pod_log(shared: &Arc<Shared>, t: &Target, q: &Query) -> Response<Body> {
     let text = format!("testcluster: container {container} of pod {ns}/{name} is running\n");
     if !q.flag("follow") {
         let mut r = Response::new(full(text));
-        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain"),
+        );
         return r;
     }
     let (tx, response) = channel_body("text/plain");
@@ -753,13 +798,29 @@ mod tests {
     #[test]
     fn routes_cover_namespaced_cluster_and_subresources() {
         let r = route("/apis/apps/v1/namespaces/ns/deployments/app/scale", 31);
-        let Route::Resource(t) = r else { panic!("not a resource: {r:?}") };
-        assert_eq!((t.rt.plural, t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()),
-                   ("deployments", Some("ns"), Some("app"), Some("scale")));
-        let Route::Resource(t) = route("/api/v1/pods", 31) else { panic!() };
+        let Route::Resource(t) = r else {
+            panic!("not a resource: {r:?}")
+        };
+        assert_eq!(
+            (
+                t.rt.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("deployments", Some("ns"), Some("app"), Some("scale"))
+        );
+        let Route::Resource(t) = route("/api/v1/pods", 31) else {
+            panic!()
+        };
         assert_eq!((t.rt.plural, t.namespace, t.name), ("pods", None, None));
-        let Route::Resource(t) = route("/api/v1/namespaces/dev", 31) else { panic!() };
-        assert_eq!((t.rt.plural, t.name.as_deref()), ("namespaces", Some("dev")));
+        let Route::Resource(t) = route("/api/v1/namespaces/dev", 31) else {
+            panic!()
+        };
+        assert_eq!(
+            (t.rt.plural, t.name.as_deref()),
+            ("namespaces", Some("dev"))
+        );
         assert_eq!(route("/apis/batch/v1/jobs", 31), Route::NotFound);
         assert_eq!(route("/api/v1/namespaces/ns/widgets", 31), Route::NotFound);
         assert!(matches!(route("/version", 31), Route::Document(_)));
@@ -768,11 +829,14 @@ mod tests {
     #[test]
     fn queries_decode_and_tolerate_empty_fields() {
         let q = parse_query("&labelSelector=app+in+%28a%2Cb%29&&watch=1&x");
-        assert_eq!(q, vec![
-            ("labelSelector".to_string(), "app in (a,b)".to_string()),
-            ("watch".to_string(), "1".to_string()),
-            ("x".to_string(), String::new()),
-        ]);
+        assert_eq!(
+            q,
+            vec![
+                ("labelSelector".to_string(), "app in (a,b)".to_string()),
+                ("watch".to_string(), "1".to_string()),
+                ("x".to_string(), String::new()),
+            ]
+        );
         assert_eq!(percent_decode("100%"), "100%");
     }
 }

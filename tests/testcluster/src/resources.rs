@@ -265,13 +265,14 @@ impl ResourceType {
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty());
                 match (selector.and_then(Value::as_object), has_exprs) {
-                    (None, false) => causes.push((
-                        "spec.selector".to_string(),
-                        "Required value".to_string(),
-                    )),
+                    (None, false) => {
+                        causes.push(("spec.selector".to_string(), "Required value".to_string()))
+                    }
                     (Some(sel), _) => {
                         let tl = template_labels.and_then(Value::as_object);
-                        let ok = sel.iter().all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
+                        let ok = sel
+                            .iter()
+                            .all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
                         if !ok {
                             causes.push((
                                 "spec.template.metadata.labels".to_string(),
@@ -326,13 +327,21 @@ fn check_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<(String, Stri
         }
         Some(cs) => {
             for (i, c) in cs.iter().enumerate() {
-                if c.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+                if c.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
                     causes.push((
                         format!("{at}.containers[{i}].name"),
                         "Required value".to_string(),
                     ));
                 }
-                if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
                     causes.push((
                         format!("{at}.containers[{i}].image"),
                         "Required value".to_string(),
@@ -395,7 +404,10 @@ mod tests {
             .expect("decodes");
         assert_eq!(v["data"]["k"], "v");
         assert!(v["metadata"].get("bogus").is_none());
-        assert_eq!(dropped, vec!["extra".to_string(), "metadata.bogus".to_string()]);
+        assert_eq!(
+            dropped,
+            vec!["extra".to_string(), "metadata.bogus".to_string()]
+        );
     }
 
     #[test]

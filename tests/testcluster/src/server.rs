@@ -41,14 +41,15 @@ pub async fn serve(
         Err(_) => return,
     };
     let mut listener = Some(first);
-    // Connections watch this; bumping it drops them all.
-    let (epoch_tx, _) = watch::channel(0u64);
+    // Every open connection; aborting them closes their sockets and ends their watches.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
-                epoch_tx.send_modify(|e| *e += 1);
+                connections.shutdown().await;
                 return;
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             changed = reachable.changed() => {
                 if changed.is_err() {
                     return;
@@ -71,7 +72,9 @@ pub async fn serve(
                     let _ = ack.send(listener.is_some());
                 } else {
                     listener = None;
-                    epoch_tx.send_modify(|e| *e += 1);
+                    // Waits until every connection task is gone, so that nothing more is
+                    // written to any client once the switch is acknowledged.
+                    connections.shutdown().await;
                     let _ = ack.send(true);
                 }
             }
@@ -85,22 +88,15 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let tls = tls.clone();
                 let shared = shared.clone();
-                let mut epoch = epoch_tx.subscribe();
-                tokio::spawn(async move {
-                    let conn = async {
-                        let Ok(stream) = tls.accept(stream).await else { return };
-                        let svc = service_fn(move |req| {
-                            let shared = shared.clone();
-                            async move { Ok::<_, std::convert::Infallible>(http::handle(shared, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    };
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = epoch.changed() => {}
-                    }
+                connections.spawn(async move {
+                    let Ok(stream) = tls.accept(stream).await else { return };
+                    let svc = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, std::convert::Infallible>(http::handle(shared, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         }

@@ -176,7 +176,9 @@ impl ApiError {
         Self::new(
             406,
             "NotAcceptable",
-            format!("only the following media types are accepted: application/json, application/yaml (asked: {accept})"),
+            format!(
+                "only the following media types are accepted: application/json, application/yaml (asked: {accept})"
+            ),
         )
     }
 
@@ -185,7 +187,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+            ),
         )
     }
 
@@ -208,7 +212,10 @@ impl ApiError {
             409 => ("Conflict", "injected fault: conflict"),
             410 => ("Expired", "injected fault: expired"),
             422 => ("Invalid", "injected fault: invalid"),
-            429 => ("TooManyRequests", "Too many requests, please try again later."),
+            429 => (
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            ),
             503 => ("ServiceUnavailable", "injected fault: service unavailable"),
             504 => ("Timeout", "injected fault: timeout"),
             _ => ("InternalError", "Internal error occurred: injected fault"),

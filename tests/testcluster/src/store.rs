@@ -61,6 +61,9 @@ pub struct Change {
     pub new: Value,
 }
 
+/// The changes to replay and the receiver for the ones still to come.
+pub type Subscription = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
 /// The store. Lives behind the emulator's state lock.
 #[derive(Debug)]
 pub struct Store {
@@ -212,7 +215,7 @@ impl Store {
     pub fn subscribe_from(
         &self,
         from: u64,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), Expired> {
+    ) -> Result<Subscription, Expired> {
         if from < self.compacted {
             return Err(Expired {
                 asked: from,
@@ -261,7 +264,9 @@ mod tests {
         let b = s.insert(Key::new("configmaps", "ns", "b"), cm("b"));
         assert_eq!(a["metadata"]["resourceVersion"], "2");
         assert_eq!(b["metadata"]["resourceVersion"], "3");
-        let gone = s.remove(&Key::new("configmaps", "ns", "a")).expect("was there");
+        let gone = s
+            .remove(&Key::new("configmaps", "ns", "a"))
+            .expect("was there");
         assert_eq!(gone["metadata"]["resourceVersion"], "4");
         assert_eq!(s.list("configmaps", Some("ns")).len(), 1);
     }
@@ -286,7 +291,10 @@ mod tests {
         assert_eq!(replay.iter().map(|c| c.rv).collect::<Vec<_>>(), vec![4]);
         assert_eq!(
             s.subscribe_from(1).err(),
-            Some(Expired { asked: 1, oldest: 2 })
+            Some(Expired {
+                asked: 1,
+                oldest: 2
+            })
         );
         s.compact();
         assert!(s.subscribe_from(3).is_err());

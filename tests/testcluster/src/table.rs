@@ -32,46 +32,146 @@ impl Include {
 type Column = (&'static str, &'static str, u8, &'static str);
 
 fn columns(rt: &ResourceType) -> &'static [Column] {
-    const NAME: Column = ("Name", "string", 0, "Name must be unique within a namespace.");
-    const AGE: Column = ("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+    const NAME: Column = (
+        "Name",
+        "string",
+        0,
+        "Name must be unique within a namespace.",
+    );
+    const AGE: Column = (
+        "Age",
+        "string",
+        0,
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    );
     match rt.plural {
         "pods" => &[
             NAME,
-            ("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            ("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            ("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            (
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            (
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            (
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
             AGE,
             ("IP", "string", 1, "IP address allocated to the pod."),
-            ("Node", "string", 1, "Name of the Node this pod is assigned to."),
+            (
+                "Node",
+                "string",
+                1,
+                "Name of the Node this pod is assigned to.",
+            ),
         ],
         "deployments" => &[
             NAME,
             ("Ready", "string", 0, "Number of the pod with ready state"),
-            ("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            ("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            (
+                "Up-to-date",
+                "integer",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            (
+                "Available",
+                "integer",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
             AGE,
-            ("Containers", "string", 1, "Names of each container in the template."),
-            ("Images", "string", 1, "Images referenced by each container in the template."),
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
             ("Selector", "string", 1, "Label selector for pods."),
         ],
         "replicasets" => &[
             NAME,
-            ("Desired", "integer", 0, "Replicas is the number of desired replicas."),
-            ("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-            ("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+            (
+                "Desired",
+                "integer",
+                0,
+                "Replicas is the number of desired replicas.",
+            ),
+            (
+                "Current",
+                "integer",
+                0,
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            (
+                "Ready",
+                "integer",
+                0,
+                "The number of ready replicas for this replica set.",
+            ),
             AGE,
-            ("Containers", "string", 1, "Names of each container in the template."),
-            ("Images", "string", 1, "Images referenced by each container in the template."),
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
             ("Selector", "string", 1, "Label selector for pods."),
         ],
         "services" => &[
             NAME,
-            ("Type", "string", 0, "type determines how the Service is exposed."),
-            ("Cluster-IP", "string", 0, "clusterIP is the IP address of the service."),
-            ("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-            ("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+            (
+                "Type",
+                "string",
+                0,
+                "type determines how the Service is exposed.",
+            ),
+            (
+                "Cluster-IP",
+                "string",
+                0,
+                "clusterIP is the IP address of the service.",
+            ),
+            (
+                "External-IP",
+                "string",
+                0,
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            (
+                "Port(s)",
+                "string",
+                0,
+                "The list of ports that are exposed by this service.",
+            ),
             AGE,
-            ("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+            (
+                "Selector",
+                "string",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
         ],
         "namespaces" => &[
             NAME,
@@ -84,15 +184,45 @@ fn columns(rt: &ResourceType) -> &'static [Column] {
             AGE,
         ],
         "events" => &[
-            ("Last Seen", "string", 0, "Time when this Event was last observed."),
-            ("Type", "string", 0, "Type of this event (Normal, Warning), new types could be added in the future."),
-            ("Reason", "string", 0, "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
-            ("Object", "string", 0, "The object that this event is about."),
-            ("Message", "string", 0, "A human-readable description of the status of this operation."),
+            (
+                "Last Seen",
+                "string",
+                0,
+                "Time when this Event was last observed.",
+            ),
+            (
+                "Type",
+                "string",
+                0,
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+            ),
+            (
+                "Reason",
+                "string",
+                0,
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            ),
+            (
+                "Object",
+                "string",
+                0,
+                "The object that this event is about.",
+            ),
+            (
+                "Message",
+                "string",
+                0,
+                "A human-readable description of the status of this operation.",
+            ),
         ],
         "leases" => &[
             NAME,
-            ("Holder", "string", 0, "HolderIdentity is the identity of the lease holder."),
+            (
+                "Holder",
+                "string",
+                0,
+                "HolderIdentity is the identity of the lease holder.",
+            ),
             AGE,
         ],
         _ => &[NAME, AGE],
@@ -172,7 +302,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 json!(restarts.to_string()),
                 json!(age),
                 json!(if ip.is_empty() { "<none>".into() } else { ip }),
-                json!(if node.is_empty() { "<none>".into() } else { node }),
+                json!(if node.is_empty() {
+                    "<none>".into()
+                } else {
+                    node
+                }),
             ]
         }
         "deployments" => vec![
@@ -186,7 +320,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             json!(i(o, "/status/availableReplicas")),
             json!(age),
             json!(join_containers(o, "/spec/template/spec/containers", "name")),
-            json!(join_containers(o, "/spec/template/spec/containers", "image")),
+            json!(join_containers(
+                o,
+                "/spec/template/spec/containers",
+                "image"
+            )),
             json!(selector_string(o, "/spec/selector/matchLabels")),
         ],
         "replicasets" => vec![
@@ -196,7 +334,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             json!(i(o, "/status/readyReplicas")),
             json!(age),
             json!(join_containers(o, "/spec/template/spec/containers", "name")),
-            json!(join_containers(o, "/spec/template/spec/containers", "image")),
+            json!(join_containers(
+                o,
+                "/spec/template/spec/containers",
+                "image"
+            )),
             json!(selector_string(o, "/spec/selector/matchLabels")),
         ],
         "services" => {
@@ -224,7 +366,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
         "namespaces" => vec![json!(name), json!(s(o, "/status/phase")), json!(age)],
         "configmaps" => vec![
             json!(name),
-            json!(o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())),
+            json!(
+                o.get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            ),
             json!(age),
         ],
         "events" => {
@@ -249,11 +395,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 json!(s(o, "/message")),
             ]
         }
-        "leases" => vec![
-            json!(name),
-            json!(s(o, "/spec/holderIdentity")),
-            json!(age),
-        ],
+        "leases" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
         _ => vec![json!(name), json!(age)],
     }
 }
@@ -313,7 +455,10 @@ mod tests {
         assert_eq!(cells[0], "app");
         assert_eq!(cells[1], "2/3");
         assert_eq!(cells[2], 3);
-        assert_eq!(t["columnDefinitions"].as_array().map(Vec::len), cells.as_array().map(Vec::len));
+        assert_eq!(
+            t["columnDefinitions"].as_array().map(Vec::len),
+            cells.as_array().map(Vec::len)
+        );
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(t["metadata"]["resourceVersion"], "7");
     }

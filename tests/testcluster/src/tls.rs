@@ -46,7 +46,10 @@ fn make<T>(what: &'static str, r: Result<T, rcgen::Error>) -> Result<T, TlsError
 /// Generates a CA and a server certificate valid for `127.0.0.1` and `localhost`.
 pub fn generate() -> Result<Identity, TlsError> {
     let ca_key = make("CA key", KeyPair::generate())?;
-    let mut ca_params = make("CA parameters", CertificateParams::new(Vec::<String>::new()))?;
+    let mut ca_params = make(
+        "CA parameters",
+        CertificateParams::new(Vec::<String>::new()),
+    )?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
@@ -56,7 +59,10 @@ pub fn generate() -> Result<Identity, TlsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca = make("CA certificate", CertifiedIssuer::self_signed(ca_params, ca_key))?;
+    let ca = make(
+        "CA certificate",
+        CertifiedIssuer::self_signed(ca_params, ca_key),
+    )?;
 
     let server_key = make("server key", KeyPair::generate())?;
     let mut params = make(

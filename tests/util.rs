@@ -1,0 +1,229 @@
+//! Test support: a cluster with its own kubeconfig and kubectl cache in a temp dir, and
+//! helpers to run `kubectl` against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use testcluster::{Options, TestCluster};
+
+/// Whether the tests run in CI, where missing tools are failures rather than skips.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The `kubectl` to use, or `None` (outside CI) with the reason printed. In CI a missing
+/// kubectl fails the test.
+pub fn kubectl_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("kubectl"))
+        .chain([PathBuf::from("/usr/bin/kubectl")])
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => Some(p),
+        None if in_ci() => {
+            panic!("kubectl is required in CI but is neither on PATH nor at /usr/bin/kubectl")
+        }
+        None => {
+            eprintln!("SKIPPED: kubectl not found on PATH or at /usr/bin/kubectl");
+            None
+        }
+    }
+}
+
+/// Like [`kubectl_binary`], for `python3` (the Telepresence stand-in is a Python script).
+pub fn python3_available() -> bool {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            !in_ci(),
+            "python3 is required in CI for the Telepresence stand-in"
+        );
+        eprintln!("SKIPPED: python3 not found");
+    }
+    ok
+}
+
+/// A running emulator with a kubeconfig and a kubectl cache of its own.
+pub struct Env {
+    pub cluster: TestCluster,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl Env {
+    /// An emulator with default options, or `None` when kubectl is missing outside CI.
+    pub fn new() -> Option<Self> {
+        Self::with(Options::default())
+    }
+
+    /// An emulator with `opts`.
+    pub fn with(opts: Options) -> Option<Self> {
+        let kubectl = kubectl_binary()?;
+        Some(Self::without_kubectl_check(opts, kubectl))
+    }
+
+    /// An emulator for tests that do not run kubectl.
+    pub fn without_kubectl_check(opts: Options, kubectl: PathBuf) -> Self {
+        let cluster = TestCluster::start(opts).expect("the emulator starts");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        cluster
+            .write_kubeconfig(&kubeconfig)
+            .expect("the kubeconfig is written");
+        std::fs::create_dir_all(dir.path().join("home")).expect("a home dir");
+        Self {
+            cluster,
+            dir,
+            kubeconfig,
+            kubectl,
+        }
+    }
+
+    /// The environment every child process gets: this cluster's kubeconfig, a private
+    /// kubectl cache and home.
+    pub fn envs(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("KUBECONFIG", self.kubeconfig.clone()),
+            ("KUBECACHEDIR", self.dir.path().join("kubecache")),
+            ("HOME", self.dir.path().join("home")),
+        ]
+    }
+
+    /// A `kubectl` command for this cluster.
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.args(args);
+        for (k, v) in self.envs() {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs kubectl and returns its output whatever the exit status.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd(args).output().expect("kubectl runs")
+    }
+
+    /// Runs kubectl with `input` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("kubectl reads stdin");
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    /// Runs kubectl, fails the test (with kubectl's stderr) if it fails, returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        ok(self.kubectl(args), args)
+    }
+
+    /// Like [`Self::kubectl_ok`] with stdin.
+    pub fn kubectl_stdin_ok(&self, args: &[&str], input: &str) -> String {
+        ok(self.kubectl_stdin(args, input), args)
+    }
+
+    /// `kubectl get ... -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl prints JSON")
+    }
+
+    /// Creates a Deployment `name` in `ns` with `replicas` and label `app=<name>`.
+    pub fn deployment(&self, ns: &str, name: &str, replicas: i64) -> Value {
+        self.cluster
+            .create("deployments", ns, &deployment(name, replicas))
+            .expect("the deployment is created")
+    }
+
+    /// Waits (up to 20 s) until `check` holds, failing the test with `what` otherwise.
+    pub fn wait(&self, what: &str, check: impl FnMut(&TestCluster) -> bool) {
+        assert!(
+            self.cluster.wait_until(Duration::from_secs(20), check),
+            "timed out waiting until {what}"
+        );
+    }
+
+    /// Path of a file in the test's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn ok(out: Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {} failed ({}):\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Deployment manifest with one container and label `app=<name>`.
+pub fn deployment(name: &str, replicas: i64) -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": format!("example/{name}:1"), "ports": [{"containerPort": 8080}]}]},
+            },
+        },
+    })
+}
+
+/// Pods of `ns` whose label `app` is `app`, not being deleted.
+pub fn live_pods(c: &TestCluster, ns: &str, app: &str) -> Vec<Value> {
+    c.list("pods", Some(ns))
+        .into_iter()
+        .filter(|p| p.pointer("/metadata/labels/app").and_then(Value::as_str) == Some(app))
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect()
+}
+
+/// A field of a JSON value as text (`""` when absent).
+pub fn text(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Where cargo put the example binaries of this build (`target/<profile>/examples`).
+pub fn examples_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/tests-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("examples"))
+        .expect("the test binary lives in target/<profile>/deps")
+}
