@@ -212,10 +212,7 @@ impl Store {
     }
 
     /// The changes after `from`, and a receiver for the ones still to come.
-    pub fn subscribe_from(
-        &self,
-        from: u64,
-    ) -> Result<Subscription, Expired> {
+    pub fn subscribe_from(&self, from: u64) -> Result<Subscription, Expired> {
         if from < self.compacted {
             return Err(Expired {
                 asked: from,
