@@ -325,3 +325,118 @@ async fn a_watch_from_a_forgotten_version_gets_410_and_the_watcher_relists() {
         "the watcher listed again after the 410 ({lists} lists)"
     );
 }
+
+#[tokio::test]
+async fn an_update_with_a_stale_resource_version_is_a_conflict() {
+    let cluster = start();
+    let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
+    let first = api
+        .create(&PostParams::default(), &cm("c", "a"))
+        .await
+        .expect("created");
+    let mut changed = first.clone();
+    changed.data = Some([("k".to_string(), "new".to_string())].into());
+    api.replace("c", &PostParams::default(), &changed)
+        .await
+        .expect("a fresh version is accepted");
+    let err = api
+        .replace("c", &PostParams::default(), &first)
+        .await
+        .expect_err("the version is stale");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+        "{err:?}"
+    );
+    let now = api.get("c").await.expect("there");
+    assert_eq!(
+        now.data.and_then(|d| d.get("k").cloned()).as_deref(),
+        Some("new")
+    );
+}
+
+#[tokio::test]
+async fn delete_collection_takes_a_label_selector() {
+    let cluster = start();
+    let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
+    for (n, t) in [("a-1", "a"), ("a-2", "a"), ("b-1", "b")] {
+        api.create(&PostParams::default(), &cm(n, t))
+            .await
+            .expect("created");
+    }
+    let lp = kube::api::ListParams::default().labels("team=a");
+    api.delete_collection(&DeleteParams::default(), &lp)
+        .await
+        .expect("deleted");
+    let left: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .expect("listed")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["b-1"]);
+    assert!(
+        cluster
+            .audit()
+            .iter()
+            .any(|e| e.verb == "deletecollection" && e.query.contains("labelSelector=team%3Da"))
+    );
+}
+
+#[tokio::test]
+async fn watches_send_bookmarks_when_asked_and_end_at_their_timeout() {
+    let cluster = TestCluster::start(Options {
+        bookmark_interval: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .expect("the emulator starts");
+    let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
+    let rv = api
+        .list(&Default::default())
+        .await
+        .expect("listed")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let wp = kube::api::WatchParams::default().timeout(2);
+    let mut stream = api.watch(&wp, &rv).await.expect("watching").boxed();
+    api.create(&PostParams::default(), &cm("during", "a"))
+        .await
+        .expect("created");
+    let (mut added, mut bookmarks) = (0, 0);
+    // The stream must end by itself (the timeout); 30 s is only a guard.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = stream.try_next().await.expect("no error") {
+            match ev {
+                kube::api::WatchEvent::Added(_) => added += 1,
+                kube::api::WatchEvent::Bookmark(b) => {
+                    assert!(!b.metadata.resource_version.is_empty());
+                    bookmarks += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch ended at its timeoutSeconds");
+    assert_eq!(added, 1);
+    assert!(bookmarks >= 1, "bookmarks were sent");
+
+    let mut quiet = api
+        .watch(
+            &kube::api::WatchParams::default()
+                .timeout(1)
+                .disable_bookmarks(),
+            &rv,
+        )
+        .await
+        .expect("watching")
+        .boxed();
+    while let Some(ev) = quiet.try_next().await.expect("no error") {
+        assert!(
+            matches!(ev, kube::api::WatchEvent::Added(_)),
+            "no bookmarks unless asked: {ev:?}"
+        );
+    }
+}

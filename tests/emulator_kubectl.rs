@@ -457,3 +457,112 @@ fn the_reported_version_picks_kubectl() {
     env.kubectl_ok(&["create", "deployment", "gen", "--image=example/gen:1"]);
     assert!(env.cluster.get("deployments", "default", "gen").is_some());
 }
+
+#[test]
+fn field_selectors_filter_and_unknown_fields_are_refused() {
+    let Some(env) = Env::new() else { return };
+    env.deployment("default", "web", 2);
+    env.wait("two running pods", |c| {
+        live_pods(c, "default", "web")
+            .iter()
+            .filter(|p| text(p, "/status/phase") == "Running")
+            .count()
+            == 2
+    });
+    let running = env.kubectl_ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(running.lines().count(), 2, "{running}");
+    let pending = env.kubectl_ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase!=Running",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(pending.trim(), "");
+    let web = env.kubectl_ok(&[
+        "get",
+        "deployments",
+        "--field-selector",
+        "metadata.name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(web.trim(), "deployment.apps/web");
+    let all = env.kubectl_ok(&["get", "pods", "--all-namespaces", "-o", "name"]);
+    assert_eq!(all.lines().count(), 2, "{all}");
+    let bad = env.kubectl(&["get", "pods", "--field-selector", "spec.bogus=x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("field label not supported: spec.bogus"));
+}
+
+#[test]
+fn cascade_orphan_keeps_the_replica_set_and_foreground_waits_for_the_pods() {
+    let Some(env) = Env::new() else { return };
+    env.deployment("default", "kept", 1);
+    env.wait("a pod", |c| live_pods(c, "default", "kept").len() == 1);
+    env.kubectl_ok(&["delete", "deployment", "kept", "--cascade=orphan"]);
+    env.wait("the deployment is gone", |c| {
+        c.get("deployments", "default", "kept").is_none()
+    });
+    let rs = env.cluster.list("replicasets", Some("default"));
+    assert_eq!(rs.len(), 1, "the replica set is orphaned, not deleted");
+    assert!(
+        rs[0].pointer("/metadata/ownerReferences").is_none(),
+        "{}",
+        rs[0]["metadata"]
+    );
+    assert_eq!(live_pods(&env.cluster, "default", "kept").len(), 1);
+
+    env.deployment("default", "fg", 2);
+    env.wait("two pods", |c| live_pods(c, "default", "fg").len() == 2);
+    env.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    env.wait(
+        "the deployment, its replica set and its pods are all gone",
+        |c| {
+            c.get("deployments", "default", "fg").is_none()
+                && c.list("pods", Some("default"))
+                    .iter()
+                    .all(|p| text(p, "/metadata/labels/app") != "fg")
+        },
+    );
+    let deletes: Vec<_> = env
+        .cluster
+        .audit()
+        .into_iter()
+        .filter(|e| e.verb == "delete")
+        .collect();
+    assert_eq!(deletes.len(), 2, "{deletes:?}");
+}
+
+#[test]
+fn rollout_restart_makes_a_new_replica_set() {
+    let Some(env) = Env::new() else { return };
+    env.deployment("default", "web", 1);
+    env.wait("a replica set", |c| {
+        c.list("replicasets", Some("default")).len() == 1
+    });
+    env.kubectl_ok(&["rollout", "restart", "deployment", "web"]);
+    env.wait("a second replica set, the first scaled to 0", |c| {
+        let rs = c.list("replicasets", Some("default"));
+        rs.len() == 2 && rs.iter().filter(|r| r["spec"]["replicas"] == 0).count() == 1
+    });
+    env.wait("one live pod", |c| {
+        live_pods(c, "default", "web").len() == 1
+    });
+    let out = env.kubectl_ok(&["rollout", "status", "deployment", "web", "--timeout=20s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+}

@@ -2,9 +2,11 @@
 //!
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
+//! - `example`: the standalone emulator example, driven through stdin.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
 
 mod emulator_kube;
 mod emulator_kubectl;
+mod example;
 mod standin;
 mod util;
