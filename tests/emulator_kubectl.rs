@@ -566,3 +566,18 @@ fn rollout_restart_makes_a_new_replica_set() {
     let out = env.kubectl_ok(&["rollout", "status", "deployment", "web", "--timeout=20s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
 }
+
+#[test]
+fn deleting_a_namespace_deletes_what_it_holds() {
+    let Some(env) = Env::new() else { return };
+    env.kubectl_ok(&["create", "namespace", "team"]);
+    env.deployment("team", "web", 1);
+    env.wait("a pod in team", |c| live_pods(c, "team", "web").len() == 1);
+    let out = env.kubectl_ok(&["delete", "namespace", "team"]);
+    assert!(out.contains("namespace \"team\" deleted"), "{out}");
+    assert!(env.cluster.get("namespaces", "", "team").is_none());
+    assert!(env.cluster.list("pods", Some("team")).is_empty());
+    assert!(env.cluster.list("deployments", Some("team")).is_empty());
+    let gone = env.kubectl(&["create", "configmap", "x", "-n", "team"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("namespaces \"team\" not found"));
+}

@@ -629,7 +629,31 @@ fn watch(shared: &Arc<Shared>, t: &Target, q: &Query, as_table: bool) -> Respons
     let rx: Option<broadcast::Receiver<Arc<Change>>>;
     {
         let st = shared.lock();
+        let send_initial = q.flag("sendInitialEvents");
+        if send_initial && !bookmarks {
+            return error_response(&ApiError::invalid_params(
+                "sendInitialEvents",
+                "allowWatchBookmarks must be true when sendInitialEvents is set",
+            ));
+        }
         match q.get("resourceVersion") {
+            _ if send_initial => {
+                start_rv = st.store.current_rv();
+                for o in st.store.list(rt.plural, t.namespace.as_deref()) {
+                    let name_ok = t.name.as_deref().is_none_or(|n| {
+                        o.pointer("/metadata/name").and_then(Value::as_str) == Some(n)
+                    });
+                    if name_ok && labels.matches(&obj_labels(o)) && fields.matches(o) {
+                        initial.push(event_line("ADDED", o, rt, as_table, start_rv, include));
+                    }
+                }
+                // The end of the initial events, as a streaming list announces it.
+                let end = json!({"kind": rt.kind, "apiVersion": rt.api_version(),
+                    "metadata": {"resourceVersion": start_rv.to_string(),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}});
+                initial.push(event_line("BOOKMARK", &end, rt, false, start_rv, include));
+                rx = Some(st.store.subscribe());
+            }
             None | Some("0") => {
                 start_rv = st.store.current_rv();
                 for o in st.store.list(rt.plural, t.namespace.as_deref()) {

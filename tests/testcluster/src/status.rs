@@ -120,9 +120,20 @@ impl ApiError {
         e
     }
 
-    /// 422 for a patch that cannot be applied (a failed JSON patch `test`, say).
-    pub fn patch_failed(message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", message)
+    /// 422 for a JSON patch that cannot be applied (a failed `test` op, say): the real
+    /// server's generic wording, with the patch library's reason as the one cause.
+    pub fn patch_failed(why: impl Into<String>) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        )
+        .tap_details(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": why.into() }] }))
+    }
+
+    /// 422 for query parameters that do not fit together.
+    pub fn invalid_params(field: &str, why: &str) -> Self {
+        Self::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {why}"))
     }
 
     /// 400 `BadRequest`.
