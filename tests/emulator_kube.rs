@@ -445,24 +445,39 @@ async fn watches_send_bookmarks_when_asked_and_end_at_their_timeout() {
 async fn a_streaming_list_watcher_gets_the_initial_state_then_changes() {
     let cluster = start();
     let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
-    api.create(&PostParams::default(), &cm("before", "a")).await.expect("created");
+    api.create(&PostParams::default(), &cm("before", "a"))
+        .await
+        .expect("created");
     let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut initial = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(20), stream.try_next()).await {
-            Ok(Ok(Some(watcher::Event::InitApply(o)))) => initial.push(o.metadata.name.unwrap_or_default()),
+            Ok(Ok(Some(watcher::Event::InitApply(o)))) => {
+                initial.push(o.metadata.name.unwrap_or_default())
+            }
             Ok(Ok(Some(watcher::Event::InitDone))) => break,
             Ok(Ok(Some(_))) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(initial, ["before"]);
-    api.create(&PostParams::default(), &cm("after", "a")).await.expect("created");
+    api.create(&PostParams::default(), &cm("after", "a"))
+        .await
+        .expect("created");
     match tokio::time::timeout(Duration::from_secs(20), stream.try_next()).await {
-        Ok(Ok(Some(watcher::Event::Apply(o)))) => assert_eq!(o.metadata.name.as_deref(), Some("after")),
+        Ok(Ok(Some(watcher::Event::Apply(o)))) => {
+            assert_eq!(o.metadata.name.as_deref(), Some("after"))
+        }
         other => panic!("unexpected {other:?}"),
     }
     let audit = cluster.audit();
-    assert!(audit.iter().all(|e| e.verb != "list"), "no list: the watch streamed the state");
-    assert!(audit.iter().any(|e| e.verb == "watch" && e.query.contains("sendInitialEvents=true")));
+    assert!(
+        audit.iter().all(|e| e.verb != "list"),
+        "no list: the watch streamed the state"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.verb == "watch" && e.query.contains("sendInitialEvents=true"))
+    );
 }

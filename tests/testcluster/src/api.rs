@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::ids;
 use crate::resources::ResourceType;
-use crate::state::{Options, State};
+use crate::state::State;
 use crate::status::{self, ApiError};
 use crate::store::Key;
 use crate::strategic;
@@ -654,7 +654,6 @@ pub fn write_scale(
 /// `DELETE` of one object, with preconditions, finalizers, propagation and pod grace.
 pub fn delete(
     st: &mut State,
-    opts: &Options,
     rt: &ResourceType,
     ns: &str,
     name: &str,
@@ -732,7 +731,6 @@ pub fn delete(
         }),
         _ => 0,
     };
-    let _ = opts;
     if rt.plural == "namespaces" {
         if !already {
             let m = meta_mut(&mut obj);

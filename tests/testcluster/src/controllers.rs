@@ -142,7 +142,7 @@ impl Controllers {
             self.namespaces(st);
             self.garbage_collect(st);
             self.deployments(st);
-            self.replicasets(st, opts);
+            self.replicasets(st);
             self.kubelet(st, opts, now, &mut next);
             if st.store.current_rv() == before {
                 break;
@@ -201,14 +201,7 @@ impl Controllers {
                 ..Default::default()
             };
             // Only fails when the object is already gone.
-            let _ = api::delete(
-                st,
-                &Options::default(),
-                rt(k.resource),
-                &k.namespace,
-                &k.name,
-                &opts,
-            );
+            let _ = api::delete(st, rt(k.resource), &k.namespace, &k.name, &opts);
         };
         for (owner_uid, deps) in &dependents {
             match owners.get(owner_uid) {
@@ -459,8 +452,7 @@ impl Controllers {
         }
     }
 
-    fn replicasets(&mut self, st: &mut State, opts: &Options) {
-        let _ = opts;
+    fn replicasets(&mut self, st: &mut State) {
         for key in st.store.keys("replicasets") {
             let Some(rs) = st.store.get(&key).cloned() else {
                 continue;
@@ -513,7 +505,6 @@ impl Controllers {
                 for k in extra {
                     let _ = api::delete(
                         st,
-                        opts,
                         rt("pods"),
                         &k.namespace,
                         &k.name,

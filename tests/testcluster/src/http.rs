@@ -475,7 +475,7 @@ fn resource_request(
                     read_json(content_type, body)?
                 };
                 let opts = DeleteOptions::from_body_and_query(&v, &q.0);
-                let out = api::delete(&mut shared.lock(), &shared.opts, rt, ns, name, &opts)?;
+                let out = api::delete(&mut shared.lock(), rt, ns, name, &opts)?;
                 after_write(shared);
                 Ok((out.code, out.body))
             }
@@ -506,7 +506,7 @@ fn resource_request(
                     .collect();
                 let mut items = Vec::new();
                 for (ons, name) in names {
-                    match api::delete(&mut st, &shared.opts, rt, &ons, &name, &opts) {
+                    match api::delete(&mut st, rt, &ons, &name, &opts) {
                         Ok(d) if d.body["kind"] == "Status" => {}
                         Ok(d) => items.push(d.body),
                         Err(e) if e.code == 404 => {}

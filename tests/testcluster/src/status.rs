@@ -128,12 +128,18 @@ impl ApiError {
             "Invalid",
             "the server rejected our request due to an error in our request",
         )
-        .tap_details(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": why.into() }] }))
+        .tap_details(
+            json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": why.into() }] }),
+        )
     }
 
     /// 422 for query parameters that do not fit together.
     pub fn invalid_params(field: &str, why: &str) -> Self {
-        Self::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {why}"))
+        Self::new(
+            422,
+            "Invalid",
+            format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {why}"),
+        )
     }
 
     /// 400 `BadRequest`.
