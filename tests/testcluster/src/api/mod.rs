@@ -4,15 +4,23 @@
 //!
 //! Everything here runs under the state lock and does no I/O; the HTTP layer decodes
 //! requests into these calls and the controllers react to what they wrote.
+//!
+//! The scale subresource is in `scale`, deletion in `delete`; both are re-exported here.
 
 use serde_json::{Map, Value, json};
 
 use crate::ids;
 use crate::resources::ResourceType;
 use crate::state::State;
-use crate::status::{self, ApiError};
+use crate::status::ApiError;
 use crate::store::Key;
 use crate::strategic;
+
+mod delete;
+mod scale;
+
+pub use delete::{DeleteOptions, Deleted, delete};
+pub use scale::{get_scale, write_scale};
 
 /// The patch formats a client can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,52 +46,6 @@ impl PatchType {
             _ => None,
         }
     }
-}
-
-/// The parts of `DeleteOptions` the emulator honours.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeleteOptions {
-    /// `preconditions.uid`.
-    pub uid: Option<String>,
-    /// `preconditions.resourceVersion`.
-    pub resource_version: Option<String>,
-    /// `propagationPolicy` (`Background`, `Foreground`, `Orphan`).
-    pub propagation: Option<String>,
-    /// `gracePeriodSeconds`.
-    pub grace_period: Option<i64>,
-}
-
-impl DeleteOptions {
-    /// Reads a `DeleteOptions` body merged with the query's `propagationPolicy` and
-    /// `gracePeriodSeconds` (the body wins, as on a real server).
-    pub fn from_body_and_query(body: &Value, query: &[(String, String)]) -> Self {
-        let q = |k: &str| {
-            query
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
-        let s = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_string);
-        Self {
-            uid: s("/preconditions/uid"),
-            resource_version: s("/preconditions/resourceVersion"),
-            propagation: s("/propagationPolicy").or_else(|| q("propagationPolicy")),
-            grace_period: body
-                .get("gracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .or_else(|| q("gracePeriodSeconds").and_then(|v| v.parse().ok())),
-        }
-    }
-}
-
-/// What a delete answered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deleted {
-    /// 200, or 202 when the object lives on with a `deletionTimestamp`.
-    pub code: u16,
-    /// The body: the object (still there, or a pod) or a success `Status`.
-    pub body: Value,
 }
 
 fn name_of(obj: &Value) -> &str {
@@ -537,234 +499,4 @@ pub fn apply_patch(current: &Value, kind: PatchType, body: &[u8]) -> Result<Valu
             strategic::apply(current, &p).map_err(ApiError::bad_request)
         }
     }
-}
-
-/// `GET .../scale`: the `autoscaling/v1` `Scale` of a deployment or replica set.
-pub fn get_scale(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
-    let obj = st
-        .store
-        .get(&Key::new(rt.plural, ns, name))
-        .ok_or_else(|| ApiError::not_found(rt, name))?;
-    Ok(scale_of(obj))
-}
-
-fn scale_of(obj: &Value) -> Value {
-    let m = &obj["metadata"];
-    let selector = obj
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": m["name"],
-            "namespace": m["namespace"],
-            "uid": m["uid"],
-            "resourceVersion": m["resourceVersion"],
-            "creationTimestamp": m["creationTimestamp"],
-        },
-        "spec": { "replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1)) },
-        "status": {
-            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": selector,
-        },
-    })
-}
-
-/// `PUT` or `PATCH` of `.../scale`. `update` is the full new `Scale` for a `PUT`, or `None`
-/// with a patch for a `PATCH`.
-pub fn write_scale(
-    st: &mut State,
-    rt: &ResourceType,
-    ns: &str,
-    name: &str,
-    new_scale: Result<Value, (PatchType, &[u8])>,
-) -> Result<Value, ApiError> {
-    let key = Key::new(rt.plural, ns, name);
-    let Some(obj) = st.store.get(&key).cloned() else {
-        return Err(ApiError::not_found(rt, name));
-    };
-    let scale = scale_of(&obj);
-    let wanted = match new_scale {
-        Ok(v) => v,
-        Err((kind, body)) => apply_patch(&scale, kind, body)?,
-    };
-    let rv = wanted
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !rv.is_empty()
-        && Some(rv)
-            != obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-    {
-        return Err(ApiError::stale(rt, name));
-    }
-    if let Some(uid) = wanted.pointer("/metadata/uid").and_then(Value::as_str)
-        && Some(uid) != obj.pointer("/metadata/uid").and_then(Value::as_str)
-    {
-        return Err(ApiError::conflict(
-            rt,
-            name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                obj.pointer("/metadata/uid")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            ),
-        ));
-    }
-    let replicas = match wanted.pointer("/spec/replicas") {
-        None => 0,
-        Some(r) => r.as_i64().ok_or_else(|| {
-            ApiError::invalid(
-                rt,
-                name,
-                &[(
-                    "spec.replicas".into(),
-                    format!("Invalid value: {r}: must be an integer"),
-                )],
-            )
-        })?,
-    };
-    if replicas < 0 {
-        return Err(ApiError::invalid(
-            rt,
-            name,
-            &[(
-                "spec.replicas".into(),
-                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-            )],
-        ));
-    }
-    let mut next = obj.clone();
-    next["spec"]["replicas"] = json!(replicas);
-    let stored = store_update(st, rt, ns, name, next, Part::Main)?;
-    Ok(scale_of(&stored))
-}
-
-/// `DELETE` of one object, with preconditions, finalizers, propagation and pod grace.
-pub fn delete(
-    st: &mut State,
-    rt: &ResourceType,
-    ns: &str,
-    name: &str,
-    del: &DeleteOptions,
-) -> Result<Deleted, ApiError> {
-    let key = Key::new(rt.plural, if rt.namespaced { ns } else { "" }, name);
-    let Some(current) = st.store.get(&key).cloned() else {
-        return Err(ApiError::not_found(rt, name));
-    };
-    let uid = current
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if let Some(want) = &del.uid
-        && *want != uid
-    {
-        return Err(ApiError::conflict(
-            rt,
-            name,
-            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
-        ));
-    }
-    let rv = current
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if let Some(want) = &del.resource_version
-        && want != rv
-    {
-        return Err(ApiError::conflict(
-            rt,
-            name,
-            &format!(
-                "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
-            ),
-        ));
-    }
-    if let Some(p) = &del.propagation
-        && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
-    {
-        return Err(ApiError::invalid(
-            rt,
-            name,
-            &[(
-                "propagationPolicy".into(),
-                format!(
-                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
-                ),
-            )],
-        ));
-    }
-    let mut obj = current.clone();
-    let already = obj.pointer("/metadata/deletionTimestamp").is_some();
-    let mut finalizers: Vec<Value> = obj
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let add = match del.propagation.as_deref() {
-        Some("Foreground") => Some("foregroundDeletion"),
-        Some("Orphan") => Some("orphan"),
-        _ => None,
-    };
-    if let Some(f) = add
-        && !finalizers.iter().any(|x| x == f)
-    {
-        finalizers.push(json!(f));
-    }
-    let grace = match rt.plural {
-        "pods" => del.grace_period.unwrap_or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(30)
-        }),
-        _ => 0,
-    };
-    if rt.plural == "namespaces" {
-        if !already {
-            let m = meta_mut(&mut obj);
-            m.insert("deletionTimestamp".into(), json!(ids::now()));
-            obj["status"] = json!({"phase": "Terminating"});
-            obj = st.store.replace(key, obj);
-        }
-        return Ok(Deleted {
-            code: 200,
-            body: obj,
-        });
-    }
-    if finalizers.is_empty() && (grace == 0 || rt.plural != "pods") {
-        let gone = st.store.remove(&key).unwrap_or(current);
-        let body = if rt.plural == "pods" {
-            gone
-        } else {
-            status::deleted(rt, name, &uid)
-        };
-        return Ok(Deleted { code: 200, body });
-    }
-    let m = meta_mut(&mut obj);
-    if !already {
-        m.insert("deletionTimestamp".into(), json!(ids::now()));
-        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-    }
-    if !finalizers.is_empty() {
-        m.insert("finalizers".into(), Value::Array(finalizers));
-    }
-    let stored = st.store.replace(key, obj);
-    let code = if rt.plural == "pods" && add.is_none() {
-        200
-    } else {
-        202
-    };
-    Ok(Deleted { code, body: stored })
 }
