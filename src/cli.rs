@@ -1,22 +1,143 @@
-//! The command line: what a user can ask of the binary.
+//! The command line: parsing (pure, with clap) and what each command does.
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Paths};
+use crate::journal::Journal;
+use crate::status;
 
 /// Puts a Kubernetes cluster back after a Telepresence session dies without cleaning up.
 #[derive(Debug, Parser)]
 #[command(name = "telepolice-agent", version, about, long_about = None)]
-pub struct Cli {}
-
-/// What `main` should do once the arguments are parsed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing to run yet: say so and exit with this code.
-    NotYetAvailable,
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-/// Decides what to do for parsed arguments.
-pub fn run(_cli: Cli) -> Outcome {
-    Outcome::NotYetAvailable
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (a service manager supervises it).
+    Run {
+        /// Plan and report repairs without carrying them out.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the sessions that are live or need attention.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Show every session, with its history and actions.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show every session in the journal, ended ones included, with what was done.
+    History {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// Exit codes: 0 fine, 1 the command failed, 2 bad usage or configuration, 3 already running.
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("telepolice-agent: {msg}");
+    ExitCode::from(code)
+}
+
+/// Carries out a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let paths = match Paths::resolve(&env_lookup) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    match cli.command {
+        Command::Run { dry_run } => {
+            let mut cfg = match Config::load(paths) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            cfg.dry_run |= dry_run;
+            crate::logging::init_stderr();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(1, format!("starting the runtime: {e}")),
+            };
+            match rt.block_on(crate::daemon::run(cfg, crate::signals::shutdown())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. }) => fail(3, e),
+                Err(e) => fail(1, e),
+            }
+        }
+        Command::Status { json, verbose } => show(&paths, json, verbose, false),
+        Command::History { json } => show(&paths, json, true, true),
+    }
+}
+
+fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
+    let running = crate::daemon::is_running(&paths.runtime_dir);
+    let journal = match Journal::open(&paths.state_dir) {
+        Ok(j) => j,
+        Err(e) => return fail(1, e),
+    };
+    let (records, problems) = match journal.load_all() {
+        Ok(r) => r,
+        Err(e) => return fail(1, e),
+    };
+    let shown: Vec<_> = records
+        .iter()
+        .filter(|r| all || verbose || status::is_current(r))
+        .collect();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let text = if json {
+        let v = serde_json::json!({
+            "daemon_running": running,
+            "sessions": shown,
+            "journal_problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    } else {
+        let mut t = String::new();
+        if !running {
+            t.push_str("telepolice-agent is not running (start it with `telepolice-agent run`); showing the journal.\n");
+        }
+        for p in &problems {
+            t.push_str(&format!("warning: {p}\n"));
+        }
+        if shown.is_empty() {
+            t.push_str(if all {
+                "no sessions in the journal\n"
+            } else {
+                "no live sessions and none needing attention\n"
+            });
+        } else if verbose {
+            for r in &shown {
+                t.push_str(&status::detail(r));
+            }
+        } else {
+            t.push_str(&status::table(&shown));
+        }
+        t
+    };
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
 }
 
 #[cfg(test)]
@@ -27,5 +148,11 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_dry_run() {
+        let cli = Cli::try_parse_from(["telepolice-agent", "run", "--dry-run"]).expect("parses");
+        assert!(matches!(cli.command, Command::Run { dry_run: true }));
     }
 }

@@ -1,11 +1,33 @@
-//! telepolice-agent: a user-level daemon that watches Telepresence sessions, records what
-//! each is about to change in the cluster, and puts the cluster back when a session dies
-//! without cleaning up.
+//! telepolice-agent: a user-level daemon that watches Telepresence 0.x sessions, records
+//! what each is about to change in the cluster, and puts the cluster back when a session
+//! dies without cleaning up.
 //!
 //! # Layout
-//! - [`cli`]: the command line, parsed in two stages (pure parsing, then resolution).
-//!
-//! The watchdog itself (process discovery, the journal, the supervisor and the cleanup
-//! planner) is not built yet; see the project's issues.
+//! - [`cli`]: the command line and what each command does.
+//! - [`config`]: `config.toml` and the paths the agent uses.
+//! - [`daemon`]: the lock, discovery loop and one task per session.
+//! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
+//! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
+//! - [`session`]: the journaled record of a session and its states.
+//! - [`journal`]: durable, atomic storage of session records.
+//! - [`plan`]: deciding what to repair (pure).
+//! - [`cluster`]: talking to a session's cluster as it did, and acting with preconditions.
+//! - [`helpers`]: a dead session's local helper processes and temp dir.
+//! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
+//! - [`status`]: rendering the journal for `status` and `history`.
+//! - `logging`, `signals`: process set-up.
 
 pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod daemon;
+pub mod discovery;
+pub mod helpers;
+pub mod journal;
+mod logging;
+pub mod plan;
+pub mod platform;
+pub mod session;
+mod signals;
+pub mod status;
+pub mod telepresence;

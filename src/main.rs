@@ -3,15 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use telepolice_agent::cli::{self, Cli, Outcome};
+use telepolice_agent::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    match cli::run(Cli::parse()) {
-        Outcome::NotYetAvailable => {
-            eprintln!(
-                "telepolice-agent: the watchdog is not built yet; this release only ships its test foundation"
-            );
-            ExitCode::from(2)
-        }
-    }
+    cli::run(Cli::parse())
 }

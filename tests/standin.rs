@@ -1,7 +1,7 @@
 //! The Telepresence 0.x stand-in, against the emulator: each mode makes the objects the real
 //! one makes, in its order; SIGTERM runs Telepresence's cleanup; SIGKILL leaves everything.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,20 +9,25 @@ use serde_json::Value;
 
 use crate::util::{Env, examples_dir, live_pods, python3_available, text};
 
-const SCRIPT: &str = concat!(
+pub const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/telepresence-standin/telepresence"
 );
 
 /// A running stand-in session.
-struct Session {
-    child: Child,
-    tmp: PathBuf,
-    work: PathBuf,
+pub struct Session {
+    pub child: Child,
+    pub tmp: PathBuf,
+    pub work: PathBuf,
 }
 
 impl Session {
-    fn start(env: &Env, version: &str, args: &[&str]) -> Self {
+    pub fn start(env: &Env, version: &str, args: &[&str]) -> Self {
+        Self::start_program(env, Path::new(SCRIPT), version, args)
+    }
+
+    /// Starts the stand-in from `program` (a copy of it, for tests that watch one path).
+    pub fn start_program(env: &Env, program: &Path, version: &str, args: &[&str]) -> Self {
         let tmp = env.path("tmp");
         let work = env.path("work");
         std::fs::create_dir_all(&tmp).expect("tmp dir");
@@ -33,7 +38,7 @@ impl Session {
             "{} is missing: `cargo test` builds the examples; run the tests through cargo",
             helper.display()
         );
-        let mut cmd = Command::new(SCRIPT);
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(&work)
             .env("TMPDIR", &tmp)
@@ -51,12 +56,12 @@ impl Session {
         Self { child, tmp, work }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The session id, once the stand-in wrote `tel-*/session_id.txt`.
-    fn session_id(&self) -> Option<String> {
+    pub fn session_id(&self) -> Option<String> {
         std::fs::read_dir(&self.tmp)
             .ok()?
             .filter_map(Result::ok)
@@ -65,7 +70,7 @@ impl Session {
             .filter(|s| s.len() == 32)
     }
 
-    fn wait_id(&mut self, env: &Env) -> String {
+    pub fn wait_id(&mut self, env: &Env) -> String {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(id) = self.session_id() {
@@ -92,7 +97,7 @@ impl Session {
     }
 
     /// Waits until the stand-in logged that setup is complete and its helpers run.
-    fn wait_ready(&mut self, env: &Env, helpers: usize) -> Vec<(u32, Vec<String>)> {
+    pub fn wait_ready(&mut self, env: &Env, helpers: usize) -> Vec<(u32, Vec<String>)> {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             let log =
@@ -116,7 +121,7 @@ impl Session {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([format!("-{sig}"), self.pid().to_string()])
             .status()
@@ -125,7 +130,7 @@ impl Session {
         assert!(ok, "kill -{sig} {}", self.pid());
     }
 
-    fn wait_exit(&mut self, env: &Env) {
+    pub fn wait_exit(&mut self, env: &Env) {
         let end = Instant::now() + Duration::from_secs(60);
         while self.child.try_wait().expect("try_wait").is_none() {
             assert!(
@@ -137,7 +142,7 @@ impl Session {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.work.join("telepresence.log")).unwrap_or_default()
     }
 }
@@ -154,13 +159,13 @@ impl Drop for Session {
     }
 }
 
-fn kill_pid(pid: u32) {
+pub fn kill_pid(pid: u32) {
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status();
 }
 
-fn diagnostics(env: &Env) -> String {
+pub fn diagnostics(env: &Env) -> String {
     let read = |n: &str| std::fs::read_to_string(env.path(n)).unwrap_or_default();
     format!(
         "--- stdout\n{}\n--- stderr\n{}\n--- telepresence.log\n{}",
@@ -188,7 +193,7 @@ fn ppid_of(pid: u32) -> Option<u32> {
 
 /// The stand-in's long-lived helpers: children whose argv is a `logs -f`, `port-forward`,
 /// `ssh` or `sshfs` command line.
-fn helper_children(parent: u32) -> Vec<(u32, Vec<String>)> {
+pub fn helper_children(parent: u32) -> Vec<(u32, Vec<String>)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -206,7 +211,7 @@ fn helper_children(parent: u32) -> Vec<(u32, Vec<String>)> {
     out
 }
 
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         !s.rsplit(')')
             .next()
@@ -216,19 +221,19 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-fn replicas(env: &Env, name: &str) -> i64 {
+pub fn replicas(env: &Env, name: &str) -> i64 {
     env.cluster
         .get("deployments", "default", name)
         .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
         .unwrap_or(-1)
 }
 
-fn label(v: &Value, key: &str) -> String {
+pub fn label(v: &Value, key: &str) -> String {
     text(v, &format!("/metadata/labels/{key}"))
 }
 
 /// Index of the first audited request matching, for order checks.
-fn position(env: &Env, verb: &str, resource: &str) -> usize {
+pub fn position(env: &Env, verb: &str, resource: &str) -> usize {
     env.cluster
         .audit()
         .iter()
@@ -236,7 +241,7 @@ fn position(env: &Env, verb: &str, resource: &str) -> usize {
         .unwrap_or_else(|| panic!("no {verb} {resource} in the audit log"))
 }
 
-fn setup() -> Option<Env> {
+pub fn setup() -> Option<Env> {
     if !python3_available() {
         return None;
     }

@@ -1,0 +1,184 @@
+//! Noticing Telepresence 0.x processes as they start, without scanning the process table on
+//! a short fixed interval: an `inotify` open event on a watched Telepresence program (an exec
+//! opens the file; so does a Python interpreter reading the script) triggers a look at the
+//! pids that are new since the last look; a slow safety-net scan runs behind it.
+//!
+//! A new pid may be caught between `fork` and `exec` (its command line is still its parent's),
+//! so pids that did not look like Telepresence are looked at again on the next triggers for
+//! a short while before they are forgotten.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::platform::{self, NewProcesses, ProcessInfo};
+use crate::telepresence::{self, Flavor};
+
+/// How long a pid that did not (yet) look like Telepresence is looked at again.
+const RECHECK_FOR: Duration = Duration::from_secs(1);
+
+/// A Telepresence 0.x process found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// What `/proc` says about it.
+    pub info: ProcessInfo,
+    /// Where in its argv the Telepresence program is (the arguments follow it).
+    pub program_index: usize,
+}
+
+/// Finds Telepresence 0.x processes of the current user among new pids.
+#[derive(Debug)]
+pub struct Discovery {
+    new: NewProcesses,
+    /// Pids seen recently that did not look like Telepresence, with when first seen.
+    recheck: HashMap<u32, Instant>,
+    /// Canonical paths of the programs that count; empty = any program named `telepresence`.
+    programs: Vec<PathBuf>,
+    uid: u32,
+}
+
+/// The Telepresence programs to watch: the configured ones, or every `telepresence` found
+/// on `path_var` and in the usual install locations.
+pub fn programs_to_watch(
+    configured: &[PathBuf],
+    path_var: Option<&str>,
+    home: Option<&str>,
+) -> Vec<PathBuf> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    let mut dirs: Vec<PathBuf> = path_var
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/local/bin", "/usr/bin", "/opt/homebrew/bin"].map(PathBuf::from));
+    if let Some(h) = home {
+        dirs.push(Path::new(h).join(".local/bin"));
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        let p = d.join("telepresence");
+        if p.is_file() && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn head_of(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 256];
+    let n = f.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+impl Discovery {
+    /// Starts remembering the pids that exist now: they are not "new". (Sessions that
+    /// already run are found by [`Discovery::scan_all`].)
+    pub fn new(programs: &[PathBuf]) -> Self {
+        Self {
+            new: NewProcesses::new(),
+            recheck: HashMap::new(),
+            programs: programs
+                .iter()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
+            uid: platform::current_uid(),
+        }
+    }
+
+    /// Looks at the pids that appeared since the last call (and recent ones worth a second
+    /// look); returns the Telepresence 0.x processes among them.
+    pub fn poll(&mut self) -> Vec<Found> {
+        let now = Instant::now();
+        let mut pids = self.new.new_pids().unwrap_or_default();
+        self.recheck
+            .retain(|_, t| now.duration_since(*t) < RECHECK_FOR);
+        pids.extend(self.recheck.keys().copied());
+        pids.sort_unstable();
+        pids.dedup();
+        let mut found = Vec::new();
+        for pid in pids {
+            match self.examine(pid) {
+                Some(f) => {
+                    self.recheck.remove(&pid);
+                    found.push(f);
+                }
+                None => {
+                    self.recheck.entry(pid).or_insert(now);
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether some recent pids deserve another look soon (they were caught mid-exec).
+    pub fn has_pending(&self) -> bool {
+        !self.recheck.is_empty()
+    }
+
+    /// Looks at every process (at start-up, and as the slow safety net).
+    pub fn scan_all(&mut self) -> Vec<Found> {
+        let pids = platform::list_pids().unwrap_or_default();
+        // Whatever exists now is no longer "new".
+        let _ = self.new.new_pids();
+        pids.into_iter().filter_map(|p| self.examine(p)).collect()
+    }
+
+    /// Whether `pid` is a Telepresence 0.x process of this user running a watched program.
+    pub fn examine(&self, pid: u32) -> Option<Found> {
+        let info = platform::process_info(pid).ok()?;
+        if info.uid != self.uid {
+            return None;
+        }
+        let names: Vec<String> = if self.programs.is_empty() {
+            vec!["telepresence".to_string()]
+        } else {
+            self.programs
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        // First pass without the file head, to find which argv entry is the program.
+        let (_, idx) = telepresence::classify(&info.argv, None, &names)?;
+        let prog = match (idx, &info.exe) {
+            // A direct exec: the kernel knows the program's real path.
+            (0, Some(exe)) => exe.clone(),
+            _ => resolve(info.argv.get(idx)?, info.cwd.as_deref()),
+        };
+        if !self.programs.is_empty() {
+            let canon = std::fs::canonicalize(&prog).unwrap_or_else(|_| prog.clone());
+            if !self.programs.contains(&canon) {
+                return None;
+            }
+        }
+        let head = head_of(&prog);
+        match telepresence::classify(&info.argv, head.as_deref(), &names)? {
+            (Flavor::Legacy, program_index) => Some(Found {
+                info,
+                program_index,
+            }),
+            (Flavor::Modern, _) => None,
+        }
+    }
+}
+
+/// A program path from argv, made absolute against the process's working directory.
+fn resolve(arg: &str, cwd: Option<&Path>) -> PathBuf {
+    let p = PathBuf::from(arg);
+    match cwd {
+        Some(c) if p.is_relative() && arg.contains('/') => c.join(p),
+        _ if !arg.contains('/') => which(arg).unwrap_or(p),
+        _ => p,
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,251 @@
+//! The journal's unit: one Telepresence session as the agent recorded it, its lifecycle
+//! state, and the history of how it got there.
+//!
+//! The record is the single source of truth for a repair: what the original workload was
+//! (uid and replica count, and where that count came from), which proxy objects the session
+//! created (with uids), and which cluster the session talked to.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::platform::ProcessId;
+use crate::telepresence::Invocation;
+
+/// The journal schema this build writes and reads. A record with a higher number was
+/// written by a newer agent and is refused rather than misread.
+pub const SCHEMA: u32 = 1;
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// The process was found; nothing about the cluster is known yet.
+    Seen,
+    /// The target workload and its original replicas are journaled.
+    Recorded,
+    /// Proxy objects were found and journaled.
+    Active,
+    /// The process exited and Telepresence's own cleanup left nothing to do.
+    Ended,
+    /// The process is gone and the cluster still holds what it changed.
+    Orphaned,
+    /// Repair actions are being carried out.
+    CleaningUp,
+    /// The agent repaired what the session left.
+    Cleaned,
+    /// Something forbids a safe automatic repair; a person must look.
+    NeedsAttention,
+}
+
+impl State {
+    /// Whether the session needs no more work from the agent.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Ended | State::Cleaned | State::NeedsAttention)
+    }
+
+    /// The name `status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Seen => "Seen",
+            State::Recorded => "Recorded",
+            State::Active => "Active",
+            State::Ended => "Ended",
+            State::Orphaned => "Orphaned",
+            State::CleaningUp => "CleaningUp",
+            State::Cleaned => "Cleaned",
+            State::NeedsAttention => "NeedsAttention",
+        }
+    }
+}
+
+/// Where the original replica count came from, in order of trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaSource {
+    /// Read from the cluster before Telepresence scaled the workload down.
+    Observed,
+    /// Read from the JSON of the original that Telepresence 0.106+ writes to its log.
+    Log,
+    /// Read from the `kubectl.kubernetes.io/last-applied-configuration` annotation.
+    LastApplied,
+    /// Not known: the agent will not guess.
+    Uncertain,
+}
+
+/// The workload a swap replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Original {
+    /// The Deployment's name.
+    pub name: String,
+    /// Its uid when recorded (a different uid later means it was redeployed).
+    pub uid: Option<String>,
+    /// Its replica count before the swap, when known.
+    pub replicas: Option<i32>,
+    /// Where `replicas` came from.
+    pub source: ReplicaSource,
+}
+
+/// The kinds of object a Telepresence 0.x session creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProxyKind {
+    /// A proxy Deployment (0.105, or `TELEPRESENCE_USE_DEPLOYMENT`).
+    Deployment,
+    /// A bare proxy Pod (0.106+).
+    Pod,
+    /// A Service for `--expose`.
+    Service,
+}
+
+impl ProxyKind {
+    /// The kubectl resource name.
+    pub fn resource(self) -> &'static str {
+        match self {
+            ProxyKind::Deployment => "deployment",
+            ProxyKind::Pod => "pod",
+            ProxyKind::Service => "service",
+        }
+    }
+}
+
+/// A cluster object the session created.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProxyObject {
+    /// Its kind.
+    pub kind: ProxyKind,
+    /// Its name.
+    pub name: String,
+    /// Its uid, the precondition of its deletion.
+    pub uid: String,
+}
+
+/// The cluster a session talked to, pinned when it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterBinding {
+    /// The kubeconfig files the session's kubectl read, in `KUBECONFIG` order.
+    pub kubeconfig: Vec<PathBuf>,
+    /// The context it used.
+    pub context: String,
+    /// The namespace it used.
+    pub namespace: String,
+    /// The API server URL the context pointed at; cleanup refuses any other.
+    pub server: String,
+    /// The session's `PATH` and `HOME`, for kubeconfig exec credential plugins.
+    pub exec_env: Vec<(String, String)>,
+}
+
+/// One state change, kept as the session's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The state entered.
+    pub state: State,
+    /// Why.
+    pub reason: String,
+}
+
+/// One repair action and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What was (or, in dry-run mode, would have been) done.
+    pub action: String,
+    /// `done`, `skipped: ...`, `failed: ...`, `dry-run`.
+    pub outcome: String,
+}
+
+/// Everything the agent knows about one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The journal schema version (see [`SCHEMA`]).
+    pub schema: u32,
+    /// The agent's key for the session: `<pid>-<start ticks>`, also the journal file name.
+    pub key: String,
+    /// The Telepresence process.
+    pub process: ProcessId,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// Its working directory (where `telepresence.log` is by default).
+    pub cwd: Option<PathBuf>,
+    /// The process that started it (usually the user's shell).
+    pub parent: Option<ProcessId>,
+    /// Its controlling terminal (0 = none).
+    pub tty: u32,
+    /// The user it runs as.
+    pub uid: u32,
+    /// What it was asked to do.
+    pub invocation: Invocation,
+    /// The cluster it talks to.
+    pub cluster: ClusterBinding,
+    /// Telepresence's own session id (32 hex), once known.
+    pub telepresence_id: Option<String>,
+    /// The workload a swap replaced.
+    pub original: Option<Original>,
+    /// The proxy objects found, with their uids.
+    pub proxies: Vec<ProxyObject>,
+    /// The current state.
+    pub state: State,
+    /// Every state change.
+    pub history: Vec<Transition>,
+    /// Every repair action.
+    pub actions: Vec<ActionRecord>,
+}
+
+impl SessionRecord {
+    /// The journal key for a process.
+    pub fn key_for(process: ProcessId) -> String {
+        format!("{}-{}", process.pid, process.start_ticks)
+    }
+
+    /// Moves to `state`, remembering why.
+    pub fn transition(&mut self, state: State, reason: impl Into<String>) {
+        self.state = state;
+        self.history.push(Transition {
+            at: now(),
+            state,
+            reason: reason.into(),
+        });
+    }
+
+    /// Remembers an action and its outcome.
+    pub fn act(&mut self, action: impl Into<String>, outcome: impl Into<String>) {
+        self.actions.push(ActionRecord {
+            at: now(),
+            action: action.into(),
+            outcome: outcome.into(),
+        });
+    }
+
+    /// A short description of the target for `status`.
+    pub fn target(&self) -> String {
+        use crate::telepresence::Mode;
+        match &self.invocation.mode {
+            Mode::Swap { deployment, .. } => format!("swap deployment/{deployment}"),
+            Mode::NewDeployment { name: Some(n) } => format!("new {n}"),
+            Mode::NewDeployment { name: None } => "new (default name)".to_string(),
+            Mode::ExistingDeployment { name } => format!("existing deployment/{name}"),
+        }
+    }
+
+    /// When the session was first seen (RFC 3339), if known.
+    pub fn seen_at(&self) -> Option<&str> {
+        self.history.first().map(|t| t.at.as_str())
+    }
+
+    /// Adds a proxy object unless it is already recorded; returns whether it was new.
+    pub fn add_proxy(&mut self, obj: ProxyObject) -> bool {
+        if self.proxies.contains(&obj) {
+            return false;
+        }
+        self.proxies.push(obj);
+        self.proxies.sort();
+        true
+    }
+}
+
+/// Now, RFC 3339 in UTC with seconds.
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

@@ -1,0 +1,481 @@
+//! Recognising a Telepresence process from its command line and the first bytes of the
+//! file it runs, and telling 0.x (a Python program) from 2.x (a Go binary).
+//!
+//! # Guarantees
+//! - A process run through a Python interpreter is always 0.x: 2.x is never run that way.
+//! - Only the program's file name is compared with the configured names, never a substring
+//!   of an argument: `vim telepresence.txt` or `less /usr/local/bin/telepresence` is not
+//!   Telepresence.
+//!
+//! # Caveats
+//! A process whose `argv[0]` is the Telepresence path itself (a direct exec) is classified
+//! from the file's first bytes when they are conclusive, and otherwise as 2.x. That default
+//! is deliberate: when the kernel runs a `#!` script it replaces `argv[0]` with the
+//! interpreter, so a running 0.x session shows up as `python3 /path/telepresence ...`, and a
+//! direct exec is almost always the 2.x binary. Guessing 2.x also makes the agent do nothing
+//! rather than read a stale `telepresence.log` as if it belonged to the process.
+
+use serde::{Deserialize, Serialize};
+
+/// The program names recognised when the caller configures none.
+pub const DEFAULT_NAMES: &[&str] = &["telepresence"];
+
+/// Which generation of Telepresence a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Flavor {
+    /// Telepresence 0.x ("legacy"), the Python program that swaps Deployments.
+    Legacy,
+    /// Telepresence 2.x, the Go binary with a traffic manager and intercepts.
+    Modern,
+}
+
+/// First arguments that only a 2.x binary accepts: 0.x takes no positional arguments at
+/// all, so a running 0.x session never has one of these right after the program.
+const MODERN_SUBCOMMANDS: &[&str] = &[
+    "completion",
+    "config",
+    "connect",
+    "connector-foreground",
+    "current-cluster-id",
+    "curl",
+    "daemon-foreground",
+    "dashboard",
+    "gather-logs",
+    "gather-traces",
+    "genyaml",
+    "helm",
+    "help",
+    "ingest",
+    "intercept",
+    "leave",
+    "license",
+    "list",
+    "list-contexts",
+    "list-namespaces",
+    "login",
+    "loglevel",
+    "logout",
+    "preview",
+    "quit",
+    "replace",
+    "serve",
+    "status",
+    "test-vpn",
+    "uninstall",
+    "upload-traces",
+    "version",
+    "vpn-diag",
+    "wiretap",
+];
+
+/// Magic numbers of native executables: ELF, Mach-O (64- and 32-bit, both byte orders) and
+/// Mach-O universal ("fat") binaries.
+const NATIVE_MAGICS: &[&[u8]] = &[
+    b"\x7fELF",
+    b"\xcf\xfa\xed\xfe",
+    b"\xce\xfa\xed\xfe",
+    b"\xfe\xed\xfa\xcf",
+    b"\xfe\xed\xfa\xce",
+    b"\xca\xfe\xba\xbe",
+    b"\xbe\xba\xfe\xca",
+];
+
+/// How the Telepresence program sits in a command line.
+enum Launch {
+    /// Run by a Python interpreter; the script (or `-m` module) is `argv[index]`.
+    Python { index: usize },
+    /// Executed directly: the program is `argv[0]`.
+    Direct,
+}
+
+/// Which entry of `argv` names the Telepresence program, if the process is Telepresence at
+/// all: the script of `python3 [OPTIONS] /path/telepresence ARGS` (or the module argument
+/// of `python3 -m telepresence`), or `argv[0]` for a direct exec.
+///
+/// Callers read the first bytes of that file and pass them to [`classify`]. `names` are the
+/// program file names to recognise ([`DEFAULT_NAMES`] unless configured).
+pub fn program_index(argv: &[String], names: &[&str]) -> Option<usize> {
+    match locate(argv, names)? {
+        Launch::Python { index } => Some(index),
+        Launch::Direct => Some(0),
+    }
+}
+
+/// Recognises a Telepresence process and its generation.
+///
+/// `argv` is the process's command line; `script_head` the first bytes of the file
+/// [`program_index`] points at, if it could be read; `names` the program file names to
+/// recognise ([`DEFAULT_NAMES`] unless configured). Returns the flavor and the index in
+/// `argv` of the Telepresence program (its own arguments start right after it), or `None`
+/// when the process is not Telepresence.
+///
+/// Decided in this order:
+/// 1. run by a Python interpreter (`python`, `python3`, `python3.11`, macOS's `Python`,
+///    interpreter options allowed before the script): [`Flavor::Legacy`];
+/// 2. a direct exec whose first argument is a 2.x subcommand: [`Flavor::Modern`];
+/// 3. a direct exec whose file starts with `#!` and names Python, or with `PK` (a zipapp):
+///    [`Flavor::Legacy`]; with an ELF or Mach-O header: [`Flavor::Modern`];
+/// 4. any other direct exec: [`Flavor::Modern`] (see the module's caveats).
+///
+/// `--swap-deployment` alone proves nothing: 2.x accepts it too.
+pub fn classify(
+    argv: &[String],
+    script_head: Option<&[u8]>,
+    names: &[&str],
+) -> Option<(Flavor, usize)> {
+    match locate(argv, names)? {
+        Launch::Python { index } => Some((Flavor::Legacy, index)),
+        Launch::Direct => {
+            let subcommand = argv
+                .get(1)
+                .is_some_and(|a| MODERN_SUBCOMMANDS.contains(&a.as_str()));
+            let flavor = if subcommand {
+                Flavor::Modern
+            } else {
+                script_head.and_then(head_flavor).unwrap_or(Flavor::Modern)
+            };
+            Some((flavor, 0))
+        }
+    }
+}
+
+fn locate(argv: &[String], names: &[&str]) -> Option<Launch> {
+    let program = file_name(argv.first()?);
+    if is_python(program) {
+        python_program(argv, names).map(|index| Launch::Python { index })
+    } else if names.contains(&program) {
+        Some(Launch::Direct)
+    } else {
+        None
+    }
+}
+
+/// The last component of a path.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `python`, `python3`, `python3.11`, `python3.7m`, and macOS framework builds' `Python`.
+fn is_python(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let Some(version) = lower.strip_prefix("python") else {
+        return false;
+    };
+    // ABI suffixes of older builds: debug, pymalloc, wide unicode.
+    let version = version.trim_end_matches(['d', 'm', 'u']);
+    version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// Skips the interpreter's options and returns the index of the Telepresence script or
+/// module in a `python ...` command line.
+fn python_program(argv: &[String], names: &[&str]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(arg) = argv.get(i) {
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        // `-` runs a script from stdin; anything else not starting with `-` is the script.
+        if arg == "-" || !arg.starts_with('-') {
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            if long == "check-hash-based-pycs" {
+                i += 2;
+                continue;
+            }
+            if long.starts_with("check-hash-based-pycs=") {
+                i += 1;
+                continue;
+            }
+            // --help, --version and the like print something and exit: no script runs.
+            return None;
+        }
+        // A cluster of one-letter options such as `-IS`, `-Wignore` or `-m telepresence`.
+        let cluster = &arg[1..];
+        for (pos, option) in cluster.char_indices() {
+            let attached = &cluster[pos + option.len_utf8()..];
+            match option {
+                // `-c CODE`: a command, not a script.
+                'c' => return None,
+                'm' => {
+                    return if attached.is_empty() {
+                        let module = argv.get(i + 1)?;
+                        names.contains(&module.as_str()).then_some(i + 1)
+                    } else {
+                        names.contains(&attached).then_some(i)
+                    };
+                }
+                'W' | 'X' => {
+                    if attached.is_empty() {
+                        // The value is the next argument.
+                        i += 1;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    let script = argv.get(i)?;
+    names.contains(&file_name(script)).then_some(i)
+}
+
+/// What the first bytes of the program file say, if anything conclusive.
+fn head_flavor(head: &[u8]) -> Option<Flavor> {
+    if NATIVE_MAGICS.iter().any(|magic| head.starts_with(magic)) {
+        return Some(Flavor::Modern);
+    }
+    if head.starts_with(b"PK") {
+        return Some(Flavor::Legacy);
+    }
+    let interpreter_line = head.strip_prefix(b"#!")?.split(|&b| b == b'\n').next()?;
+    interpreter_line
+        .windows(b"python".len())
+        .any(|w| w.eq_ignore_ascii_case(b"python"))
+        .then_some(Flavor::Legacy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ELF: &[u8] = b"\x7fELF\x02\x01\x01\x00";
+    const MACHO: &[u8] = b"\xcf\xfa\xed\xfe\x0c\x00\x00\x01";
+    const FAT: &[u8] = b"\xca\xfe\xba\xbe\x00\x00\x00\x02";
+    const ZIPAPP: &[u8] = b"#!/usr/bin/env python3\nPK\x03\x04";
+    const BARE_ZIP: &[u8] = b"PK\x03\x04\x14\x00";
+    const PY_SCRIPT: &[u8] = b"#!/usr/bin/python3.6 -I\nimport sys\n";
+    const SHELL: &[u8] = b"#!/bin/sh\nexec /opt/python/bin/python3 \"$@\"\n";
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn classify_table() {
+        use Flavor::{Legacy, Modern};
+        /// A command line, the head of its program file, and the expected answer.
+        type Case = (&'static str, Option<&'static [u8]>, Option<(Flavor, usize)>);
+        let cases: &[Case] = &[
+            // The 0.x zipapp as the kernel runs it: interpreter, script, arguments.
+            (
+                "python3 /usr/local/bin/telepresence --swap-deployment app",
+                Some(ZIPAPP),
+                Some((Legacy, 1)),
+            ),
+            (
+                "python3 /usr/local/bin/telepresence",
+                None,
+                Some((Legacy, 1)),
+            ),
+            // Through Python even if the head looks native: 2.x is never run this way.
+            (
+                "python3 /usr/local/bin/telepresence -n x",
+                Some(ELF),
+                Some((Legacy, 1)),
+            ),
+            (
+                "python /opt/tp/telepresence --run-shell",
+                None,
+                Some((Legacy, 1)),
+            ),
+            (
+                "/usr/bin/python3.11 -I -S /usr/local/bin/telepresence -s app",
+                None,
+                Some((Legacy, 3)),
+            ),
+            (
+                "python3 -IS -W ignore /usr/local/bin/telepresence",
+                None,
+                Some((Legacy, 4)),
+            ),
+            (
+                "python3 -Wignore -X dev -Xutf8 telepresence",
+                None,
+                Some((Legacy, 5)),
+            ),
+            (
+                "python3 --check-hash-based-pycs never telepresence",
+                None,
+                Some((Legacy, 3)),
+            ),
+            (
+                "python3 -- /usr/local/bin/telepresence",
+                None,
+                Some((Legacy, 2)),
+            ),
+            (
+                "python3.7m /usr/local/bin/telepresence",
+                None,
+                Some((Legacy, 1)),
+            ),
+            // macOS framework builds re-exec themselves as .../Python.app/Contents/MacOS/Python.
+            (
+                "/usr/local/Cellar/python@3.9/3.9.1/Frameworks/Python.framework/Versions/3.9/Resources/Python.app/Contents/MacOS/Python /usr/local/bin/telepresence -s app",
+                None,
+                Some((Legacy, 1)),
+            ),
+            // Run as a module.
+            (
+                "python3 -m telepresence --run-shell",
+                None,
+                Some((Legacy, 2)),
+            ),
+            ("python3 -Im telepresence", None, Some((Legacy, 2))),
+            ("python3 -mtelepresence", None, Some((Legacy, 1))),
+            // Python running something else.
+            ("python3 -m pytest telepresence", None, None),
+            ("python3 -c import telepresence", None, None),
+            ("python3 manage.py telepresence", None, None),
+            ("python3 /usr/local/bin/telepresence.py", None, None),
+            ("python3 - telepresence", None, None),
+            ("python3 --version telepresence", None, None),
+            ("python3", None, None),
+            ("python3 -I", None, None),
+            ("python3 -m", None, None),
+            // Direct exec: the head decides when conclusive.
+            (
+                "/usr/local/bin/telepresence --swap-deployment app",
+                Some(ELF),
+                Some((Modern, 0)),
+            ),
+            (
+                "/usr/local/bin/telepresence --swap-deployment app",
+                Some(MACHO),
+                Some((Modern, 0)),
+            ),
+            (
+                "/usr/local/bin/telepresence --swap-deployment app",
+                Some(FAT),
+                Some((Modern, 0)),
+            ),
+            (
+                "telepresence --swap-deployment app",
+                Some(ZIPAPP),
+                Some((Legacy, 0)),
+            ),
+            (
+                "telepresence --swap-deployment app",
+                Some(BARE_ZIP),
+                Some((Legacy, 0)),
+            ),
+            ("./telepresence -n x", Some(PY_SCRIPT), Some((Legacy, 0))),
+            // A 2.x subcommand overrides a Python head (0.x takes no positional arguments).
+            ("telepresence connect", Some(ZIPAPP), Some((Modern, 0))),
+            ("telepresence connector-foreground", None, Some((Modern, 0))),
+            (
+                "/usr/local/bin/telepresence daemon-foreground /var/log /etc",
+                None,
+                Some((Modern, 0)),
+            ),
+            (
+                "telepresence intercept app --port 8080",
+                Some(ELF),
+                Some((Modern, 0)),
+            ),
+            // Nothing conclusive: a direct exec is taken for 2.x.
+            (
+                "telepresence --swap-deployment app",
+                None,
+                Some((Modern, 0)),
+            ),
+            (
+                "telepresence --swap-deployment app",
+                Some(SHELL),
+                Some((Modern, 0)),
+            ),
+            (
+                "telepresence --swap-deployment app",
+                Some(b""),
+                Some((Modern, 0)),
+            ),
+            ("telepresence", Some(b"#!"), Some((Modern, 0))),
+            // Not Telepresence.
+            ("vim telepresence.txt", None, None),
+            ("vim telepresence", None, None),
+            ("less /usr/local/bin/telepresence", Some(ZIPAPP), None),
+            (
+                "/usr/local/bin/telepresence-wrapper -s app",
+                Some(ZIPAPP),
+                None,
+            ),
+            ("/usr/local/bin/telepresence/ -s app", None, None),
+            (
+                "kubectl --context c port-forward telepresence 8022",
+                None,
+                None,
+            ),
+            ("pythonista /usr/local/bin/telepresence", None, None),
+            ("", None, None),
+        ];
+        for (line, head, want) in cases {
+            let argv = argv(line);
+            assert_eq!(
+                classify(&argv, *head, DEFAULT_NAMES),
+                *want,
+                "{line:?} with head {head:?}"
+            );
+            assert_eq!(
+                program_index(&argv, DEFAULT_NAMES),
+                want.map(|(_, index)| index),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn configured_names() {
+        let names = ["telepresence", "tel-legacy"];
+        let cases = [
+            (
+                "python3 /opt/tp/tel-legacy -s app",
+                Some((Flavor::Legacy, 1)),
+            ),
+            ("tel-legacy -s app", Some((Flavor::Modern, 0))),
+            (
+                "python3 /opt/tp/telepresence -s app",
+                Some((Flavor::Legacy, 1)),
+            ),
+            ("python3 /opt/tp/tel -s app", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(classify(&argv(line), None, &names), want, "{line:?}");
+        }
+        assert_eq!(
+            classify(&argv("python3 /opt/tp/tel-legacy"), None, DEFAULT_NAMES),
+            None
+        );
+        assert_eq!(classify(&argv("telepresence"), None, &[]), None);
+    }
+
+    #[test]
+    fn an_argument_with_spaces_is_not_split() {
+        let argv = vec![
+            "python3".to_string(),
+            "/Users/me/My Tools/telepresence".to_string(),
+            "--run".to_string(),
+            "bash -c x".to_string(),
+        ];
+        assert_eq!(
+            classify(&argv, None, DEFAULT_NAMES),
+            Some((Flavor::Legacy, 1))
+        );
+    }
+
+    #[test]
+    fn non_ascii_options_do_not_panic() {
+        let argv = vec!["python3".to_string(), "-é".to_string(), "-Wé".to_string()];
+        assert_eq!(classify(&argv, None, DEFAULT_NAMES), None);
+        let argv = vec![
+            "python3".to_string(),
+            "-Ié".to_string(),
+            "telepresence".to_string(),
+        ];
+        assert_eq!(
+            classify(&argv, None, DEFAULT_NAMES),
+            Some((Flavor::Legacy, 2))
+        );
+    }
+}

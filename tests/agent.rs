@@ -1,0 +1,373 @@
+//! The real `telepolice-agent` binary against the emulator and the Telepresence stand-in:
+//! sessions killed with SIGKILL are repaired, sessions that end normally are left alone.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::standin::{SCRIPT, Session, alive, label, replicas, setup};
+use crate::util::{Env, live_pods, text};
+
+/// A running agent with its own config, state, runtime and log dirs.
+struct Agent {
+    child: Option<Child>,
+    envs: Vec<(&'static str, PathBuf)>,
+    stderr: PathBuf,
+}
+
+impl Agent {
+    /// Copies the stand-in to a path of this test's own, and starts an agent that watches
+    /// only that path.
+    fn start(env: &Env, extra_config: &str) -> (Self, PathBuf) {
+        let bin = env.path("bin");
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        let program = bin.join("telepresence");
+        std::fs::copy(SCRIPT, &program).expect("the stand-in is copied");
+        let config = env.path("agent-config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{extra_config}\n",
+                program.display().to_string()
+            ),
+        )
+        .expect("config written");
+        let envs = vec![
+            ("TELEPOLICE_CONFIG", config),
+            ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
+            ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
+            ("TELEPOLICE_LOG_DIR", env.path("agent-logs")),
+            ("TELEPOLICE_TMPDIR", env.path("tmp")),
+        ];
+        let stderr = env.path("agent.err");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+        cmd.arg("run")
+            .env("TELEPOLICE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        for (k, v) in &envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the agent starts");
+        let agent = Self {
+            child: Some(child),
+            envs,
+            stderr,
+        };
+        agent.wait_log("watching Telepresence programs");
+        (agent, program)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "the agent never logged {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `telepolice-agent status --json -v` (every session).
+    fn sessions(&self) -> Vec<Value> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+        cmd.args(["history", "--json"]);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("history runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["daemon_running"], true);
+        v["sessions"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn wait_state(&self, state: &str) -> Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.sessions();
+            if let Some(found) = s.iter().find(|r| r["state"] == state) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < end,
+                "no session reached {state}: {s:#?}\nagent log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn status_table(&self) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+        cmd.arg("status");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        String::from_utf8_lossy(&cmd.output().expect("status runs").stdout).into_owned()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let end = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Requests the agent made (kube-rs sends no User-Agent; kubectl does) that change things.
+fn agent_writes(env: &Env) -> Vec<String> {
+    env.cluster
+        .audit()
+        .into_iter()
+        .filter(|e| {
+            e.user_agent.is_empty()
+                && matches!(
+                    e.verb.as_str(),
+                    "create" | "update" | "patch" | "delete" | "deletecollection"
+                )
+        })
+        .map(|e| format!("{} {} {}", e.verb, e.resource, e.name.unwrap_or_default()))
+        .collect()
+}
+
+fn actions(rec: &Value) -> Vec<String> {
+    rec["actions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| format!("{} -> {}", text(x, "/action"), text(x, "/outcome")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_pod_proxy_swap_is_repaired() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    let helpers = s.wait_ready(&env, 4);
+    let rec = agent.wait_state("Active");
+    assert_eq!(rec["original"]["replicas"], 2, "{rec:#}");
+    assert_eq!(rec["original"]["source"], "Observed");
+    assert_eq!(rec["telepresence_id"], id.as_str());
+    assert_eq!(replicas(&env, "app"), 0);
+
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(
+        replicas(&env, "app"),
+        2,
+        "the original is back: {:#?}",
+        actions(&rec)
+    );
+    env.wait("the proxy pod is gone", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+    env.wait("two app pods run again", |c| {
+        live_pods(c, "default", "app").len() == 2
+    });
+    let writes = agent_writes(&env);
+    assert_eq!(
+        writes,
+        [
+            "patch deployments/scale app".to_string(),
+            format!("delete pods app-{id}"),
+        ]
+    );
+    for (pid, argv) in helpers {
+        wait_for(&format!("helper {pid} {argv:?} stops"), || !alive(pid));
+    }
+    assert!(
+        s.session_id().is_none(),
+        "the session's temp dir is removed"
+    );
+    let table = agent.status_table();
+    assert!(table.contains("no live sessions"), "{table}");
+}
+
+#[test]
+fn a_killed_deployment_proxy_swap_is_repaired() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(
+        &env,
+        &program,
+        "0.105",
+        &["--swap-deployment", "app", "--method", "inject-tcp"],
+    );
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 3);
+    agent.wait_state("Active");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2, "{:#?}", actions(&rec));
+    assert!(
+        env.cluster
+            .get("deployments", "default", &format!("app-{id}"))
+            .is_none()
+    );
+    env.wait("the proxy's pods are collected", |c| {
+        c.list("pods", Some("default"))
+            .iter()
+            .all(|p| label(p, "telepresence").is_empty())
+    });
+    assert_eq!(
+        agent_writes(&env),
+        [
+            "patch deployments/scale app".to_string(),
+            format!("delete deployments app-{id}"),
+        ]
+    );
+}
+
+#[test]
+fn a_killed_new_deployment_with_expose_is_repaired() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(
+        &env,
+        &program,
+        "0.109",
+        &["--new-deployment", "tp-shell", "--expose", "8080"],
+    );
+    s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    let rec = agent.wait_state("Active");
+    assert!(rec["original"].is_null(), "{rec:#}");
+    wait_for("both proxies are recorded", || {
+        agent
+            .sessions()
+            .iter()
+            .any(|r| r["proxies"].as_array().map_or(0, Vec::len) == 2)
+    });
+    s.signal("KILL");
+    s.wait_exit(&env);
+    agent.wait_state("Cleaned");
+    env.wait("the proxy pod is gone", |c| {
+        c.get("pods", "default", "tp-shell").is_none()
+    });
+    assert!(env.cluster.get("services", "default", "tp-shell").is_none());
+    assert_eq!(replicas(&env, "app"), 2, "nothing else touched");
+}
+
+#[test]
+fn a_session_that_ends_normally_is_left_alone() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    s.signal("INT");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("Ended");
+    assert_eq!(replicas(&env, "app"), 2);
+    assert_eq!(
+        agent_writes(&env),
+        Vec::<String>::new(),
+        "{:#?}",
+        actions(&rec)
+    );
+}
+
+#[test]
+fn a_workload_rescaled_during_the_session_is_not_overwritten() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    env.kubectl_ok(&["scale", "deployment", "app", "--replicas=5"]);
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("NeedsAttention");
+    assert_eq!(replicas(&env, "app"), 5, "a person's change stands");
+    let why = rec["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .map(|t| text(t, "/reason"))
+        .unwrap_or_default();
+    assert!(
+        why.contains("someone rescaled it") && why.contains("kubectl"),
+        "{why}"
+    );
+    env.wait("the proxy is still removed", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+}
+
+#[test]
+fn a_second_agent_is_refused() {
+    let Some(env) = Env::new() else { return };
+    let (agent, _program) = Agent::start(&env, "");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+    cmd.arg("run");
+    for (k, v) in &agent.envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_broken_config_names_the_file_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "grace_period_secs = 1\nsurprise = true\n").expect("written");
+    let out = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"))
+        .arg("run")
+        .env("TELEPOLICE_CONFIG", &config)
+        .env("TELEPOLICE_STATE_DIR", dir.path().join("state"))
+        .env("TELEPOLICE_RUNTIME_DIR", dir.path().join("run"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&config.display().to_string())
+            && err.contains("surprise")
+            && err.contains("line 2"),
+        "{err}"
+    );
+}
