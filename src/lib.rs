@@ -26,8 +26,11 @@ pub mod helpers;
 pub mod journal;
 mod logging;
 pub mod plan;
-pub mod platform;
 pub mod session;
 mod signals;
 pub mod status;
 pub mod telepresence;
+
+/// The OS layer lives in its own crate (`crates/platform`), free of Kubernetes and TLS
+/// dependencies, so that it type-checks for macOS on any machine.
+pub use telepolice_platform as platform;
