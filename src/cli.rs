@@ -41,6 +41,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Repair a session by hand (one in NeedsAttention), with the same safety rules.
+    Cleanup {
+        /// The session: its key from `status`, or Telepresence's session id.
+        session: String,
+        /// Plan and report without acting.
+        #[arg(long)]
+        dry_run: bool,
+        /// The original replica count to restore, when the agent could not learn it.
+        #[arg(long)]
+        replicas: Option<i32>,
+    },
 }
 
 fn env_lookup(k: &str) -> Option<String> {
@@ -66,7 +77,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => return fail(2, e),
             };
             cfg.dry_run |= dry_run;
-            crate::logging::init_stderr();
+            let (_log_guard, log_problem) = crate::logging::init(&cfg.paths.log_dir);
+            if let Some(p) = log_problem {
+                tracing::warn!("{p}");
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -75,7 +89,11 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(1, format!("starting the runtime: {e}")),
             };
-            match rt.block_on(crate::daemon::run(cfg, crate::signals::shutdown())) {
+            let shutdown = {
+                let _in_runtime = rt.enter();
+                crate::signals::shutdown()
+            };
+            match rt.block_on(crate::daemon::run(cfg, shutdown)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. }) => fail(3, e),
                 Err(e) => fail(1, e),
@@ -83,6 +101,42 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Status { json, verbose } => show(&paths, json, verbose, false),
         Command::History { json } => show(&paths, json, true, true),
+        Command::Cleanup {
+            session,
+            dry_run,
+            replicas,
+        } => cleanup(paths, &session, dry_run, replicas),
+    }
+}
+
+fn cleanup(paths: Paths, session: &str, dry_run: bool, replicas: Option<i32>) -> ExitCode {
+    let mut cfg = match Config::load(paths) {
+        Ok(c) => c,
+        Err(e) => return fail(2, e),
+    };
+    cfg.dry_run |= dry_run;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("starting the runtime: {e}")),
+    };
+    match rt.block_on(crate::daemon::cleanup(cfg, session, replicas)) {
+        Ok(rec) => {
+            use std::io::Write;
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(status::detail(&rec).as_bytes());
+            if rec.state == crate::session::State::Cleaned
+                || rec.state == crate::session::State::Ended
+            {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(1, e),
     }
 }
 

@@ -309,6 +309,7 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         cwd: info.cwd.clone(),
         parent,
         tty: info.tty_nr,
+        sid: info.session,
         uid: info.uid,
         invocation,
         cluster,
@@ -324,9 +325,10 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         format!("Telepresence process {} found", info.id.pid),
     );
     if let Some(p) = problem {
+        // Not final: the kubeconfig may appear or be fixed while the session runs.
         rec.transition(
-            State::NeedsAttention,
-            format!("cannot tell which cluster the session uses: {p}"),
+            State::Seen,
+            format!("cannot tell which cluster the session uses yet: {p}; will look again"),
         );
     }
     info!(session = %rec.key, target = %rec.target(), context = %rec.cluster.context, namespace = %rec.cluster.namespace, "new Telepresence session");
@@ -558,6 +560,42 @@ async fn follow_live<F: std::future::Future<Output = Result<(), platform::Platfo
         .filter(|t| !t.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone());
+    if rec.cluster.server.is_empty() {
+        // The kubeconfig was missing or broken when the session was found: look again
+        // until it can be read (or the session ends).
+        loop {
+            let inv = &rec.invocation;
+            match cluster::resolve_binding(&env, inv.context.as_deref(), inv.namespace.as_deref()) {
+                Ok(b) => {
+                    if !ctx.cfg.in_scope(&b.context, &b.namespace) {
+                        info!(session = %rec.key, "session out of the configured scope; forgetting it");
+                        let _ = ctx.journal.remove(&rec.key);
+                        rec.transition(State::Ended, "out of the configured scope");
+                        return;
+                    }
+                    let why = format!("cluster {} (context {}) found", b.server, b.context);
+                    rec.cluster = b;
+                    rec.transition(State::Seen, why);
+                    ctx.save(rec);
+                    break;
+                }
+                Err(e) => {
+                    debug!(session = %rec.key, "still no cluster: {e}");
+                    tokio::select! {
+                        _ = exit.as_mut() => {
+                            rec.transition(
+                                State::NeedsAttention,
+                                format!("the session ended before its cluster could be known: {e}"),
+                            );
+                            ctx.save(rec);
+                            return;
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
     let mut backoff = Duration::from_millis(200);
     let client = loop {
         match cluster::client_for(&rec.cluster).await {
@@ -849,6 +887,98 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
         };
         rec.act(format!("remove temp dir {}", dir.display()), outcome);
     }
+}
+
+/// Why `telepolice-agent cleanup` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// The journal could not be read.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// No session matches.
+    #[error("no session {0:?} in the journal (see `telepolice-agent history`)")]
+    NotFound(String),
+    /// More than one session matches.
+    #[error("{0:?} matches several sessions: {1}")]
+    Ambiguous(String, String),
+    /// The Telepresence process still runs.
+    #[error("session {key} is still running (pid {pid}); stop Telepresence first")]
+    StillRunning { key: String, pid: u32 },
+    /// The daemon is still working on it.
+    #[error(
+        "the running daemon is still handling session {0} (state {1}); wait for it, or stop the daemon"
+    )]
+    DaemonBusy(String, &'static str),
+    /// `--replicas` for a session that has no original workload.
+    #[error("session {0} did not swap a deployment: --replicas does not apply")]
+    NoOriginal(String),
+}
+
+/// Repairs one session by hand: same plan, same preconditions as the daemon.
+pub async fn cleanup(
+    cfg: Config,
+    which: &str,
+    replicas: Option<i32>,
+) -> Result<SessionRecord, CleanupError> {
+    let journal = Journal::open(&cfg.paths.state_dir)?;
+    let (records, _) = journal.load_all()?;
+    let matches: Vec<SessionRecord> = records
+        .into_iter()
+        .filter(|r| {
+            r.key == which
+                || r.telepresence_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(which))
+        })
+        .collect();
+    let mut rec = match matches.len() {
+        0 => return Err(CleanupError::NotFound(which.to_string())),
+        1 => matches
+            .into_iter()
+            .next()
+            .ok_or_else(|| CleanupError::NotFound(which.to_string()))?,
+        _ => {
+            let keys = matches
+                .iter()
+                .map(|r| r.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(CleanupError::Ambiguous(which.to_string(), keys));
+        }
+    };
+    if platform::is_alive(rec.process) {
+        return Err(CleanupError::StillRunning {
+            key: rec.key.clone(),
+            pid: rec.process.pid,
+        });
+    }
+    if !rec.state.is_final() && is_running(&cfg.paths.runtime_dir) {
+        return Err(CleanupError::DaemonBusy(
+            rec.key.clone(),
+            rec.state.as_str(),
+        ));
+    }
+    if let Some(n) = replicas {
+        match rec.original.as_mut() {
+            Some(o) => {
+                o.replicas = Some(n);
+                o.source = ReplicaSource::Manual;
+            }
+            None => return Err(CleanupError::NoOriginal(rec.key.clone())),
+        }
+    }
+    let ctx = Ctx {
+        uid: platform::current_uid(),
+        journal,
+        cfg,
+    };
+    rec.transition(rec.state, "manual cleanup requested");
+    ctx.save(&rec);
+    if let Err(e) = attempt(&ctx, &mut rec).await {
+        rec.transition(State::NeedsAttention, format!("manual cleanup failed: {e}"));
+        ctx.save(&rec);
+    }
+    Ok(rec)
 }
 
 /// For `status` when the process may be gone: is the recorded process alive?

@@ -69,6 +69,8 @@ pub enum ReplicaSource {
     LastApplied,
     /// Not known: the agent will not guess.
     Uncertain,
+    /// Given by a person (`telepolice-agent cleanup --replicas N`).
+    Manual,
 }
 
 /// The workload a swap replaced.
@@ -171,6 +173,9 @@ pub struct SessionRecord {
     pub parent: Option<ProcessId>,
     /// Its controlling terminal (0 = none).
     pub tty: u32,
+    /// Its session id (`setsid`), which its terminal's shell leads.
+    #[serde(default)]
+    pub sid: u32,
     /// The user it runs as.
     pub uid: u32,
     /// What it was asked to do.

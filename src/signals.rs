@@ -1,25 +1,32 @@
 //! Shutdown on signals: the first SIGTERM or SIGINT asks for a graceful stop; a second one
 //! forces the process out at once.
 
-/// Completes at the first SIGTERM or SIGINT; a second one exits the process with 130.
-pub async fn shutdown() {
+use std::future::Future;
+
+/// Installs the handlers now (call it inside the runtime's context, before any other work,
+/// so that an early SIGTERM is not lost to the default action) and returns a future that
+/// completes at the first SIGTERM or SIGINT. After that, a second one exits with 130.
+pub fn shutdown() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default actions still stop the process.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tokio::spawn(async move {
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without handlers the default actions still stop the process.
+            return std::future::pending().await;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        std::process::exit(130);
-    });
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            std::process::exit(130);
+        });
+    }
 }

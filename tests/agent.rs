@@ -1,7 +1,10 @@
 //! The real `telepolice-agent` binary against the emulator and the Telepresence stand-in:
 //! sessions killed with SIGKILL are repaired, sessions that end normally are left alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+
+static AGENTS: AtomicUsize = AtomicUsize::new(0);
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,10 +24,27 @@ impl Agent {
     /// Copies the stand-in to a path of this test's own, and starts an agent that watches
     /// only that path.
     fn start(env: &Env, extra_config: &str) -> (Self, PathBuf) {
+        let program = Self::program(env);
+        (Self::start_with(env, &program, extra_config), program)
+    }
+
+    /// This test's own copy of the stand-in.
+    fn program(env: &Env) -> PathBuf {
         let bin = env.path("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
         let program = bin.join("telepresence");
-        std::fs::copy(SCRIPT, &program).expect("the stand-in is copied");
+        if !program.exists() {
+            std::fs::copy(SCRIPT, &program).expect("the stand-in is copied");
+        }
+        program
+    }
+
+    /// Starts an agent (with this test's dirs: a restarted agent finds its journal).
+    fn start_with(env: &Env, program: &Path, extra_config: &str) -> Self {
+        let stderr = env.path(&format!(
+            "agent-{}.err",
+            AGENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let config = env.path("agent-config.toml");
         std::fs::write(
             &config,
@@ -41,7 +61,6 @@ impl Agent {
             ("TELEPOLICE_LOG_DIR", env.path("agent-logs")),
             ("TELEPOLICE_TMPDIR", env.path("tmp")),
         ];
-        let stderr = env.path("agent.err");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
         cmd.arg("run")
             .env("TELEPOLICE_LOG", "debug")
@@ -58,7 +77,22 @@ impl Agent {
             stderr,
         };
         agent.wait_log("watching Telepresence programs");
-        (agent, program)
+        agent
+    }
+
+    /// Stops the agent gracefully and waits for it.
+    fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let status = c.wait().expect("the agent exits");
+            assert!(
+                status.success(),
+                "a graceful stop exits 0: {status}\n{}",
+                self.log()
+            );
+        }
     }
 
     fn log(&self) -> String {
@@ -370,4 +404,260 @@ fn a_broken_config_names_the_file_and_key() {
             && err.contains("line 2"),
         "{err}"
     );
+}
+
+fn run_cli(agent_envs: &[(&'static str, PathBuf)], args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+    cmd.args(args);
+    for (k, v) in agent_envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the agent's CLI runs")
+}
+
+#[test]
+fn an_agent_started_late_takes_the_original_count_from_the_log() {
+    let Some(env) = setup() else { return };
+    let program = Agent::program(&env);
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    assert_eq!(
+        replicas(&env, "app"),
+        0,
+        "the session already scaled the original down"
+    );
+    let agent = Agent::start_with(&env, &program, "");
+    let rec = agent.wait_state("Active");
+    assert_eq!(rec["original"]["replicas"], 2, "{rec:#}");
+    assert_eq!(rec["original"]["source"], "Log");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+    env.wait("the proxy pod is gone", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+}
+
+#[test]
+fn an_unknown_original_count_needs_a_person_and_cleanup_takes_it() {
+    let Some(env) = setup() else { return };
+    let program = Agent::program(&env);
+    // 0.105 without --verbose logs no JSON of the original, and the agent starts late.
+    let mut s = Session::start_program(
+        &env,
+        &program,
+        "0.105",
+        &["--swap-deployment", "app", "--method", "inject-tcp"],
+    );
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 3);
+    let agent = Agent::start_with(&env, &program, "");
+    let rec = agent.wait_state("Active");
+    assert_eq!(rec["original"]["source"], "Uncertain", "{rec:#}");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("NeedsAttention");
+    let why = rec["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .map(|t| text(t, "/reason"))
+        .unwrap_or_default();
+    assert!(
+        why.contains("original count is unknown") && why.contains("kubectl"),
+        "{why}"
+    );
+    assert_eq!(replicas(&env, "app"), 0, "the agent does not guess");
+    env.wait("the proxy deployment is still removed", |c| {
+        c.get("deployments", "default", &format!("app-{id}"))
+            .is_none()
+    });
+
+    let key = text(&rec, "/key");
+    let dry = run_cli(
+        &agent.envs,
+        &["cleanup", &key, "--replicas", "2", "--dry-run"],
+    );
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("dry-run"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    assert_eq!(replicas(&env, "app"), 0, "a dry run changes nothing");
+    let out = run_cli(&agent.envs, &["cleanup", &key, "--replicas", "2"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(replicas(&env, "app"), 2);
+    let missing = run_cli(&agent.envs, &["cleanup", "no-such-session"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no session"));
+}
+
+#[test]
+fn a_restarted_agent_finishes_the_work() {
+    let Some(env) = setup() else { return };
+    let program = Agent::program(&env);
+    let agent = Agent::start_with(&env, &program, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    agent.stop();
+    // Restarted mid-session: it resumes following the live session.
+    let agent = Agent::start_with(&env, &program, "");
+    agent.wait_log("resuming session from the journal");
+    agent.stop();
+    // The session dies while no agent runs; the next one repairs it.
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let agent = Agent::start_with(&env, &program, "");
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+    env.wait("the proxy pod is gone", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+    assert_eq!(
+        agent_writes(&env).len(),
+        2,
+        "each repair step ran once: {:?}",
+        agent_writes(&env)
+    );
+}
+
+#[test]
+fn only_the_killed_one_of_two_sessions_in_two_clusters_is_repaired() {
+    let Some(env) = setup() else { return };
+    let two = testcluster::TestCluster::start(testcluster::Options {
+        context: "two".to_string(),
+        ..Default::default()
+    })
+    .expect("a second cluster");
+    two.create(
+        "namespaces",
+        "",
+        &serde_json::json!({"metadata": {"name": "team"}}),
+    )
+    .expect("namespace");
+    two.create("deployments", "team", &crate::util::deployment("app", 3))
+        .expect("deployment");
+    let kc2 = env.path("kubeconfig-two");
+    two.write_kubeconfig(&kc2).expect("kubeconfig");
+    let both = format!("{}:{}", env.kubeconfig.display(), kc2.display());
+    let program = Agent::program(&env);
+    let (agent, _) = (Agent::start_with(&env, &program, ""), ());
+    let mut a = Session::start_with(
+        &env,
+        &program,
+        "0.109",
+        &["--swap-deployment", "app", "--context", "testcluster"],
+        &[("KUBECONFIG", both.clone())],
+    );
+    let id_a = a.wait_id(&env);
+    a.wait_ready(&env, 4);
+    // The second session works in its own dir (its own log and temp dir).
+    let env_b = crate::util::Env::without_kubectl_check(
+        testcluster::Options::default(),
+        env.kubectl.clone(),
+    );
+    let mut b = Session::start_with(
+        &env_b,
+        &program,
+        "0.109",
+        &[
+            "--swap-deployment",
+            "app",
+            "--context",
+            "two",
+            "--namespace",
+            "team",
+        ],
+        &[("KUBECONFIG", both.clone())],
+    );
+    let id_b = b.wait_id(&env_b);
+    b.wait_ready(&env_b, 4);
+    wait_for("both sessions are active", || {
+        agent
+            .sessions()
+            .iter()
+            .filter(|r| r["state"] == "Active")
+            .count()
+            == 2
+    });
+    assert!(two.get("pods", "team", &format!("app-{id_b}")).is_some());
+    a.signal("KILL");
+    a.wait_exit(&env);
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(rec["telepresence_id"], id_a.as_str());
+    assert_eq!(rec["cluster"]["context"], "testcluster");
+    assert_eq!(replicas(&env, "app"), 2);
+    assert_eq!(
+        two.get("deployments", "team", "app")
+            .and_then(|d| d.pointer("/spec/replicas").cloned()),
+        Some(0.into()),
+        "the other session's cluster is untouched"
+    );
+    assert!(two.get("pods", "team", &format!("app-{id_b}")).is_some());
+    let other = agent
+        .sessions()
+        .into_iter()
+        .find(|r| r["telepresence_id"] == id_b.as_str())
+        .expect("the other session");
+    assert_eq!(other["state"], "Active");
+    assert_eq!(other["cluster"]["server"], two.url().as_str());
+    b.signal("TERM");
+    b.wait_exit(&env_b);
+}
+
+#[test]
+fn when_the_shell_dies_telepresence_is_asked_to_clean_up() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let script = format!("'{}' --swap-deployment app; echo done", program.display());
+    let mut shell =
+        Session::start_with(&env, Path::new("/bin/bash"), "0.109", &["-c", &script], &[]);
+    shell.wait_id(&env);
+    agent.wait_state("Active");
+    // A terminal window closing: the shell gets SIGHUP and dies; Telepresence lives on.
+    shell.signal("HUP");
+    shell.wait_exit(&env);
+    let rec = agent.wait_state("Ended");
+    assert!(
+        actions(&rec)
+            .iter()
+            .any(|a| a.starts_with("SIGTERM to Telepresence (its shell died) -> done")),
+        "{:#?}",
+        actions(&rec)
+    );
+    assert_eq!(
+        replicas(&env, "app"),
+        2,
+        "Telepresence's own cleanup restored it"
+    );
+    assert_eq!(agent_writes(&env), Vec::<String>::new());
+}
+
+#[test]
+fn dry_run_plans_without_acting() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "dry_run = true");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("NeedsAttention");
+    let acts = actions(&rec);
+    assert!(
+        acts.iter()
+            .any(|a| a.starts_with("scale deployment/app to 2") && a.contains("dry-run")),
+        "{acts:#?}"
+    );
+    assert_eq!(agent_writes(&env), Vec::<String>::new());
+    assert_eq!(replicas(&env, "app"), 0);
 }

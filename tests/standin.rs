@@ -28,6 +28,17 @@ impl Session {
 
     /// Starts the stand-in from `program` (a copy of it, for tests that watch one path).
     pub fn start_program(env: &Env, program: &Path, version: &str, args: &[&str]) -> Self {
+        Self::start_with(env, program, version, args, &[])
+    }
+
+    /// Like [`Session::start_program`], with extra environment variables (set last).
+    pub fn start_with(
+        env: &Env,
+        program: &Path,
+        version: &str,
+        args: &[&str],
+        extra_env: &[(&str, String)],
+    ) -> Self {
         let tmp = env.path("tmp");
         let work = env.path("work");
         std::fs::create_dir_all(&tmp).expect("tmp dir");
@@ -50,6 +61,9 @@ impl Session {
             .stdout(std::fs::File::create(env.path("standin.out")).expect("out file"))
             .stderr(std::fs::File::create(env.path("standin.err")).expect("err file"));
         for (k, v) in env.envs() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("the stand-in starts");
