@@ -140,6 +140,9 @@ pub async fn run(
     );
     let mut sessions: JoinSet<String> = JoinSet::new();
     let mut tracked: HashSet<String> = HashSet::new();
+    // Pids of followed sessions: a child of one (caught between fork and exec, with its
+    // parent's command line) is never a session of its own.
+    let mut session_pids: HashSet<u32> = HashSet::new();
 
     let (records, problems) = ctx.journal.load_all()?;
     for p in problems {
@@ -149,6 +152,7 @@ pub async fn run(
     for rec in records.into_iter().filter(|r| !r.state.is_final()) {
         info!(session = %rec.key, state = rec.state.as_str(), "resuming session from the journal");
         tracked.insert(rec.key.clone());
+        session_pids.insert(rec.process.pid);
         sessions.spawn(session_task(ctx.clone(), rec));
     }
 
@@ -189,15 +193,17 @@ pub async fn run(
     }
 
     let mut discovery = Discovery::new(&programs);
-    let start =
+    let mut start =
         |found: Vec<Found>, sessions: &mut JoinSet<String>, tracked: &mut HashSet<String>| {
+            session_pids.retain(|p| platform::process_info(*p).is_ok());
             for f in found {
                 let key = SessionRecord::key_for(f.info.id);
-                if tracked.contains(&key) {
+                if tracked.contains(&key) || session_pids.contains(&f.info.ppid) {
                     continue;
                 }
                 if let Some(rec) = new_record(&ctx, &f) {
                     tracked.insert(key);
+                    session_pids.insert(f.info.id.pid);
                     ctx.save(&rec);
                     sessions.spawn(session_task(ctx.clone(), rec));
                 } else {
@@ -219,7 +225,9 @@ pub async fn run(
                 while rx.try_recv().is_ok() {}
                 start(discovery.poll(), &mut sessions, &mut tracked);
             }
-            _ = safety.tick() => start(discovery.poll(), &mut sessions, &mut tracked),
+            // The safety net looks at every process, so that a session missed by the
+            // event path (a slow start under load, a program not watched) is still found.
+            _ = safety.tick() => start(discovery.scan_all(), &mut sessions, &mut tracked),
             // A pid caught between fork and exec is looked at again shortly.
             _ = tokio::time::sleep(Duration::from_millis(50)), if discovery.has_pending() => {
                 start(discovery.poll(), &mut sessions, &mut tracked);
@@ -756,6 +764,17 @@ async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError>
         &recorded,
     )
     .await?;
+    if let Some(other) = live_twin(ctx, rec) {
+        rec.transition(
+            State::NeedsAttention,
+            format!(
+                "session {} (pid {}) is alive and uses the same Telepresence session or workload; not repairing while it runs",
+                other.key, other.process.pid
+            ),
+        );
+        ctx.save(rec);
+        return Ok(());
+    }
     let plan = plan::plan(rec, &observed);
     if plan.is_empty() {
         stop_helpers(ctx, rec);
@@ -825,6 +844,28 @@ async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError>
     }
     ctx.save(rec);
     Ok(())
+}
+
+/// Another journaled session whose process is alive and that has the same Telepresence
+/// session id, or swaps the same workload of the same cluster: repairing now would undo
+/// that live session's changes.
+fn live_twin(ctx: &Ctx, rec: &SessionRecord) -> Option<SessionRecord> {
+    let swapped = |r: &SessionRecord| match &r.invocation.mode {
+        Mode::Swap { deployment, .. } => Some((
+            r.cluster.server.clone(),
+            r.cluster.namespace.clone(),
+            deployment.clone(),
+        )),
+        _ => None,
+    };
+    let mine = swapped(rec);
+    let (others, _) = ctx.journal.load_all().ok()?;
+    others.into_iter().find(|o| {
+        o.key != rec.key
+            && platform::is_alive(o.process)
+            && ((o.telepresence_id.is_some() && o.telepresence_id == rec.telepresence_id)
+                || (mine.is_some() && swapped(o) == mine))
+    })
 }
 
 /// Stops the session's local helpers and removes its temp dir.

@@ -15,7 +15,7 @@ use crate::platform::{self, NewProcesses, ProcessInfo};
 use crate::telepresence::{self, Flavor};
 
 /// How long a pid that did not (yet) look like Telepresence is looked at again.
-const RECHECK_FOR: Duration = Duration::from_secs(1);
+const RECHECK_FOR: Duration = Duration::from_secs(3);
 
 /// A Telepresence 0.x process found.
 #[derive(Debug, Clone)]
@@ -132,6 +132,12 @@ impl Discovery {
         if info.uid != self.uid {
             return None;
         }
+        // A Telepresence process forks before it execs each kubectl or helper; for that
+        // instant the child has its parent's command line. It is not a session: the real
+        // one's parent is a shell or another program, never an identical command line.
+        if platform::process_info(info.ppid).is_ok_and(|parent| parent.argv == info.argv) {
+            return None;
+        }
         let names: Vec<String> = if self.programs.is_empty() {
             vec!["telepresence".to_string()]
         } else {
@@ -181,4 +187,92 @@ fn which(name: &str) -> Option<PathBuf> {
             .map(|d| d.join(name))
             .find(|p| p.is_file())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Finds a child of `parent` with the same command line (its fork), waiting up to
+    /// 10 s for it.
+    fn fork_of(parent: u32) -> Option<u32> {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let argv = platform::process_info(parent)
+                .map(|i| i.argv)
+                .unwrap_or_default();
+            let kids: Vec<u32> = platform::list_pids()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| {
+                    platform::process_info(*p)
+                        .is_ok_and(|i| i.ppid == parent && i.argv == argv && argv.len() > 1)
+                })
+                .collect();
+            if let Some(k) = kids.first() {
+                return Some(*k);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    #[test]
+    fn a_forked_child_with_its_parents_command_line_is_not_a_session() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let program = dir.path().join("telepresence");
+        // A Python "Telepresence" that forks and does not exec: the child keeps the
+        // parent's command line, as a real one's children do until they exec kubectl.
+        std::fs::write(
+            &program,
+            "#!/usr/bin/env python3\nimport os, time\nos.fork()\ntime.sleep(30)\n",
+        )
+        .expect("script written");
+        let Ok(mut child) = std::process::Command::new("python3")
+            .arg(&program)
+            .args(["--swap-deployment", "app"])
+            .spawn()
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 is required in CI"
+            );
+            return;
+        };
+        let parent = child.id();
+        let forked = fork_of(parent);
+        let d = Discovery::new(std::slice::from_ref(&program));
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut seen = d.examine(parent);
+        while seen.is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+            seen = d.examine(parent);
+        }
+        let forked_seen = forked.map(|f| d.examine(f).is_some());
+        // Clean up before asserting: only the processes this test started, by pid.
+        if let Some(f) = forked {
+            let _ = std::process::Command::new("kill")
+                .arg(f.to_string())
+                .status();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen.is_some(), "the session itself is found");
+        assert_eq!(
+            forked_seen,
+            Some(false),
+            "its forked child is not a session"
+        );
+    }
+
+    #[test]
+    fn other_programs_and_other_paths_are_ignored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let watched = dir.path().join("telepresence");
+        std::fs::write(&watched, "#!/usr/bin/env python3\n").expect("written");
+        let d = Discovery::new(std::slice::from_ref(&watched));
+        // This test process is not Telepresence.
+        assert!(d.examine(std::process::id()).is_none());
+    }
 }

@@ -1,0 +1,736 @@
+//! The README's "Speed" numbers, measured against the API emulator with the release-built
+//! agent binary and the Telepresence stand-in. Prints a Markdown table; asserts nothing about
+//! timing.
+//!
+//! ```sh
+//! cargo bench --bench agent                 # every section
+//! cargo bench --bench agent -- discovery    # only some: sessions, idle, discovery
+//! ```
+//!
+//! Sections:
+//! - `sessions`: process start -> journal says `Recorded` (or later) with the original's
+//!   replicas; then, with `grace_period_secs = 0`, `kill -9` -> the emulator's Deployment has
+//!   its replicas back. `BENCH_SESSIONS` iterations (default 15).
+//! - `idle`: the daemon with no session for `BENCH_IDLE_SECS` (default 60): CPU time and RSS.
+//! - `discovery`: with 1,000 extra `sleep` processes running, `Discovery::poll` after one
+//!   new (non-Telepresence) process, `BENCH_POLLS` times (default 50), and `scan_all`.
+//!
+//! Everything talks to 127.0.0.1 only, and only processes started here are ended, by pid.
+
+// A benchmark binary reports on stdout.
+#![allow(clippy::print_stdout)]
+
+// The integration tests' support code; the parts only their tests use are unused here.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/util.rs"]
+mod util;
+
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/standin.rs"]
+mod standin;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use telepolice_agent::discovery::Discovery;
+use telepolice_agent::platform::{self, ProcessId, Signal};
+
+use standin::{SCRIPT, helper_children};
+use util::{Env, examples_dir, live_pods};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_telepolice-agent");
+/// How long any single wait may take before the bench gives up on that step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |s: &str| filters.is_empty() || filters.iter().any(|f| s.contains(f.as_str()));
+    let began = Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut failed = false;
+
+    if wanted("sessions") {
+        match bench_sessions(env_usize("BENCH_SESSIONS", 15)) {
+            Ok((r, n)) => {
+                rows.extend(r);
+                notes.extend(n);
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("sessions: FAILED: {e:#}");
+            }
+        }
+    }
+    if wanted("idle") {
+        match bench_idle(env_f64("BENCH_IDLE_SECS", 60.0)) {
+            Ok(n) => notes.extend(n),
+            Err(e) => {
+                failed = true;
+                eprintln!("idle: FAILED: {e:#}");
+            }
+        }
+    }
+    if wanted("discovery") {
+        match bench_discovery(env_usize("BENCH_POLLS", 50)) {
+            Ok((r, n)) => {
+                rows.extend(r);
+                notes.extend(n);
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("discovery: FAILED: {e:#}");
+            }
+        }
+    }
+
+    println!();
+    println!("| measurement | median | p90 | n |");
+    println!("|---|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.what,
+            ms(r.median),
+            ms(r.p90),
+            r.n
+        );
+    }
+    println!();
+    for n in &notes {
+        println!("{n}");
+    }
+    println!();
+    println!(
+        "({} CPUs; agent binary {AGENT}; bench took {:.0} s)",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        began.elapsed().as_secs_f64()
+    );
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------- statistics
+
+struct Row {
+    what: String,
+    median: Duration,
+    p90: Duration,
+    n: usize,
+}
+
+fn row(what: &str, mut samples: Vec<Duration>) -> Row {
+    samples.sort_unstable();
+    let n = samples.len();
+    let median = match n {
+        0 => Duration::ZERO,
+        _ if n % 2 == 1 => samples[n / 2],
+        _ => (samples[n / 2 - 1] + samples[n / 2]) / 2,
+    };
+    // Nearest rank.
+    let p90 = match n {
+        0 => Duration::ZERO,
+        _ => samples[(n * 9).div_ceil(10) - 1],
+    };
+    Row {
+        what: what.to_string(),
+        median,
+        p90,
+        n,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+        .unwrap_or(default)
+}
+
+/// Polls `check` every `every` until it gives a value or [`STEP_TIMEOUT`] passes.
+fn poll_until<T>(what: &str, every: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let end = Instant::now() + STEP_TIMEOUT;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("timed out after {STEP_TIMEOUT:?} waiting until {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+// ---------------------------------------------------------------------------- processes
+
+/// `utime + stime` (clock ticks) of `pid`.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .context("a /proc/<pid>/stat line")?;
+    // Fields from 3 (state) on: utime and stime are fields 14 and 15.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = f.get(11).context("utime")?.parse()?;
+    let stime: u64 = f.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// A `Vm*:` line of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("{key} in /proc/{pid}/status"))
+}
+
+fn all_pids() -> HashSet<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Children started here; killed (SIGKILL, by pid) and reaped on drop.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- the agent
+
+/// A running `telepolice-agent run` with dirs of its own under `root`.
+struct Agent {
+    child: Option<Child>,
+    state_dir: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Agent {
+    fn start(
+        root: &Path,
+        program: &Path,
+        extra_config: &str,
+        env: &[(&str, PathBuf)],
+    ) -> Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let config = root.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "telepresence_programs = [{:?}]\n{extra_config}\n",
+                program.display().to_string()
+            ),
+        )?;
+        let state_dir = root.join("state");
+        let stderr = root.join("agent.err");
+        let mut cmd = Command::new(AGENT);
+        cmd.arg("run")
+            .env("TELEPOLICE_CONFIG", &config)
+            .env("TELEPOLICE_STATE_DIR", &state_dir)
+            .env("TELEPOLICE_RUNTIME_DIR", root.join("run"))
+            .env("TELEPOLICE_LOG_DIR", root.join("logs"))
+            .env("TELEPOLICE_TMPDIR", root.join("tmp"))
+            .env_remove("TELEPOLICE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr)?);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let agent = Self {
+            child: Some(cmd.spawn().context("starting the agent")?),
+            state_dir,
+            stderr,
+        };
+        poll_until("the agent is ready", Duration::from_millis(10), || {
+            agent
+                .log()
+                .contains("watching Telepresence programs")
+                .then_some(())
+        })
+        .with_context(|| agent.log())?;
+        Ok(agent)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn journal_names(&self) -> HashSet<String> {
+        std::fs::read_dir(self.state_dir.join("sessions"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The journal record of the process `pid`, not one of `known`.
+    fn record(&self, pid: u32, known: &HashSet<String>) -> Option<Value> {
+        let prefix = format!("{pid}-");
+        let dir = std::fs::read_dir(self.state_dir.join("sessions")).ok()?;
+        for e in dir.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".json") && !known.contains(&name) {
+                return serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok();
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let end = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- the stand-in
+
+/// The `telepresence_helper` example the stand-in runs for its helpers; built if missing.
+fn helper_binary() -> Result<PathBuf> {
+    let dir = examples_dir();
+    let helper = dir.join("telepresence_helper");
+    if helper.is_file() {
+        return Ok(helper);
+    }
+    // target/<profile dir>/examples: build the example into the same profile dir.
+    let profile = match dir
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+    {
+        Some("debug") | None => "dev".to_string(),
+        Some(other) => other.to_string(),
+    };
+    eprintln!("building the telepresence_helper example ({profile})...");
+    let ok = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--profile",
+            &profile,
+            "--example",
+            "telepresence_helper",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo")?
+        .success();
+    if !ok || !helper.is_file() {
+        bail!("could not build {}", helper.display());
+    }
+    Ok(helper)
+}
+
+/// One stand-in session, with the helpers it started (stopped here, by pid and start time,
+/// if the agent has not stopped them).
+struct Standin {
+    child: Child,
+    reaped: bool,
+    work: PathBuf,
+    helpers: Vec<ProcessId>,
+}
+
+impl Standin {
+    fn spawn(env: &Env, program: &Path, helper: &Path, work: &Path, tmp: &Path) -> Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.args(["--swap-deployment", "app"])
+            .current_dir(work)
+            .env("TMPDIR", tmp)
+            .env("TELEPRESENCE_STANDIN_VERSION", "0.109")
+            .env("TELEPRESENCE_STANDIN_HELPER", helper)
+            .env("TELEPRESENCE_STANDIN_KUBECTL", &env.kubectl)
+            .env_remove("TELEPRESENCE_USE_DEPLOYMENT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("standin.err"))?);
+        for (k, v) in env.envs() {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting the stand-in")?;
+        Ok(Self {
+            child,
+            reaped: false,
+            work: work.to_path_buf(),
+            helpers: Vec::new(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn diagnostics(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.work.join(n)).unwrap_or_default();
+        format!(
+            "--- stand-in stderr\n{}\n--- telepresence.log\n{}",
+            read("standin.err"),
+            read("telepresence.log")
+        )
+    }
+
+    /// Waits until setup is complete and its four helpers run; remembers them.
+    fn wait_ready(&mut self) -> Result<()> {
+        let pid = self.pid();
+        let work = self.work.clone();
+        let kids = poll_until(
+            "the stand-in's setup completes",
+            Duration::from_millis(20),
+            || {
+                let log =
+                    std::fs::read_to_string(work.join("telepresence.log")).unwrap_or_default();
+                let kids = helper_children(pid);
+                (log.contains("Setup complete") && kids.len() >= 4).then_some(kids)
+            },
+        )
+        .with_context(|| self.diagnostics())?;
+        self.helpers = kids
+            .into_iter()
+            .filter_map(|(p, _)| platform::process_info(p).ok().map(|i| i.id))
+            .collect();
+        Ok(())
+    }
+
+    /// SIGKILL, then reap it as a shell would.
+    fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.reaped = true;
+        Ok(())
+    }
+
+    fn helpers_alive(&self) -> usize {
+        self.helpers
+            .iter()
+            .filter(|h| platform::is_alive(**h))
+            .count()
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let kids: Vec<ProcessId> = helper_children(self.pid())
+                .into_iter()
+                .filter_map(|(p, _)| platform::process_info(p).ok().map(|i| i.id))
+                .collect();
+            self.helpers.extend(kids);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for h in &self.helpers {
+            // The pidfd-based signal never reaches a process that reused the pid.
+            let _ = platform::signal(*h, Signal::Kill);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------- sections
+
+/// Sections 1 and 2: one agent, `n` stand-in sessions, each SIGKILLed once Active.
+fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
+    let Some(env) = standin::setup() else {
+        bail!("python3 or kubectl is missing");
+    };
+    let helper = helper_binary()?;
+    let root = env.path("agent");
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin)?;
+    let program = bin.join("telepresence");
+    std::fs::copy(SCRIPT, &program)?;
+    // Default scan interval: the event-driven path is what is measured.
+    let agent = Agent::start(&root, &program, "grace_period_secs = 0", &[])?;
+
+    let mut recorded = Vec::new();
+    let mut restored = Vec::new();
+    let mut sources: BTreeMap<String, usize> = BTreeMap::new();
+    let mut finals: BTreeMap<String, usize> = BTreeMap::new();
+    let ms1 = Duration::from_millis(1);
+    for i in 0..n {
+        let work = env.path(&format!("work-{i}"));
+        std::fs::create_dir_all(&work)?;
+        let known = agent.journal_names();
+
+        // 1. process start -> Recorded with the original's replicas.
+        let t0 = Instant::now();
+        let mut s = Standin::spawn(&env, &program, &helper, &work, &tmp)?;
+        let pid = s.pid();
+        let rec = poll_until("the session is recorded", ms1, || {
+            agent.record(pid, &known).filter(|r| {
+                r["state"].as_str().is_some_and(|st| st != "Seen")
+                    && r["original"]["replicas"].is_i64()
+            })
+        })
+        .with_context(|| format!("{}\n--- agent\n{}", s.diagnostics(), agent.log()))?;
+        let dt = t0.elapsed();
+        recorded.push(dt);
+        let source = rec["original"]["source"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        *sources.entry(source.clone()).or_default() += 1;
+
+        // 2. kill -9 -> original restored.
+        s.wait_ready()?;
+        poll_until("the session is Active", Duration::from_millis(10), || {
+            agent.record(pid, &known).filter(|r| r["state"] == "Active")
+        })
+        .with_context(|| agent.log())?;
+        poll_until(
+            "the original is scaled to 0",
+            Duration::from_millis(10),
+            || (replicas(&env) == Some(0)).then_some(()),
+        )?;
+        let t1 = Instant::now();
+        s.kill9()?;
+        poll_until("the original's replicas are back", ms1, || {
+            (replicas(&env) == Some(2)).then_some(())
+        })
+        .with_context(|| agent.log())?;
+        let dr = t1.elapsed();
+        restored.push(dr);
+
+        // Let the repair finish before the next round.
+        let rec = poll_until(
+            "the session reaches a final state",
+            Duration::from_millis(20),
+            || {
+                agent.record(pid, &known).filter(|r| {
+                    matches!(
+                        r["state"].as_str(),
+                        Some("Cleaned" | "Ended" | "NeedsAttention")
+                    )
+                })
+            },
+        )
+        .with_context(|| agent.log())?;
+        let state = rec["state"].as_str().unwrap_or("?").to_string();
+        *finals.entry(state.clone()).or_default() += 1;
+        let _ = poll_until("the helpers are stopped", Duration::from_millis(20), || {
+            (s.helpers_alive() == 0).then_some(())
+        });
+        drop(s);
+        poll_until(
+            "the proxy is gone and two app pods run",
+            Duration::from_millis(20),
+            || {
+                let proxies = env
+                    .cluster
+                    .list("pods", Some("default"))
+                    .iter()
+                    .any(|p| p.pointer("/metadata/labels/telepresence").is_some());
+                (!proxies && live_pods(&env.cluster, "default", "app").len() == 2).then_some(())
+            },
+        )?;
+        eprintln!(
+            "session {:>2}/{n}: recorded after {} (source {source}), restored {} after kill -9, {state}",
+            i + 1,
+            ms(dt),
+            ms(dr)
+        );
+    }
+    let join = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let notes = vec![format!(
+        "Sessions: stand-in 0.109 `--swap-deployment app` (2 replicas), grace_period_secs = 0; \
+         original replicas source: {}; final states: {}.",
+        join(&sources),
+        join(&finals)
+    )];
+    Ok((
+        vec![
+            row(
+                "process start -> session recorded with original replicas",
+                recorded,
+            ),
+            row("`kill -9` -> original restored (grace period 0)", restored),
+        ],
+        notes,
+    ))
+}
+
+fn replicas(env: &Env) -> Option<i64> {
+    env.cluster
+        .get("deployments", "default", "app")
+        .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
+}
+
+/// Section 3: the daemon with no session.
+fn bench_idle(secs: f64) -> Result<Vec<String>> {
+    let Some(env) = Env::new() else {
+        bail!("kubectl is missing");
+    };
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin)?;
+    let program = bin.join("telepresence");
+    std::fs::copy(SCRIPT, &program)?;
+    // Default config apart from the program; the emulator's kubeconfig in its environment,
+    // so that any cluster traffic while idle shows in the audit log.
+    let agent = Agent::start(&env.path("agent"), &program, "", &env.envs())?;
+    let pid = agent.pid();
+    let hz = platform::boot_clock_ticks_per_second() as f64;
+    let requests_before = env.cluster.audit().len();
+    let start_ticks = cpu_ticks(pid)?;
+    let t0 = Instant::now();
+    eprintln!("idle: watching the agent (pid {pid}) for {secs} s...");
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let end_ticks = cpu_ticks(pid)?;
+    let window = t0.elapsed();
+    let rss = status_kib(pid, "VmRSS")?;
+    let hwm = status_kib(pid, "VmHWM")?;
+    let requests = env.cluster.audit().len() - requests_before;
+    let mib = |k: u64| k as f64 / 1024.0;
+    Ok(vec![
+        "| idle daemon, no sessions | measured over | CPU time in the window | CPU time since exec | RSS (VmRSS) | peak RSS (VmHWM) | cluster requests |"
+            .to_string(),
+        "|---|---:|---:|---:|---:|---:|---:|".to_string(),
+        format!(
+            "| default config | {:.1} s | {:.2} s | {:.2} s | {:.1} MiB | {:.1} MiB | {requests} |",
+            window.as_secs_f64(),
+            (end_ticks - start_ticks) as f64 / hz,
+            end_ticks as f64 / hz,
+            mib(rss),
+            mib(hwm)
+        ),
+        String::new(),
+    ])
+}
+
+/// Section 4: `Discovery::poll` with 1,000 extra processes running.
+fn bench_discovery(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
+    let dir = tempfile::tempdir()?;
+    let program = dir.path().join("telepresence");
+    std::fs::copy(SCRIPT, &program)?;
+
+    let mut children = Children::default();
+    eprintln!("discovery: starting 1,000 `sleep 600`...");
+    for _ in 0..1000 {
+        let c = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `sleep 600`")?;
+        children.0.push(c);
+    }
+    let mut discovery = Discovery::new(std::slice::from_ref(&program));
+
+    let mut scans = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let found = discovery.scan_all();
+        scans.push(t.elapsed());
+        if !found.is_empty() {
+            eprintln!("discovery: scan_all found {} (unexpected)", found.len());
+        }
+    }
+    let total_pids = all_pids().len();
+
+    // Each round: wait until the pids of the previous round leave the re-check window, spawn
+    // one process (spawn returns after its exec), time one poll.
+    let mut polls = Vec::new();
+    let mut examined = Vec::new();
+    let mut before = all_pids();
+    eprintln!("discovery: {n} polls, {total_pids} pids on the machine...");
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(1100));
+        let c = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `sleep 600`")?;
+        children.0.push(c);
+        let t = Instant::now();
+        let found = discovery.poll();
+        polls.push(t.elapsed());
+        if !found.is_empty() {
+            eprintln!("discovery: poll found {} (unexpected)", found.len());
+        }
+        let after = all_pids();
+        examined.push(after.difference(&before).count());
+        before = after;
+    }
+    drop(children);
+    examined.sort_unstable();
+    let notes = vec![format!(
+        "Discovery: {total_pids} pids on the machine (1,000 of them `sleep` started by the bench); \
+         new pids per poll: median {}, max {} (other activity on the machine included).",
+        examined.get(examined.len() / 2).copied().unwrap_or(0),
+        examined.last().copied().unwrap_or(0)
+    )];
+    Ok((
+        vec![
+            row(
+                "noticing one new process, 1,000 running (`Discovery::poll`)",
+                polls,
+            ),
+            row("full scan for comparison (`Discovery::scan_all`)", scans),
+        ],
+        notes,
+    ))
+}
