@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Paths};
 use crate::journal::Journal;
+use crate::session::SessionRecord;
 use crate::status;
 
 /// Puts a Kubernetes cluster back after a Telepresence session dies without cleaning up.
@@ -141,14 +142,24 @@ fn cleanup(paths: Paths, session: &str, dry_run: bool, replicas: Option<i32>) ->
 }
 
 fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
-    let running = crate::daemon::is_running(&paths.runtime_dir);
-    let journal = match Journal::open(&paths.state_dir) {
-        Ok(j) => j,
-        Err(e) => return fail(1, e),
-    };
-    let (records, problems) = match journal.load_all() {
-        Ok(r) => r,
-        Err(e) => return fail(1, e),
+    // The running daemon answers over its socket; without one, the journal is read here.
+    let answer = crate::control::ask_status(&paths.runtime_dir);
+    let running = answer.is_some();
+    let (records, problems): (Vec<SessionRecord>, Vec<String>) = match answer {
+        Some(doc) => (
+            serde_json::from_value(doc["sessions"].clone()).unwrap_or_default(),
+            serde_json::from_value(doc["journal_problems"].clone()).unwrap_or_default(),
+        ),
+        None => {
+            let journal = match Journal::open(&paths.state_dir) {
+                Ok(j) => j,
+                Err(e) => return fail(1, e),
+            };
+            match journal.load_all() {
+                Ok((r, p)) => (r, p.iter().map(ToString::to_string).collect()),
+                Err(e) => return fail(1, e),
+            }
+        }
     };
     let shown: Vec<_> = records
         .iter()
@@ -160,7 +171,7 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
         let v = serde_json::json!({
             "daemon_running": running,
             "sessions": shown,
-            "journal_problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "journal_problems": problems,
         });
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     } else {

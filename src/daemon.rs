@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The control socket could not be opened.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     /// Watching the Telepresence programs failed.
     #[error("watching {path} for new Telepresence processes: {source}")]
     Watch {
@@ -60,6 +63,15 @@ pub enum DaemonError {
         #[source]
         source: notify::Error,
     },
+}
+
+/// Aborts a task when dropped (the control socket's server ends with the daemon).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The lock file of the runtime dir.
@@ -128,6 +140,13 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let _lock = take_lock(&cfg.paths.runtime_dir)?;
     let journal = Journal::open(&cfg.paths.state_dir)?;
+    let control = crate::control::bind(&cfg.paths.runtime_dir)?;
+    let _control_task = AbortOnDrop(tokio::spawn(crate::control::serve(
+        control,
+        journal.clone(),
+        platform::current_uid(),
+        crate::session::now(),
+    )));
     let ctx = Arc::new(Ctx {
         uid: platform::current_uid(),
         journal,
@@ -240,6 +259,7 @@ pub async fn run(
         }
     }
     info!("stopping");
+    let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg.paths.runtime_dir));
     sessions.abort_all();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while sessions.join_next().await.is_some() {}

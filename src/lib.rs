@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`cli`]: the command line and what each command does.
 //! - [`config`]: `config.toml` and the paths the agent uses.
+//! - [`control`]: the control socket `status` asks the daemon through.
 //! - [`daemon`]: the lock, discovery loop and one task per session.
 //! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
@@ -20,6 +21,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod helpers;

@@ -661,3 +661,49 @@ fn dry_run_plans_without_acting() {
     assert_eq!(agent_writes(&env), Vec::<String>::new());
     assert_eq!(replicas(&env, "app"), 0);
 }
+
+#[test]
+fn status_asks_the_daemon_over_a_private_socket_and_reads_the_journal_without_one() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let socket = env.path("agent-run").join("telepolice-agent.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let dir_mode = std::fs::metadata(env.path("agent-run"))
+        .expect("runtime dir")
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "{dir_mode:o}");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    let table = agent.status_table();
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("SESSION")
+            && header.contains("STATE")
+            && header.contains("CONTEXT/NAMESPACE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Active")
+            && table.contains("swap deployment/app")
+            && table.contains("testcluster/default"),
+        "{table}"
+    );
+    let envs = agent.envs.clone();
+    agent.stop();
+    let out = run_cli(&envs, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not running") && text.contains("Active"),
+        "{text}"
+    );
+    s.signal("INT");
+    s.wait_exit(&env);
+}
