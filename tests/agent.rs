@@ -707,3 +707,65 @@ fn status_asks_the_daemon_over_a_private_socket_and_reads_the_journal_without_on
     s.signal("INT");
     s.wait_exit(&env);
 }
+
+#[test]
+fn exec_credential_plugins_run_with_the_sessions_path() {
+    let Some(env) = setup() else { return };
+    // A credential plugin only the session's PATH can find.
+    let plugins = env.path("session-bin");
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    let plugin = plugins.join("fake-cloud-auth");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{}\"}}}}'\n",
+            env.cluster.token()
+        ),
+    )
+    .expect("plugin written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("executable");
+    let ca = std::fs::read_to_string(&env.kubeconfig)
+        .expect("kubeconfig")
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("certificate-authority-data: ")
+                .map(str::to_string)
+        })
+        .expect("CA data");
+    let kubeconfig = env.path("exec-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: fake-cloud-auth\n      interactiveMode: Never\ncontexts:\n- name: cloud\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: cloud\n",
+            env.cluster.url()
+        ),
+    )
+    .expect("kubeconfig written");
+    let (agent, program) = Agent::start(&env, "");
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut s = Session::start_with(
+        &env,
+        &program,
+        "0.109",
+        &["--swap-deployment", "app"],
+        &[
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("PATH", path),
+        ],
+    );
+    s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    let rec = agent.wait_state("Active");
+    assert_eq!(rec["cluster"]["context"], "cloud");
+    assert_eq!(rec["original"]["replicas"], 2);
+    s.signal("KILL");
+    s.wait_exit(&env);
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+}
