@@ -1,0 +1,365 @@
+//! While a session's process lives: recording the original workload, learning
+//! Telepresence's session id, recording the proxy objects, and reacting to the death of the
+//! session's shell.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::watcher;
+use tracing::{debug, info, warn};
+
+use super::{Ctx, environ_map};
+use crate::cluster::{self, ClusterError};
+use crate::config::OnShellDeath;
+use crate::helpers;
+use crate::platform::{self, Signal};
+use crate::session::{Original, ProxyKind, ProxyObject, ReplicaSource, SessionRecord, State};
+use crate::telepresence::{self, Mode};
+
+fn log_path(rec: &SessionRecord) -> Option<PathBuf> {
+    match rec.invocation.logfile.as_deref() {
+        Some("-") => None,
+        Some(p) if Path::new(p).is_absolute() => Some(PathBuf::from(p)),
+        Some(p) => rec.cwd.as_ref().map(|c| c.join(p)),
+        None => rec.cwd.as_ref().map(|c| c.join("telepresence.log")),
+    }
+}
+
+fn read_log(rec: &SessionRecord, deployment: Option<&str>) -> telepresence::LogFacts {
+    let text = log_path(rec)
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    telepresence::read_log(&text, deployment)
+}
+
+/// Records the original workload of a swap, before Telepresence scales it down if the agent
+/// is in time, else from the fallbacks in order: the log, `last-applied-configuration`.
+async fn record_original(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    client: &kube::Client,
+) -> Result<(), ClusterError> {
+    let Mode::Swap { deployment, .. } = &rec.invocation.mode else {
+        rec.transition(State::Recorded, "no workload to record in this mode");
+        ctx.save(rec);
+        return Ok(());
+    };
+    let deployment = deployment.clone();
+    let found = cluster::get_workload(client, &rec.cluster.namespace, &deployment).await?;
+    let original = match found {
+        None => Original {
+            name: deployment.clone(),
+            uid: None,
+            replicas: None,
+            source: ReplicaSource::Uncertain,
+        },
+        Some((w, _)) if w.replicas > 0 => Original {
+            name: deployment.clone(),
+            uid: Some(w.uid),
+            replicas: Some(w.replicas),
+            source: ReplicaSource::Observed,
+        },
+        Some((w, last_applied)) => {
+            let log = read_log(rec, Some(&deployment));
+            let (replicas, source) = match (log.original_replicas, last_applied) {
+                (Some(r), _) if log.original_uid.as_ref().is_none_or(|u| *u == w.uid) => {
+                    (Some(r), ReplicaSource::Log)
+                }
+                (_, Some(r)) => (Some(r), ReplicaSource::LastApplied),
+                _ => (None, ReplicaSource::Uncertain),
+            };
+            Original {
+                name: deployment.clone(),
+                uid: Some(w.uid),
+                replicas,
+                source,
+            }
+        }
+    };
+    let why = match (original.replicas, original.source) {
+        (Some(r), ReplicaSource::Observed) => {
+            format!("deployment/{deployment} has {r} replicas (observed)")
+        }
+        (Some(r), ReplicaSource::Log) => format!(
+            "deployment/{deployment} had {r} replicas (from telepresence.log; the agent was late)"
+        ),
+        (Some(r), ReplicaSource::LastApplied) => format!(
+            "deployment/{deployment} had {r} replicas (from last-applied-configuration; the agent was late)"
+        ),
+        _ => format!("the original replica count of deployment/{deployment} is unknown"),
+    };
+    rec.original = Some(original);
+    rec.transition(State::Recorded, why);
+    ctx.save(rec);
+    Ok(())
+}
+
+/// Looks for Telepresence's session id: its `tel-*` dir (in the session's `TMPDIR`), made
+/// after the process started, or the id in its log.
+fn find_session_id(
+    ctx: &Ctx,
+    rec: &SessionRecord,
+    tmp_root: &Path,
+    claimed: &HashSet<String>,
+) -> Option<String> {
+    let started = platform::process_start_time(rec.process);
+    let mut candidates: Vec<(std::time::SystemTime, String)> =
+        helpers::find_session_dirs(tmp_root, ctx.uid)
+            .into_iter()
+            .filter(|(_, id)| !claimed.contains(id))
+            .filter_map(|(dir, id)| {
+                let t = std::fs::symlink_metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                let after = started.is_none_or(|s| t + Duration::from_secs(1) >= s);
+                after.then_some((t, id))
+            })
+            .collect();
+    candidates.sort();
+    if candidates.len() == 1 {
+        return candidates.pop().map(|(_, id)| id);
+    }
+    let deployment = match &rec.invocation.mode {
+        Mode::Swap { deployment, .. } => Some(deployment.as_str()),
+        _ => None,
+    };
+    let from_log = read_log(rec, deployment).session_id;
+    match from_log {
+        Some(id) if candidates.is_empty() || candidates.iter().any(|(_, c)| *c == id) => Some(id),
+        _ => candidates.first().map(|(_, id)| id.clone()),
+    }
+}
+
+fn claimed_ids(ctx: &Ctx, own: &str) -> HashSet<String> {
+    ctx.journal
+        .load_all()
+        .map(|(rs, _)| {
+            rs.into_iter()
+                .filter(|r| r.key != own)
+                .filter_map(|r| r.telepresence_id)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A stream of the objects carrying the session's label, as (kind, name, uid, owned).
+fn proxy_events(
+    client: &kube::Client,
+    namespace: &str,
+    id: &str,
+) -> futures::stream::BoxStream<'static, (ProxyKind, String, String, bool)> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    let cfg = watcher::Config::default().labels(&format!("telepresence={id}"));
+    fn meta_of(
+        m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> (String, String, bool) {
+        (
+            m.name.clone().unwrap_or_default(),
+            m.uid.clone().unwrap_or_default(),
+            m.owner_references.as_ref().is_some_and(|o| !o.is_empty()),
+        )
+    }
+    let deps = watcher(
+        kube::Api::<Deployment>::namespaced(client.clone(), namespace),
+        cfg.clone(),
+    )
+    .filter_map(|e| async move {
+        match e {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let (n, u, own) = meta_of(&o.metadata);
+                Some((ProxyKind::Deployment, n, u, own))
+            }
+            _ => None,
+        }
+    });
+    let pods = watcher(
+        kube::Api::<Pod>::namespaced(client.clone(), namespace),
+        cfg.clone(),
+    )
+    .filter_map(|e| async move {
+        match e {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let (n, u, own) = meta_of(&o.metadata);
+                Some((ProxyKind::Pod, n, u, own))
+            }
+            _ => None,
+        }
+    });
+    let svcs = watcher(
+        kube::Api::<Service>::namespaced(client.clone(), namespace),
+        cfg,
+    )
+    .filter_map(|e| async move {
+        match e {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let (n, u, own) = meta_of(&o.metadata);
+                Some((ProxyKind::Service, n, u, own))
+            }
+            _ => None,
+        }
+    });
+    futures::stream::select_all([deps.boxed(), pods.boxed(), svcs.boxed()]).boxed()
+}
+
+/// While the process lives: record the original, find the session id, record proxies,
+/// and handle the death of the session's shell.
+pub(super) async fn follow_live<
+    F: std::future::Future<Output = Result<(), platform::PlatformError>>,
+>(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    exit: &mut std::pin::Pin<&mut F>,
+) {
+    let env = environ_map(rec.process.pid);
+    let tmp_root = env
+        .get("TMPDIR")
+        .filter(|t| !t.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone());
+    if rec.cluster.server.is_empty() {
+        // The kubeconfig was missing or broken when the session was found: look again
+        // until it can be read (or the session ends).
+        loop {
+            let inv = &rec.invocation;
+            match cluster::resolve_binding(&env, inv.context.as_deref(), inv.namespace.as_deref()) {
+                Ok(b) => {
+                    if !ctx.cfg.in_scope(&b.context, &b.namespace) {
+                        info!(session = %rec.key, "session out of the configured scope; forgetting it");
+                        let _ = ctx.journal.remove(&rec.key);
+                        rec.transition(State::Ended, "out of the configured scope");
+                        return;
+                    }
+                    let why = format!("cluster {} (context {}) found", b.server, b.context);
+                    rec.cluster = b;
+                    rec.transition(State::Seen, why);
+                    ctx.save(rec);
+                    break;
+                }
+                Err(e) => {
+                    debug!(session = %rec.key, "still no cluster: {e}");
+                    tokio::select! {
+                        _ = exit.as_mut() => {
+                            rec.transition(
+                                State::NeedsAttention,
+                                format!("the session ended before its cluster could be known: {e}"),
+                            );
+                            ctx.save(rec);
+                            return;
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+    let mut backoff = Duration::from_millis(200);
+    let client = loop {
+        match cluster::client_for(&rec.cluster).await {
+            Ok(c) => break c,
+            Err(e) if !e.is_transient() => {
+                rec.transition(
+                    State::NeedsAttention,
+                    format!("cannot talk to the session's cluster: {e}"),
+                );
+                ctx.save(rec);
+                return;
+            }
+            Err(e) => {
+                warn!(session = %rec.key, "{e}; retrying");
+                tokio::select! {
+                    _ = exit.as_mut() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    if rec.state == State::Seen {
+        loop {
+            match record_original(ctx, rec, &client).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(session = %rec.key, "recording the original: {e}");
+                    if !e.is_transient() {
+                        rec.transition(
+                            State::NeedsAttention,
+                            format!("cannot read the session's workload: {e}"),
+                        );
+                        ctx.save(rec);
+                        return;
+                    }
+                    tokio::select! {
+                        _ = exit.as_mut() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+    // The session id: Telepresence writes it within its first second.
+    while rec.telepresence_id.is_none() {
+        let claimed = claimed_ids(ctx, &rec.key);
+        if let Some(id) = find_session_id(ctx, rec, &tmp_root, &claimed) {
+            rec.telepresence_id = Some(id.clone());
+            rec.transition(rec.state, format!("Telepresence session id {id}"));
+            ctx.save(rec);
+            break;
+        }
+        tokio::select! {
+            _ = exit.as_mut() => {
+                // One last look: the dir may still be there after a crash.
+                if let Some(id) = find_session_id(ctx, rec, &tmp_root, &claimed_ids(ctx, &rec.key)) {
+                    rec.telepresence_id = Some(id);
+                    ctx.save(rec);
+                }
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    let Some(id) = rec.telepresence_id.clone() else {
+        return;
+    };
+    let mut events = proxy_events(&client, &rec.cluster.namespace, &id);
+    let parent = rec.parent;
+    let parent_exit = async move {
+        match parent {
+            Some(p) if platform::is_alive(p) => platform::wait_for_exit(p).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(parent_exit);
+    let mut parent_gone = false;
+    loop {
+        tokio::select! {
+            _ = exit.as_mut() => return,
+            _ = &mut parent_exit, if !parent_gone => {
+                parent_gone = true;
+                if ctx.cfg.on_shell_death == OnShellDeath::Terminate && platform::is_alive(rec.process) {
+                    let sent = platform::signal(rec.process, Signal::Term);
+                    rec.act("SIGTERM to Telepresence (its shell died)", match sent {
+                        Ok(true) => "done".to_string(),
+                        Ok(false) => "skipped: already gone".to_string(),
+                        Err(e) => format!("failed: {e}"),
+                    });
+                    rec.transition(rec.state, "the session's shell died");
+                    ctx.save(rec);
+                }
+            }
+            ev = events.next() => {
+                let Some((kind, name, uid, owned)) = ev else { return };
+                if owned {
+                    continue;
+                }
+                if rec.add_proxy(ProxyObject { kind, name: name.clone(), uid: uid.clone() }) {
+                    rec.transition(State::Active, format!("proxy {}/{name} (uid {uid})", kind.resource()));
+                    ctx.save(rec);
+                }
+            }
+        }
+    }
+}

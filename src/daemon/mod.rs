@@ -1,0 +1,396 @@
+//! The daemon: one instance per user (a lock in the runtime dir), discovery of new
+//! Telepresence sessions, and one task per session that records it, watches it, and
+//! repairs what it leaves when it dies.
+//!
+//! `follow` handles a live session (recording, proxies, a dying shell); `repair` a dead one
+//! (planning, acting, retrying) and the manual `cleanup` command.
+//!
+//! # Guarantees
+//! - Every state change and every planned repair is journaled before it is acted on; a
+//!   restarted daemon resumes each unfinished session from its record, re-planning from the
+//!   cluster as it is, so no step is repeated.
+//! - Only the session's own kubeconfig and context are used, and only if the context still
+//!   points at the API server recorded with the session.
+//!
+//! # Caveats
+//! Idle means idle: with no session there is no cluster traffic; processes are looked at
+//! when a watched Telepresence program is opened and by a slow safety-net scan.
+
+mod follow;
+mod repair;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+pub use repair::{CleanupError, cleanup};
+
+use crate::cluster;
+use crate::config::Config;
+use crate::discovery::{self, Discovery, Found};
+use crate::journal::Journal;
+use crate::platform::{self, ProcessId};
+use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State};
+use crate::telepresence;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another agent of this user holds the lock.
+    #[error("another telepolice-agent is already running for this user (lock {path} is held)")]
+    AlreadyRunning { path: PathBuf },
+    /// The runtime dir or lock file could not be made.
+    #[error("creating the lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The control socket could not be opened.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// Watching the Telepresence programs failed.
+    #[error("watching {path} for new Telepresence processes: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Aborts a task when dropped (the control socket's server ends with the daemon).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The lock file of the runtime dir.
+pub fn lock_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("telepolice-agent.lock")
+}
+
+/// Takes the per-user lock; held as long as the returned file lives.
+pub fn take_lock(runtime_dir: &Path) -> Result<File, DaemonError> {
+    let path = lock_path(runtime_dir);
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(runtime_dir).map_err(|source| DaemonError::Lock {
+        path: path.clone(),
+        source,
+    })?;
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| DaemonError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::Lock { path, source }),
+    }
+}
+
+/// Whether a daemon holds the lock in `runtime_dir` now.
+pub fn is_running(runtime_dir: &Path) -> bool {
+    let path = lock_path(runtime_dir);
+    match File::options().read(true).write(true).open(&path) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+/// What every session task shares.
+#[derive(Debug)]
+struct Ctx {
+    cfg: Config,
+    journal: Journal,
+    uid: u32,
+}
+
+impl Ctx {
+    fn save(&self, rec: &SessionRecord) {
+        if let Err(e) = self.journal.write(rec) {
+            // The journal is the agent's memory: say so loudly, keep going in memory.
+            warn!(session = %rec.key, "{e}");
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let _lock = take_lock(&cfg.paths.runtime_dir)?;
+    let journal = Journal::open(&cfg.paths.state_dir)?;
+    let control = crate::control::bind(&cfg.paths.runtime_dir)?;
+    let _control_task = AbortOnDrop(tokio::spawn(crate::control::serve(
+        control,
+        journal.clone(),
+        platform::current_uid(),
+        crate::session::now(),
+    )));
+    let ctx = Arc::new(Ctx {
+        uid: platform::current_uid(),
+        journal,
+        cfg,
+    });
+    info!(
+        state_dir = %ctx.cfg.paths.state_dir.display(),
+        dry_run = ctx.cfg.dry_run,
+        "telepolice-agent started"
+    );
+    let mut sessions: JoinSet<String> = JoinSet::new();
+    let mut tracked: HashSet<String> = HashSet::new();
+    // Pids of followed sessions: a child of one (caught between fork and exec, with its
+    // parent's command line) is never a session of its own.
+    let mut session_pids: HashSet<u32> = HashSet::new();
+
+    let (records, problems) = ctx.journal.load_all()?;
+    for p in problems {
+        warn!("{p}");
+    }
+    prune(&ctx, &records);
+    for rec in records.into_iter().filter(|r| !r.state.is_final()) {
+        info!(session = %rec.key, state = rec.state.as_str(), "resuming session from the journal");
+        tracked.insert(rec.key.clone());
+        session_pids.insert(rec.process.pid);
+        sessions.spawn(session_task(ctx.clone(), rec));
+    }
+
+    let programs = discovery::programs_to_watch(
+        &ctx.cfg.telepresence_programs,
+        std::env::var("PATH").ok().as_deref(),
+        std::env::var("HOME").ok().as_deref(),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher_handle =
+        notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev
+                && matches!(ev.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|source| DaemonError::Watch {
+            path: PathBuf::new(),
+            source,
+        })?;
+    for p in &programs {
+        use notify::Watcher;
+        if let Err(source) = watcher_handle.watch(p, notify::RecursiveMode::NonRecursive) {
+            return Err(DaemonError::Watch {
+                path: p.clone(),
+                source,
+            });
+        }
+    }
+    if programs.is_empty() {
+        warn!(
+            "no telepresence program found on PATH; relying on the safety-net scan every {:?}",
+            ctx.cfg.scan_interval
+        );
+    } else {
+        info!(programs = ?programs, "watching Telepresence programs");
+    }
+
+    let mut discovery = Discovery::new(&programs);
+    let mut start =
+        |found: Vec<Found>, sessions: &mut JoinSet<String>, tracked: &mut HashSet<String>| {
+            session_pids.retain(|p| platform::process_info(*p).is_ok());
+            for f in found {
+                let key = SessionRecord::key_for(f.info.id);
+                if tracked.contains(&key) || session_pids.contains(&f.info.ppid) {
+                    continue;
+                }
+                if let Some(rec) = new_record(&ctx, &f) {
+                    tracked.insert(key);
+                    session_pids.insert(f.info.id.pid);
+                    ctx.save(&rec);
+                    sessions.spawn(session_task(ctx.clone(), rec));
+                } else {
+                    // Out of scope or not parseable: do not look again.
+                    tracked.insert(key);
+                }
+            }
+        };
+    start(discovery.scan_all(), &mut sessions, &mut tracked);
+
+    let mut safety = tokio::time::interval(ctx.cfg.scan_interval);
+    safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    safety.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = rx.recv() => {
+                while rx.try_recv().is_ok() {}
+                start(discovery.poll(), &mut sessions, &mut tracked);
+            }
+            // The safety net looks at every process, so that a session missed by the
+            // event path (a slow start under load, a program not watched) is still found.
+            _ = safety.tick() => start(discovery.scan_all(), &mut sessions, &mut tracked),
+            // A pid caught between fork and exec is looked at again shortly.
+            _ = tokio::time::sleep(Duration::from_millis(50)), if discovery.has_pending() => {
+                start(discovery.poll(), &mut sessions, &mut tracked);
+            }
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Ok(key) = done {
+                    debug!(session = %key, "session task finished");
+                }
+            }
+        }
+    }
+    info!("stopping");
+    let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg.paths.runtime_dir));
+    sessions.abort_all();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+/// Drops ended sessions older than the history retention from the journal.
+fn prune(ctx: &Ctx, records: &[SessionRecord]) {
+    let now = jiff::Timestamp::now();
+    for r in records.iter().filter(|r| r.state.is_final()) {
+        let Some(last) = r
+            .history
+            .last()
+            .and_then(|t| t.at.parse::<jiff::Timestamp>().ok())
+        else {
+            continue;
+        };
+        let age = now.duration_since(last).unsigned_abs();
+        if age > ctx.cfg.history
+            && let Err(e) = ctx.journal.remove(&r.key)
+        {
+            warn!(session = %r.key, "pruning: {e}");
+        }
+    }
+}
+
+fn environ_map(pid: u32) -> HashMap<String, String> {
+    platform::process_environ(pid)
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// Builds the first record of a newly found session (state `Seen`), or `None` when it is
+/// out of the configured scope.
+fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
+    let info = &f.info;
+    let args = info.argv.get(f.program_index + 1..).unwrap_or(&[]);
+    let invocation = match telepresence::parse_legacy_args(args) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(pid = info.id.pid, "not following Telepresence process: {e}");
+            return None;
+        }
+    };
+    let env = environ_map(info.id.pid);
+    let (cluster, problem) = match cluster::resolve_binding(
+        &env,
+        invocation.context.as_deref(),
+        invocation.namespace.as_deref(),
+    ) {
+        Ok(b) => (b, None),
+        Err(e) => (
+            ClusterBinding {
+                kubeconfig: cluster::kubeconfig_paths(&env),
+                context: invocation.context.clone().unwrap_or_default(),
+                namespace: invocation.namespace.clone().unwrap_or_default(),
+                server: String::new(),
+                exec_env: Vec::new(),
+            },
+            Some(e.to_string()),
+        ),
+    };
+    if problem.is_none() && !ctx.cfg.in_scope(&cluster.context, &cluster.namespace) {
+        debug!(pid = info.id.pid, context = %cluster.context, namespace = %cluster.namespace, "session out of scope");
+        return None;
+    }
+    let parent = platform::process_info(info.ppid).ok().map(|p| p.id);
+    let mut rec = SessionRecord {
+        schema: SCHEMA,
+        key: SessionRecord::key_for(info.id),
+        process: info.id,
+        argv: info.argv.clone(),
+        cwd: info.cwd.clone(),
+        parent,
+        tty: info.tty_nr,
+        sid: info.session,
+        uid: info.uid,
+        invocation,
+        cluster,
+        telepresence_id: None,
+        original: None,
+        proxies: Vec::new(),
+        state: State::Seen,
+        history: Vec::new(),
+        actions: Vec::new(),
+    };
+    rec.transition(
+        State::Seen,
+        format!("Telepresence process {} found", info.id.pid),
+    );
+    if let Some(p) = problem {
+        // Not final: the kubeconfig may appear or be fixed while the session runs.
+        rec.transition(
+            State::Seen,
+            format!("cannot tell which cluster the session uses yet: {p}; will look again"),
+        );
+    }
+    info!(session = %rec.key, target = %rec.target(), context = %rec.cluster.context, namespace = %rec.cluster.namespace, "new Telepresence session");
+    Some(rec)
+}
+
+/// Follows one session from discovery (or resumption) to a final state.
+async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
+    let key = rec.key.clone();
+    if rec.state.is_final() {
+        return key;
+    }
+    let exit = platform::wait_for_exit(rec.process);
+    tokio::pin!(exit);
+    let alive = platform::is_alive(rec.process);
+    if alive {
+        follow::follow_live(&ctx, &mut rec, &mut exit).await;
+    }
+    if rec.state.is_final() {
+        return key;
+    }
+    info!(session = %key, "Telepresence process exited");
+    if rec.state != State::Orphaned && rec.state != State::CleaningUp {
+        rec.transition(State::Orphaned, "the Telepresence process exited");
+        ctx.save(&rec);
+    }
+    tokio::time::sleep(ctx.cfg.grace_period).await;
+    repair::repair(&ctx, &mut rec).await;
+    key
+}
+
+/// For `status` when the process may be gone: is the recorded process alive?
+pub fn process_alive(p: ProcessId) -> bool {
+    platform::is_alive(p)
+}

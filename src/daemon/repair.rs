@@ -1,0 +1,327 @@
+//! After a session's process died: comparing the cluster with the record and repairing,
+//! retrying while the cluster cannot be reached; and the manual `cleanup` command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Ctx, environ_map, is_running};
+use crate::cluster::{self, ClusterError};
+use crate::config::Config;
+use crate::helpers;
+use crate::journal::Journal;
+use crate::plan::{self, Action};
+use crate::platform;
+use crate::session::{ProxyKind, ReplicaSource, SessionRecord, State};
+use crate::telepresence::{self, Mode};
+
+/// After the process died: compare the cluster with the record and repair, retrying while
+/// the cluster cannot be reached.
+pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
+    let mut backoff = Duration::from_millis(500);
+    let mut last_wait = String::new();
+    loop {
+        match attempt(ctx, rec).await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() => {
+                let why = format!("cluster unreachable, will retry: {e}");
+                if why != last_wait {
+                    warn!(session = %rec.key, "{why}");
+                    rec.transition(State::Orphaned, why.clone());
+                    ctx.save(rec);
+                    last_wait = why;
+                }
+                let jitter = Duration::from_millis(u64::from(rec.process.pid % 97) * 3);
+                tokio::time::sleep(backoff + jitter).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                let why = match e.status_code() {
+                    Some(403) => format!("the cluster refused (RBAC): {e}"),
+                    _ => e.to_string(),
+                };
+                rec.transition(State::NeedsAttention, why);
+                ctx.save(rec);
+                return;
+            }
+        }
+    }
+}
+
+async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError> {
+    let client = cluster::client_for(&rec.cluster).await?;
+    let original = match &rec.invocation.mode {
+        Mode::Swap { deployment, .. } => Some(deployment.clone()),
+        _ => None,
+    };
+    let recorded: Vec<(ProxyKind, String)> = rec
+        .proxies
+        .iter()
+        .map(|p| (p.kind, p.name.clone()))
+        .collect();
+    let observed = cluster::observe(
+        &client,
+        &rec.cluster.namespace,
+        original.as_deref(),
+        rec.telepresence_id.as_deref(),
+        &recorded,
+    )
+    .await?;
+    if let Some(other) = live_twin(ctx, rec) {
+        rec.transition(
+            State::NeedsAttention,
+            format!(
+                "session {} (pid {}) is alive and uses the same Telepresence session or workload; not repairing while it runs",
+                other.key, other.process.pid
+            ),
+        );
+        ctx.save(rec);
+        return Ok(());
+    }
+    let plan = plan::plan(rec, &observed);
+    if plan.is_empty() {
+        stop_helpers(ctx, rec);
+        rec.transition(
+            State::Ended,
+            "Telepresence's own cleanup left nothing to repair",
+        );
+        ctx.save(rec);
+        info!(session = %rec.key, "session ended cleanly");
+        return Ok(());
+    }
+    if ctx.cfg.dry_run {
+        for a in &plan.actions {
+            rec.act(a.to_string(), "dry-run: not done");
+        }
+        let mut why = vec!["dry run: repairs planned but not done".to_string()];
+        why.extend(plan.attention.iter().cloned());
+        rec.transition(State::NeedsAttention, why.join("; "));
+        ctx.save(rec);
+        return Ok(());
+    }
+    // Write-ahead: the plan is durable before any of it is carried out.
+    for a in &plan.actions {
+        rec.act(a.to_string(), "planned");
+    }
+    rec.transition(
+        State::CleaningUp,
+        format!("{} repair action(s) planned", plan.actions.len()),
+    );
+    ctx.save(rec);
+    let mut attention = plan.attention.clone();
+    for a in &plan.actions {
+        match cluster::execute(&client, &rec.cluster.namespace, a).await {
+            Ok(()) => {
+                info!(session = %rec.key, "{a}: done");
+                rec.act(a.to_string(), "done");
+            }
+            Err(e) if e.is_transient() => {
+                rec.act(a.to_string(), format!("failed, will retry: {e}"));
+                ctx.save(rec);
+                return Err(e);
+            }
+            Err(e) => {
+                let why = match (a, e.status_code()) {
+                    (Action::Restore { name, .. }, Some(409 | 422)) => format!(
+                        "deployment/{name} changed while being restored (uid or replicas no longer as recorded); left as is"
+                    ),
+                    (Action::Delete { kind, name, .. }, Some(409)) => format!(
+                        "{}/{name} was replaced by another object; not deleted",
+                        kind.resource()
+                    ),
+                    _ => e.to_string(),
+                };
+                rec.act(a.to_string(), format!("refused: {why}"));
+                attention.push(why);
+            }
+        }
+        ctx.save(rec);
+    }
+    stop_helpers(ctx, rec);
+    if attention.is_empty() {
+        rec.transition(State::Cleaned, "repaired what the session left");
+        info!(session = %rec.key, "session repaired");
+    } else {
+        rec.transition(State::NeedsAttention, attention.join("; "));
+        warn!(session = %rec.key, "needs attention: {}", attention.join("; "));
+    }
+    ctx.save(rec);
+    Ok(())
+}
+
+/// Another journaled session whose process is alive and that has the same Telepresence
+/// session id, or swaps the same workload of the same cluster: repairing now would undo
+/// that live session's changes.
+fn live_twin(ctx: &Ctx, rec: &SessionRecord) -> Option<SessionRecord> {
+    let swapped = |r: &SessionRecord| match &r.invocation.mode {
+        Mode::Swap { deployment, .. } => Some((
+            r.cluster.server.clone(),
+            r.cluster.namespace.clone(),
+            deployment.clone(),
+        )),
+        _ => None,
+    };
+    let mine = swapped(rec);
+    let (others, _) = ctx.journal.load_all().ok()?;
+    others.into_iter().find(|o| {
+        o.key != rec.key
+            && platform::is_alive(o.process)
+            && ((o.telepresence_id.is_some() && o.telepresence_id == rec.telepresence_id)
+                || (mine.is_some() && swapped(o) == mine))
+    })
+}
+
+/// Stops the session's local helpers and removes its temp dir.
+fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
+    let Some(id) = rec.telepresence_id.clone() else {
+        return;
+    };
+    let pod = rec
+        .proxies
+        .iter()
+        .find(|p| p.kind == ProxyKind::Pod)
+        .map(|p| p.name.clone())
+        .or_else(|| match &rec.invocation.mode {
+            Mode::Swap { deployment, .. } => Some(telepresence::swap_proxy_name(deployment, &id)),
+            Mode::NewDeployment { name: Some(n) } => Some(n.clone()),
+            _ => None,
+        });
+    let env = environ_map(rec.process.pid);
+    let tmp_root = env
+        .get("TMPDIR")
+        .filter(|t| !t.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone());
+    let dir = helpers::session_dir(&tmp_root, ctx.uid, &id);
+    let found = helpers::find(
+        ctx.uid,
+        rec.process.start_ticks,
+        pod.as_deref(),
+        Some(&id),
+        dir.as_deref(),
+    );
+    for h in found {
+        if h.info.id == rec.process {
+            continue;
+        }
+        let what = format!(
+            "stop local helper {} `{}` ({})",
+            h.info.id.pid,
+            h.info.argv.join(" "),
+            h.because
+        );
+        let outcome = if ctx.cfg.dry_run {
+            "dry-run: not done".to_string()
+        } else {
+            match helpers::stop(&h) {
+                Ok(true) => "done".to_string(),
+                Ok(false) => "skipped: already gone".to_string(),
+                Err(e) => format!("failed: {e}"),
+            }
+        };
+        rec.act(what, outcome);
+    }
+    if let Some(dir) = dir
+        && !ctx.cfg.dry_run
+        && !platform::is_alive(rec.process)
+    {
+        let outcome = match std::fs::remove_dir_all(&dir) {
+            Ok(()) => "done".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        rec.act(format!("remove temp dir {}", dir.display()), outcome);
+    }
+}
+
+/// Why `telepolice-agent cleanup` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// The journal could not be read.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// No session matches.
+    #[error("no session {0:?} in the journal (see `telepolice-agent history`)")]
+    NotFound(String),
+    /// More than one session matches.
+    #[error("{0:?} matches several sessions: {1}")]
+    Ambiguous(String, String),
+    /// The Telepresence process still runs.
+    #[error("session {key} is still running (pid {pid}); stop Telepresence first")]
+    StillRunning { key: String, pid: u32 },
+    /// The daemon is still working on it.
+    #[error(
+        "the running daemon is still handling session {0} (state {1}); wait for it, or stop the daemon"
+    )]
+    DaemonBusy(String, &'static str),
+    /// `--replicas` for a session that has no original workload.
+    #[error("session {0} did not swap a deployment: --replicas does not apply")]
+    NoOriginal(String),
+}
+
+/// Repairs one session by hand: same plan, same preconditions as the daemon.
+pub async fn cleanup(
+    cfg: Config,
+    which: &str,
+    replicas: Option<i32>,
+) -> Result<SessionRecord, CleanupError> {
+    let journal = Journal::open(&cfg.paths.state_dir)?;
+    let (records, _) = journal.load_all()?;
+    let matches: Vec<SessionRecord> = records
+        .into_iter()
+        .filter(|r| {
+            r.key == which
+                || r.telepresence_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(which))
+        })
+        .collect();
+    let mut rec = match matches.len() {
+        0 => return Err(CleanupError::NotFound(which.to_string())),
+        1 => matches
+            .into_iter()
+            .next()
+            .ok_or_else(|| CleanupError::NotFound(which.to_string()))?,
+        _ => {
+            let keys = matches
+                .iter()
+                .map(|r| r.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(CleanupError::Ambiguous(which.to_string(), keys));
+        }
+    };
+    if platform::is_alive(rec.process) {
+        return Err(CleanupError::StillRunning {
+            key: rec.key.clone(),
+            pid: rec.process.pid,
+        });
+    }
+    if !rec.state.is_final() && is_running(&cfg.paths.runtime_dir) {
+        return Err(CleanupError::DaemonBusy(
+            rec.key.clone(),
+            rec.state.as_str(),
+        ));
+    }
+    if let Some(n) = replicas {
+        match rec.original.as_mut() {
+            Some(o) => {
+                o.replicas = Some(n);
+                o.source = ReplicaSource::Manual;
+            }
+            None => return Err(CleanupError::NoOriginal(rec.key.clone())),
+        }
+    }
+    let ctx = Ctx {
+        uid: platform::current_uid(),
+        journal,
+        cfg,
+    };
+    rec.transition(rec.state, "manual cleanup requested");
+    ctx.save(&rec);
+    if let Err(e) = attempt(&ctx, &mut rec).await {
+        rec.transition(State::NeedsAttention, format!("manual cleanup failed: {e}"));
+        ctx.save(&rec);
+    }
+    Ok(rec)
+}
