@@ -254,3 +254,143 @@ pub fn now() -> String {
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
+
+/// Test fixtures that read like sentences:
+/// `SessionRecord::test().swapping("app", 2).with_id(ID).with_proxy(ProxyKind::Pod, "app-…", "uid-1")`.
+#[cfg(test)]
+impl SessionRecord {
+    /// The uid [`swapping`](Self::swapping) records for the original Deployment.
+    pub(crate) const TEST_ORIGINAL_UID: &'static str = "uid-original";
+
+    /// A session of process 4242 in `--new-deployment` mode with a default name, bound to
+    /// context `dev` and namespace `ns`, with no Telepresence id, no original and no proxies
+    /// yet, in state `Recorded`.
+    pub(crate) fn test() -> Self {
+        use crate::telepresence::Mode;
+        let process = ProcessId {
+            pid: 4242,
+            start_ticks: 1000,
+        };
+        Self {
+            schema: SCHEMA,
+            key: Self::key_for(process),
+            process,
+            argv: vec!["python3".into(), "/usr/local/bin/telepresence".into()],
+            cwd: Some(PathBuf::from("/home/dev/project")),
+            parent: Some(ProcessId {
+                pid: 4000,
+                start_ticks: 900,
+            }),
+            tty: 34816,
+            sid: 4000,
+            uid: 1000,
+            invocation: Invocation {
+                mode: Mode::NewDeployment { name: None },
+                context: None,
+                namespace: None,
+                expose: vec![],
+                method: None,
+                logfile: None,
+                run: None,
+                run_shell: true,
+                docker_run: false,
+                verbose: false,
+                unknown: vec![],
+            },
+            cluster: ClusterBinding {
+                kubeconfig: vec![PathBuf::from("/home/dev/.kube/config")],
+                context: "dev".into(),
+                namespace: "ns".into(),
+                server: "https://127.0.0.1:6443".into(),
+                exec_env: vec![("HOME".into(), "/home/dev".into())],
+            },
+            telepresence_id: None,
+            original: None,
+            proxies: vec![],
+            state: State::Recorded,
+            history: vec![],
+            actions: vec![],
+        }
+    }
+
+    /// The session swaps `deployment`, whose `replicas` were observed before the swap, with
+    /// uid [`TEST_ORIGINAL_UID`](Self::TEST_ORIGINAL_UID).
+    pub(crate) fn swapping(mut self, deployment: &str, replicas: i32) -> Self {
+        use crate::telepresence::Mode;
+        self.invocation.mode = Mode::Swap {
+            deployment: deployment.into(),
+            container: None,
+        };
+        self.original = Some(Original {
+            name: deployment.into(),
+            uid: Some(Self::TEST_ORIGINAL_UID.into()),
+            replicas: Some(replicas),
+            source: ReplicaSource::Observed,
+        });
+        self
+    }
+
+    /// The session creates a new proxy named `name` (`--new-deployment NAME`).
+    pub(crate) fn creating(mut self, name: &str) -> Self {
+        use crate::telepresence::Mode;
+        self.invocation.mode = Mode::NewDeployment {
+            name: Some(name.into()),
+        };
+        self
+    }
+
+    /// The original's replica count is `replicas`, known from `source`.
+    ///
+    /// # Panics
+    /// When no original was recorded (call [`swapping`](Self::swapping) first).
+    pub(crate) fn replicas_from(mut self, source: ReplicaSource, replicas: Option<i32>) -> Self {
+        let o = self
+            .original
+            .as_mut()
+            .expect("replicas_from needs an original: call swapping() first");
+        o.replicas = replicas;
+        o.source = source;
+        self
+    }
+
+    /// The original's uid was recorded as `uid` (`None`: not known).
+    ///
+    /// # Panics
+    /// When no original was recorded (call [`swapping`](Self::swapping) first).
+    pub(crate) fn original_uid(mut self, uid: Option<&str>) -> Self {
+        self.original
+            .as_mut()
+            .expect("original_uid needs an original: call swapping() first")
+            .uid = uid.map(String::from);
+        self
+    }
+
+    /// Telepresence's session id is known to be `id`.
+    pub(crate) fn with_id(mut self, id: &str) -> Self {
+        self.telepresence_id = Some(id.into());
+        self
+    }
+
+    /// The session created `kind/name` with `uid`.
+    pub(crate) fn with_proxy(mut self, kind: ProxyKind, name: &str, uid: &str) -> Self {
+        self.add_proxy(ProxyObject {
+            kind,
+            name: name.into(),
+            uid: uid.into(),
+        });
+        self
+    }
+
+    /// The session's process is `pid` (started at tick `start_ticks`); the key follows.
+    pub(crate) fn with_process(mut self, pid: u32, start_ticks: u64) -> Self {
+        self.process = ProcessId { pid, start_ticks };
+        self.key = Self::key_for(self.process);
+        self
+    }
+
+    /// The session is in `state`, having got there for `reason`.
+    pub(crate) fn in_state(mut self, state: State, reason: &str) -> Self {
+        self.transition(state, reason);
+        self
+    }
+}

@@ -352,7 +352,10 @@ pub(super) async fn follow_live<
             }
             ev = events.next() => {
                 let Some((kind, name, uid, owned)) = ev else { return };
-                if owned {
+                // Pods of a proxy Deployment are the Deployment's; any other labelled
+                // object is recorded, owner or not (a 0.105 proxy copies the original's
+                // ownerReferences).
+                if owned && kind == ProxyKind::Pod {
                     continue;
                 }
                 if rec.add_proxy(ProxyObject { kind, name: name.clone(), uid: uid.clone() }) {
