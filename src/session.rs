@@ -63,6 +63,8 @@ impl State {
 pub enum ReplicaSource {
     /// Read from the cluster before Telepresence scaled the workload down.
     Observed,
+    /// The agent's own observation of the same Deployment (same uid) in an earlier session.
+    Earlier,
     /// Read from the JSON of the original that Telepresence 0.106+ writes to its log.
     Log,
     /// Read from the `kubectl.kubernetes.io/last-applied-configuration` annotation.

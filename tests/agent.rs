@@ -769,3 +769,42 @@ fn exec_credential_plugins_run_with_the_sessions_path() {
     agent.wait_state("Cleaned");
     assert_eq!(replicas(&env, "app"), 2);
 }
+
+#[test]
+fn a_late_agent_uses_its_own_earlier_observation_before_the_log() {
+    let Some(env) = setup() else { return };
+    let program = Agent::program(&env);
+    let agent = Agent::start_with(&env, &program, "");
+    // A first session, seen from its start: the agent observes the original at 2.
+    let mut first = Session::start_program(
+        &env,
+        &program,
+        "0.105",
+        &["--swap-deployment", "app", "--method", "inject-tcp"],
+    );
+    first.wait_id(&env);
+    first.wait_ready(&env, 3);
+    agent.wait_state("Active");
+    first.signal("INT");
+    first.wait_exit(&env);
+    agent.wait_state("Ended");
+    agent.stop();
+    // A second one (0.105 logs no JSON of the original) starts while no agent runs.
+    std::fs::remove_file(env.path("work/telepresence.log")).expect("old log removed");
+    let mut second = Session::start_program(
+        &env,
+        &program,
+        "0.105",
+        &["--swap-deployment", "app", "--method", "inject-tcp"],
+    );
+    second.wait_id(&env);
+    second.wait_ready(&env, 3);
+    let agent = Agent::start_with(&env, &program, "");
+    let rec = agent.wait_state("Active");
+    assert_eq!(rec["original"]["source"], "Earlier", "{rec:#}");
+    assert_eq!(rec["original"]["replicas"], 2);
+    second.signal("KILL");
+    second.wait_exit(&env);
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+}

@@ -63,12 +63,14 @@ async fn record_original(
             source: ReplicaSource::Observed,
         },
         Some((w, last_applied)) => {
+            let earlier = earlier_observation(ctx, rec, &deployment, &w.uid);
             let log = read_log(rec, Some(&deployment));
-            let (replicas, source) = match (log.original_replicas, last_applied) {
-                (Some(r), _) if log.original_uid.as_ref().is_none_or(|u| *u == w.uid) => {
+            let (replicas, source) = match (earlier, log.original_replicas, last_applied) {
+                (Some(r), _, _) => (Some(r), ReplicaSource::Earlier),
+                (None, Some(r), _) if log.original_uid.as_ref().is_none_or(|u| *u == w.uid) => {
                     (Some(r), ReplicaSource::Log)
                 }
-                (_, Some(r)) => (Some(r), ReplicaSource::LastApplied),
+                (None, _, Some(r)) => (Some(r), ReplicaSource::LastApplied),
                 _ => (None, ReplicaSource::Uncertain),
             };
             Original {
@@ -83,6 +85,9 @@ async fn record_original(
         (Some(r), ReplicaSource::Observed) => {
             format!("deployment/{deployment} has {r} replicas (observed)")
         }
+        (Some(r), ReplicaSource::Earlier) => format!(
+            "deployment/{deployment} had {r} replicas (the agent's own earlier observation; it was late this time)"
+        ),
         (Some(r), ReplicaSource::Log) => format!(
             "deployment/{deployment} had {r} replicas (from telepresence.log; the agent was late)"
         ),
@@ -95,6 +100,27 @@ async fn record_original(
     rec.transition(State::Recorded, why);
     ctx.save(rec);
     Ok(())
+}
+
+/// The replica count the agent itself observed for the same Deployment (same cluster,
+/// namespace, name and uid) in an earlier session, if any: the newest such observation.
+fn earlier_observation(ctx: &Ctx, rec: &SessionRecord, deployment: &str, uid: &str) -> Option<i32> {
+    let (records, _) = ctx.journal.load_all().ok()?;
+    records
+        .iter()
+        .filter(|r| r.key != rec.key)
+        .filter(|r| {
+            r.cluster.server == rec.cluster.server && r.cluster.namespace == rec.cluster.namespace
+        })
+        .filter_map(|r| {
+            let o = r.original.as_ref()?;
+            let ok = o.name == deployment
+                && o.uid.as_deref() == Some(uid)
+                && o.source == ReplicaSource::Observed;
+            Some((r.seen_at()?.to_string(), o.replicas?)).filter(|_| ok)
+        })
+        .max()
+        .map(|(_, n)| n)
 }
 
 /// Looks for Telepresence's session id: its `tel-*` dir (in the session's `TMPDIR`), made
