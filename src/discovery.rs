@@ -126,8 +126,30 @@ impl Discovery {
         pids.into_iter().filter_map(|p| self.examine(p)).collect()
     }
 
+    /// The file names that count as a Telepresence program.
+    fn program_names(&self) -> Vec<String> {
+        if self.programs.is_empty() {
+            vec!["telepresence".to_string()]
+        } else {
+            self.programs
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        }
+    }
+
     /// Whether `pid` is a Telepresence 0.x process of this user running a watched program.
     pub fn examine(&self, pid: u32) -> Option<Found> {
+        // One cheap read first: most processes do not mention a watched program at all.
+        let names = self.program_names();
+        let argv = platform::process_argv(pid).ok()?;
+        let mentions = argv.iter().take(8).any(|a| {
+            let base = a.rsplit('/').next().unwrap_or(a);
+            names.iter().any(|n| n == base)
+        });
+        if !mentions {
+            return None;
+        }
         let info = platform::process_info(pid).ok()?;
         if info.uid != self.uid {
             return None;
@@ -138,14 +160,6 @@ impl Discovery {
         if platform::process_info(info.ppid).is_ok_and(|parent| parent.argv == info.argv) {
             return None;
         }
-        let names: Vec<String> = if self.programs.is_empty() {
-            vec!["telepresence".to_string()]
-        } else {
-            self.programs
-                .iter()
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect()
-        };
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         // First pass without the file head, to find which argv entry is the program.
         let (_, idx) = telepresence::classify(&info.argv, None, &names)?;

@@ -99,6 +99,19 @@ pub fn process_info(pid: u32) -> Result<ProcessInfo> {
     })
 }
 
+/// Only the command line of a process (`/proc/<pid>/cmdline`), lossy UTF-8: one read, for
+/// cheap pre-filtering before [`process_info`]. Empty for kernel threads and for a process
+/// inside `execve`.
+///
+/// # Errors
+/// [`PlatformError::NotFound`] if there is no such process; [`PlatformError::ReadProc`] if
+/// `/proc` could not be read.
+pub fn process_argv(pid: u32) -> Result<Vec<String>> {
+    Ok(split_nul(&read_proc_file(pid, "cmdline")?)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect())
+}
+
 /// The environment a process was started with (`/proc/<pid>/environ`), lossy UTF-8, in
 /// the order the process received it.
 ///

@@ -43,6 +43,13 @@ pub fn process_info(_pid: u32) -> Result<ProcessInfo> {
 ///
 /// # Errors
 /// Always [`PlatformError::Unsupported`].
+/// Only the command line of a process: not written for this system yet.
+pub fn process_argv(_pid: u32) -> Result<Vec<String>> {
+    Err(PlatformError::Unsupported {
+        operation: "reading a process's command line",
+    })
+}
+
 pub fn process_environ(_pid: u32) -> Result<Vec<(String, String)>> {
     Err(PlatformError::Unsupported {
         operation: "reading a process's environment",
