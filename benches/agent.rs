@@ -202,6 +202,19 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(utime + stime)
 }
 
+/// Nanoseconds on CPU of the threads of `pid` (`/proc/<pid>/task/*/schedstat`, first field);
+/// threads that have exited are not counted.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// A `Vm*:` line of `/proc/<pid>/status`, in KiB.
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -350,28 +363,48 @@ fn helper_binary() -> Result<PathBuf> {
     if helper.is_file() {
         return Ok(helper);
     }
-    // target/<profile dir>/examples: build the example into the same profile dir.
+    // target/<profile dir>/examples: build the example into the same dir, with the profile
+    // `cargo bench` uses for it (`bench`, in `release`), so its dependencies are reused.
     let profile = match dir
         .parent()
         .and_then(Path::file_name)
         .and_then(|n| n.to_str())
     {
         Some("debug") | None => "dev".to_string(),
+        Some("release") => "bench".to_string(),
         Some(other) => other.to_string(),
     };
     eprintln!("building the telepresence_helper example ({profile})...");
-    let ok = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--profile",
-            &profile,
-            "--example",
-            "telepresence_helper",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo")?
-        .success();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--profile",
+        &profile,
+        "--example",
+        "telepresence_helper",
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // What cargo set for running this bench, not what the user set: build scripts that
+    // rerun when these change (ring's) would otherwise be rebuilt here and again by the
+    // next `cargo bench`.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k == "OUT_DIR"
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cmd.env_remove(&*k);
+        }
+    }
+    let ok = cmd.status().context("running cargo")?.success();
     if !ok || !helper.is_file() {
         bail!("could not build {}", helper.display());
     }
@@ -500,6 +533,8 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let agent = Agent::start(&root, &program, "grace_period_secs = 0", &[])?;
 
     let mut recorded = Vec::new();
+    let mut first_writes = Vec::new();
+    let mut scale_downs = Vec::new();
     let mut restored = Vec::new();
     let mut sources: BTreeMap<String, usize> = BTreeMap::new();
     let mut finals: BTreeMap<String, usize> = BTreeMap::new();
@@ -513,15 +548,33 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
         let t0 = Instant::now();
         let mut s = Standin::spawn(&env, &program, &helper, &work, &tmp)?;
         let pid = s.pid();
+        // Also noted on the way, for context: the first journal write, and when the stand-in
+        // scaled the original to 0 (the race the agent must win).
+        let (mut first_write, mut scaled) = (None, None);
         let rec = poll_until("the session is recorded", ms1, || {
-            agent.record(pid, &known).filter(|r| {
-                r["state"].as_str().is_some_and(|st| st != "Seen")
-                    && r["original"]["replicas"].is_i64()
-            })
+            if scaled.is_none() && replicas(&env) == Some(0) {
+                scaled = Some(t0.elapsed());
+            }
+            let r = agent.record(pid, &known)?;
+            let at = t0.elapsed();
+            first_write.get_or_insert(at);
+            let done = r["state"].as_str().is_some_and(|st| st != "Seen")
+                && r["original"]["replicas"].is_i64();
+            done.then_some((r, at))
         })
         .with_context(|| format!("{}\n--- agent\n{}", s.diagnostics(), agent.log()))?;
-        let dt = t0.elapsed();
+        let (rec, dt) = rec;
         recorded.push(dt);
+        if let Some(w) = first_write {
+            first_writes.push(w);
+        }
+        let scaled = match scaled {
+            Some(d) => d,
+            None => poll_until("the original is scaled to 0", ms1, || {
+                (replicas(&env) == Some(0)).then(|| t0.elapsed())
+            })?,
+        };
+        scale_downs.push(scaled);
         let source = rec["original"]["source"]
             .as_str()
             .unwrap_or("?")
@@ -581,9 +634,10 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
             },
         )?;
         eprintln!(
-            "session {:>2}/{n}: recorded after {} (source {source}), restored {} after kill -9, {state}",
+            "session {:>2}/{n}: recorded after {} (source {source}; scaled to 0 at {}), restored {} after kill -9, {state}",
             i + 1,
             ms(dt),
+            ms(scaled),
             ms(dr)
         );
     }
@@ -606,6 +660,14 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
                 recorded,
             ),
             row("`kill -9` -> original restored (grace period 0)", restored),
+            row(
+                "(context) process start -> first journal write of the session",
+                first_writes,
+            ),
+            row(
+                "(context) process start -> stand-in scaled the original to 0",
+                scale_downs,
+            ),
         ],
         notes,
     ))
@@ -631,28 +693,40 @@ fn bench_idle(secs: f64) -> Result<Vec<String>> {
     let agent = Agent::start(&env.path("agent"), &program, "", &env.envs())?;
     let pid = agent.pid();
     let hz = platform::boot_clock_ticks_per_second() as f64;
-    let requests_before = env.cluster.audit().len();
     let start_ticks = cpu_ticks(pid)?;
+    let start_ns = cpu_ns(pid);
     let t0 = Instant::now();
     eprintln!("idle: watching the agent (pid {pid}) for {secs} s...");
     std::thread::sleep(Duration::from_secs_f64(secs));
     let end_ticks = cpu_ticks(pid)?;
+    let end_ns = cpu_ns(pid);
     let window = t0.elapsed();
     let rss = status_kib(pid, "VmRSS")?;
     let hwm = status_kib(pid, "VmHWM")?;
-    let requests = env.cluster.audit().len() - requests_before;
+    // Only the agent knows this emulator: every request in its audit log is the agent's.
+    let requests = env.cluster.audit().len();
     let mib = |k: u64| k as f64 / 1024.0;
+    let ticks = |t: u64| {
+        let unit = if t == 1 { "tick" } else { "ticks" };
+        format!("{:.2} s ({t} {unit})", t as f64 / hz)
+    };
     Ok(vec![
-        "| idle daemon, no sessions | measured over | CPU time in the window | CPU time since exec | RSS (VmRSS) | peak RSS (VmHWM) | cluster requests |"
+        "| idle daemon, no sessions | measured over | CPU in the window (utime+stime) | CPU in the window (schedstat) | CPU since exec (utime+stime) | RSS (VmRSS) | peak RSS (VmHWM) | cluster requests since start |"
             .to_string(),
-        "|---|---:|---:|---:|---:|---:|---:|".to_string(),
+        "|---|---:|---:|---:|---:|---:|---:|---:|".to_string(),
         format!(
-            "| default config | {:.1} s | {:.2} s | {:.2} s | {:.1} MiB | {:.1} MiB | {requests} |",
+            "| default config | {:.1} s | {} | {:.1} ms | {} | {:.1} MiB | {:.1} MiB | {requests} |",
             window.as_secs_f64(),
-            (end_ticks - start_ticks) as f64 / hz,
-            end_ticks as f64 / hz,
+            ticks(end_ticks.saturating_sub(start_ticks)),
+            end_ns.saturating_sub(start_ns) as f64 / 1e6,
+            ticks(end_ticks),
             mib(rss),
             mib(hwm)
+        ),
+        format!(
+            "(utime+stime come in clock ticks of {:.0} ms; schedstat is the nanosecond run time \
+             of the agent's threads alive at both readings.)",
+            1000.0 / hz
         ),
         String::new(),
     ])

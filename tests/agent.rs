@@ -808,3 +808,29 @@ fn a_late_agent_uses_its_own_earlier_observation_before_the_log() {
     agent.wait_state("Cleaned");
     assert_eq!(replicas(&env, "app"), 2);
 }
+
+#[test]
+fn a_killed_deployment_proxy_of_a_newer_version_with_use_deployment_is_repaired() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_with(
+        &env,
+        &program,
+        "0.109",
+        &["--swap-deployment", "app", "--method", "inject-tcp"],
+        &[("TELEPRESENCE_USE_DEPLOYMENT", "1".to_string())],
+    );
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 3);
+    let rec = agent.wait_state("Active");
+    assert_eq!(rec["proxies"][0]["kind"], "Deployment", "{rec:#}");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+    assert!(
+        env.cluster
+            .get("deployments", "default", &format!("app-{id}"))
+            .is_none()
+    );
+}

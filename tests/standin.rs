@@ -19,6 +19,9 @@ pub struct Session {
     pub child: Child,
     pub tmp: PathBuf,
     pub work: PathBuf,
+    /// Helpers seen so far, with their start times: stopped on drop if still the same
+    /// processes (they outlive the stand-in when it is killed).
+    helpers: std::cell::RefCell<Vec<(u32, String)>>,
 }
 
 impl Session {
@@ -67,7 +70,12 @@ impl Session {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("the stand-in starts");
-        Self { child, tmp, work }
+        Self {
+            child,
+            tmp,
+            work,
+            helpers: Default::default(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -117,6 +125,7 @@ impl Session {
             let log =
                 std::fs::read_to_string(self.work.join("telepresence.log")).unwrap_or_default();
             let kids = helper_children(self.pid());
+            self.remember(&kids);
             if log.contains("Setup complete") && kids.len() >= helpers {
                 return kids;
             }
@@ -161,14 +170,40 @@ impl Session {
     }
 }
 
+impl Session {
+    fn remember(&self, kids: &[(u32, Vec<String>)]) {
+        let mut known = self.helpers.borrow_mut();
+        for (pid, _) in kids {
+            if let Some(start) = start_of(*pid)
+                && !known.iter().any(|(p, _)| p == pid)
+            {
+                known.push((*pid, start));
+            }
+        }
+    }
+}
+
+/// The start time field of `/proc/<pid>/stat`, to tell a process from a later one with its pid.
+fn start_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)
+        .map(str::to_string)
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
-        // A failed test must not leave the stand-in or its helpers running.
+        // Neither the stand-in nor its helpers may outlive the test, whatever happened.
         let kids = helper_children(self.pid());
+        self.remember(&kids);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for (pid, _) in kids {
-            kill_pid(pid);
+        for (pid, start) in self.helpers.borrow().iter() {
+            if start_of(*pid).as_ref() == Some(start) {
+                kill_pid(*pid);
+            }
         }
     }
 }

@@ -68,17 +68,14 @@ impl TestCluster {
                 let _ = api::create(&mut st, rt, "", &body, false);
             }
         }
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(StartError::Bind)?;
-        let addr = std_listener.local_addr().map_err(StartError::Bind)?;
-        drop(std_listener);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (reachable, reachable_rx) = watch::channel(true);
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, std::io::Error>>();
         let tls = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("testcluster-{}", addr.port()))
+            .name("testcluster".to_string())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -92,14 +89,19 @@ impl TestCluster {
                     }
                 };
                 rt.block_on(async move {
-                    let listener = match server::bind(addr) {
-                        Ok(l) => l,
+                    // Port 0, bound once and kept: no window in which another process
+                    // could take the port between choosing and binding it.
+                    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+                    let listener = match server::bind(any).and_then(|l| Ok((l.local_addr()?, l))) {
+                        Ok((addr, l)) => {
+                            let _ = ready_tx.send(Ok(addr));
+                            l
+                        }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok(()));
                     let controllers = tokio::spawn(server::run_controllers(
                         thread_shared.clone(),
                         shutdown_rx.clone(),
@@ -118,15 +120,15 @@ impl TestCluster {
                 rt.shutdown_timeout(Duration::from_secs(2));
             })
             .map_err(StartError::Runtime)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let addr = match ready_rx.recv() {
+            Ok(Ok(addr)) => addr,
             Ok(Err(e)) => return Err(StartError::Bind(e)),
             Err(_) => {
                 return Err(StartError::Runtime(std::io::Error::other(
                     "the emulator thread ended before serving",
                 )));
             }
-        }
+        };
         Ok(Self {
             shared,
             addr,
