@@ -395,7 +395,10 @@ pub async fn execute(
                 context: String::new(),
                 source: Box::new(e),
             })?;
-            api.patch_scale(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            // The Deployment itself, not its scale subresource: a real server leaves
+            // `spec.replicas` out of an autoscaling/v1 Scale at 0 (omitempty), so a `test`
+            // op on the Scale could never pass; a Deployment always carries it.
+            api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
                 .await
                 .map_err(api_err(format!(
                     "scaling deployment/{name} in {namespace} back to {replicas}"

@@ -238,7 +238,7 @@ fn a_killed_pod_proxy_swap_is_repaired() {
     assert_eq!(
         writes,
         [
-            "patch deployments/scale app".to_string(),
+            "patch deployments app".to_string(),
             format!("delete pods app-{id}"),
         ]
     );
@@ -283,7 +283,7 @@ fn a_killed_deployment_proxy_swap_is_repaired() {
     assert_eq!(
         agent_writes(&env),
         [
-            "patch deployments/scale app".to_string(),
+            "patch deployments app".to_string(),
             format!("delete deployments app-{id}"),
         ]
     );

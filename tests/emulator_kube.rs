@@ -128,7 +128,8 @@ async fn patch_scale_changes_the_replicas() {
         )
         .await
         .expect("scaled");
-    assert_eq!(patched.spec.and_then(|s| s.replicas), Some(0));
+    // As on a real server, a Scale at 0 leaves `spec.replicas` out (omitempty).
+    assert_eq!(patched.spec.and_then(|s| s.replicas), None);
     let d = api.get("web").await.expect("still there");
     assert_eq!(d.spec.replicas, Some(0));
     assert!(cluster.wait_until(Duration::from_secs(20), |c| {
@@ -242,11 +243,23 @@ async fn a_json_patch_whose_test_fails_changes_nothing() {
         {"op": "replace", "path": "/spec/replicas", "value": 3},
     ]))
     .expect("a patch");
-    let s = api
-        .patch_scale("web", &PatchParams::default(), &Patch::Json::<()>(ok))
+    // On the Scale the `test` of replicas 0 cannot pass: the field is absent at 0.
+    let on_scale = api
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Json::<()>(ok.clone()),
+        )
+        .await;
+    assert!(
+        matches!(&on_scale, Err(kube::Error::Api(s)) if s.code == 422),
+        "{on_scale:?}"
+    );
+    let d = api
+        .patch("web", &PatchParams::default(), &Patch::Json::<()>(ok))
         .await
-        .expect("the tests hold");
-    assert_eq!(s.spec.and_then(|s| s.replicas), Some(3));
+        .expect("the tests hold on the Deployment");
+    assert_eq!(d.spec.replicas, Some(3));
 }
 
 #[tokio::test]

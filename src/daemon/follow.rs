@@ -233,9 +233,7 @@ fn proxy_events(
 
 /// While the process lives: record the original, find the session id, record proxies,
 /// and handle the death of the session's shell.
-pub(super) async fn follow_live<
-    F: std::future::Future<Output = Result<(), platform::PlatformError>>,
->(
+pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     ctx: &Ctx,
     rec: &mut SessionRecord,
     exit: &mut std::pin::Pin<&mut F>,
@@ -354,7 +352,7 @@ pub(super) async fn follow_live<
     let parent = rec.parent;
     let parent_exit = async move {
         match parent {
-            Some(p) if platform::is_alive(p) => platform::wait_for_exit(p).await,
+            Some(p) if platform::is_alive(p) => super::exited(p).await,
             _ => std::future::pending().await,
         }
     };
@@ -365,7 +363,10 @@ pub(super) async fn follow_live<
             _ = exit.as_mut() => return,
             _ = &mut parent_exit, if !parent_gone => {
                 parent_gone = true;
-                if ctx.cfg.on_shell_death == OnShellDeath::Terminate && platform::is_alive(rec.process) {
+                if ctx.cfg.on_shell_death == OnShellDeath::Terminate
+                    && !ctx.cfg.dry_run
+                    && platform::is_alive(rec.process)
+                {
                     let sent = platform::signal(rec.process, Signal::Term);
                     rec.act("SIGTERM to Telepresence (its shell died)", match sent {
                         Ok(true) => "done".to_string(),

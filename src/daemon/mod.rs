@@ -371,14 +371,18 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     if rec.state.is_final() {
         return key;
     }
-    let exit = platform::wait_for_exit(rec.process);
+    let exit = exited(rec.process);
     tokio::pin!(exit);
-    let alive = platform::is_alive(rec.process);
-    if alive {
+    if platform::is_alive(rec.process) {
         follow::follow_live(&ctx, &mut rec, &mut exit).await;
     }
     if rec.state.is_final() {
         return key;
+    }
+    // Whatever made following stop, nothing is repaired while the process lives. (If the
+    // exit future already completed, the process is dead and it is not polled again.)
+    if platform::is_alive(rec.process) {
+        exit.as_mut().await;
     }
     info!(session = %key, "Telepresence process exited");
     if rec.state != State::Orphaned && rec.state != State::CleaningUp {
@@ -388,6 +392,24 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     tokio::time::sleep(ctx.cfg.grace_period).await;
     repair::repair(&ctx, &mut rec).await;
     key
+}
+
+/// Completes when the process has exited, and only then: if the kernel cannot watch it
+/// (no pidfd: an old kernel, a sandbox, too many open files; or an OS without support),
+/// it falls back to checking once a second. A failed watch must never look like a death.
+pub(crate) async fn exited(id: ProcessId) {
+    if let Err(e) = platform::wait_for_exit(id).await {
+        if !platform::is_alive(id) {
+            return;
+        }
+        warn!(
+            pid = id.pid,
+            "cannot watch the process for its exit ({e}); checking every second instead"
+        );
+        while platform::is_alive(id) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// For `status` when the process may be gone: is the recorded process alive?

@@ -40,7 +40,11 @@ fn scale_of(obj: &Value) -> Value {
             "resourceVersion": m["resourceVersion"],
             "creationTimestamp": m["creationTimestamp"],
         },
-        "spec": { "replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1)) },
+        // `ScaleSpec.replicas` is `omitempty` in the real API: absent at 0.
+        "spec": match obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1) {
+            0 => json!({}),
+            n => json!({ "replicas": n }),
+        },
         "status": {
             "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
             "selector": selector,
