@@ -90,10 +90,15 @@ impl ClusterError {
 
 /// The kubeconfig files a process reads: its `KUBECONFIG` (colon-separated, empty entries
 /// ignored), else `$HOME/.kube/config`.
-pub fn kubeconfig_paths(env: &HashMap<String, String>) -> Vec<PathBuf> {
+pub fn kubeconfig_paths(env: &HashMap<String, String>, cwd: Option<&Path>) -> Vec<PathBuf> {
     match env.get("KUBECONFIG").filter(|v| !v.is_empty()) {
+        // Relative entries are relative to the session's working directory, not ours.
         Some(v) => std::env::split_paths(v)
             .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| match cwd {
+                Some(c) if p.is_relative() => c.join(p),
+                _ => p,
+            })
             .collect(),
         None => env
             .get("HOME")
@@ -134,10 +139,11 @@ fn load_merged(paths: &[PathBuf]) -> Result<Kubeconfig, ClusterError> {
 /// context), namespace (the flag, else the context's, else `default`) and API server URL.
 pub fn resolve_binding(
     env: &HashMap<String, String>,
+    cwd: Option<&Path>,
     context: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<ClusterBinding, ClusterError> {
-    let paths = kubeconfig_paths(env);
+    let paths = kubeconfig_paths(env, cwd);
     let kc = load_merged(&paths)?;
     let context = match context {
         Some(c) => c.to_string(),
@@ -354,23 +360,62 @@ pub async fn observe_objects(
     Ok(out)
 }
 
-/// Observes the original (if `original` names one) and the session's objects.
+/// Observes the original (if `original` names one) and the session's objects: those
+/// labelled with its id, or, when the id is unknown, any `telepresence`-labelled object
+/// created since `since` (the session's start).
 pub async fn observe(
     client: &Client,
     namespace: &str,
     original: Option<&str>,
     id: Option<&str>,
     recorded: &[(ProxyKind, String)],
+    since: Option<std::time::SystemTime>,
 ) -> Result<Observed, ClusterError> {
     let original = match original {
         Some(name) => get_workload(client, namespace, name).await?.map(|(w, _)| w),
         None => None,
     };
-    let objects = match id {
-        Some(id) => observe_objects(client, namespace, id, recorded).await?,
-        None => Vec::new(),
+    let objects = match (id, since) {
+        (Some(id), _) => observe_objects(client, namespace, id, recorded).await?,
+        (None, Some(since)) => labelled_since(client, namespace, since).await?,
+        (None, None) => Vec::new(),
     };
     Ok(Observed { original, objects })
+}
+
+/// Objects of the namespace carrying any `telepresence` label that were created at or after
+/// `since`: what a session whose id was never learned may have left (for a report only).
+async fn labelled_since(
+    client: &Client,
+    namespace: &str,
+    since: std::time::SystemTime,
+) -> Result<Vec<ObservedObject>, ClusterError> {
+    let lp = ListParams::default().labels("telepresence");
+    let since = jiff::Timestamp::try_from(since).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let recent = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.creation_timestamp.as_ref().is_none_or(|t| t.0 >= since)
+    };
+    let step = |what: &str| format!("listing {what} with a telepresence label in {namespace}");
+    let mut out = Vec::new();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    for d in deps.list(&lp).await.map_err(api_err(step("deployments")))? {
+        if recent(&d.metadata) {
+            out.push(observed(ProxyKind::Deployment, &d.metadata));
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for p in pods.list(&lp).await.map_err(api_err(step("pods")))? {
+        if recent(&p.metadata) {
+            out.push(observed(ProxyKind::Pod, &p.metadata));
+        }
+    }
+    let svcs: Api<Service> = Api::namespaced(client.clone(), namespace);
+    for s in svcs.list(&lp).await.map_err(api_err(step("services")))? {
+        if recent(&s.metadata) {
+            out.push(observed(ProxyKind::Service, &s.metadata));
+        }
+    }
+    Ok(out)
 }
 
 /// Carries out one action with its preconditions.

@@ -177,11 +177,29 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
             )),
         }
     }
+    if let Mode::Swap { deployment, .. } = &rec.invocation.mode
+        && rec.original.is_none()
+    {
+        p.attention.push(format!(
+            "the original deployment/{deployment} was never recorded (the session died before the agent could read it); check its replica count"
+        ));
+    }
     let Some(id) = rec.telepresence_id.as_deref() else {
+        // Without the id nothing is provably the session's: report, never delete.
         if !rec.proxies.is_empty() {
             p.attention.push(
                 "proxy objects were recorded but the Telepresence session id is unknown; not deleting anything".to_string(),
             );
+        } else if !obs.objects.is_empty() {
+            let names: Vec<String> = obs
+                .objects
+                .iter()
+                .map(|o| format!("{}/{}", o.kind.resource(), o.name))
+                .collect();
+            p.attention.push(format!(
+                "the Telepresence session id was never learned; objects with a telepresence label were created during the session and may be its own: {}; not deleting them",
+                names.join(", ")
+            ));
         }
         return p;
     };
@@ -345,11 +363,11 @@ mod tests {
         attention: Vec<&'static [&'static str]>,
     }
 
-    /// The original workload alone (no proxies, no id): when it is put back, when it is left
+    /// The original workload alone (an id but no proxies): when it is put back, when it is left
     /// alone and when a person is asked to look.
     #[test]
     fn original_workload_table() {
-        let swap = || SessionRecord::test().swapping("app", 2);
+        let swap = || SessionRecord::test().swapping("app", 2).with_id(ID);
         let cases = [
             Case {
                 what: "at 0, recorded 2: restored to 2, pinned to its uid",
@@ -640,7 +658,23 @@ mod tests {
             original: None,
             objects,
         };
-        assert_plan("no proxies recorded", &plan(&unrecorded, &obs), &[], &[]);
+        // Objects with a telepresence label created during the session: reported only.
+        assert_plan(
+            "no proxies recorded, labelled objects seen",
+            &plan(&unrecorded, &obs),
+            &[],
+            &[&["never learned", "not deleting"]],
+        );
+        let nothing = Observed {
+            original: None,
+            objects: Vec::new(),
+        };
+        assert_plan(
+            "nothing recorded, nothing seen",
+            &plan(&unrecorded, &nothing),
+            &[],
+            &[],
+        );
     }
 
     #[test]

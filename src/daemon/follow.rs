@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tracing::{debug, info, warn};
 
@@ -193,11 +194,16 @@ fn proxy_events(
         kube::Api::<Deployment>::namespaced(client.clone(), namespace),
         cfg.clone(),
     )
+    .default_backoff()
     .filter_map(|e| async move {
         match e {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                 let (n, u, own) = meta_of(&o.metadata);
                 Some((ProxyKind::Deployment, n, u, own))
+            }
+            Err(e) => {
+                warn!("watching the session's proxy objects (retrying with backoff): {e}");
+                None
             }
             _ => None,
         }
@@ -206,11 +212,16 @@ fn proxy_events(
         kube::Api::<Pod>::namespaced(client.clone(), namespace),
         cfg.clone(),
     )
+    .default_backoff()
     .filter_map(|e| async move {
         match e {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                 let (n, u, own) = meta_of(&o.metadata);
                 Some((ProxyKind::Pod, n, u, own))
+            }
+            Err(e) => {
+                warn!("watching the session's proxy objects (retrying with backoff): {e}");
+                None
             }
             _ => None,
         }
@@ -219,11 +230,16 @@ fn proxy_events(
         kube::Api::<Service>::namespaced(client.clone(), namespace),
         cfg,
     )
+    .default_backoff()
     .filter_map(|e| async move {
         match e {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                 let (n, u, own) = meta_of(&o.metadata);
                 Some((ProxyKind::Service, n, u, own))
+            }
+            Err(e) => {
+                warn!("watching the session's proxy objects (retrying with backoff): {e}");
+                None
             }
             _ => None,
         }
@@ -249,7 +265,12 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
         // until it can be read (or the session ends).
         loop {
             let inv = &rec.invocation;
-            match cluster::resolve_binding(&env, inv.context.as_deref(), inv.namespace.as_deref()) {
+            match cluster::resolve_binding(
+                &env,
+                rec.cwd.as_deref(),
+                inv.context.as_deref(),
+                inv.namespace.as_deref(),
+            ) {
                 Ok(b) => {
                     if !ctx.cfg.in_scope(&b.context, &b.namespace) {
                         info!(session = %rec.key, "session out of the configured scope; forgetting it");

@@ -170,6 +170,9 @@ pub async fn run(
         warn!("{p}");
     }
     prune(&ctx, &records);
+    // Every journaled session is known: a finished one whose process still runs (one that
+    // needs attention, say) must not be recorded afresh over its record.
+    tracked.extend(records.iter().map(|r| r.key.clone()));
     for rec in records.into_iter().filter(|r| !r.state.is_final()) {
         info!(session = %rec.key, state = rec.state.as_str(), "resuming session from the journal");
         tracked.insert(rec.key.clone());
@@ -273,7 +276,12 @@ pub async fn run(
 /// Drops ended sessions older than the history retention from the journal.
 fn prune(ctx: &Ctx, records: &[SessionRecord]) {
     let now = jiff::Timestamp::now();
-    for r in records.iter().filter(|r| r.state.is_final()) {
+    // NeedsAttention records stay until a person dealt with them: they may hold the only
+    // copy of the original replica count.
+    for r in records
+        .iter()
+        .filter(|r| matches!(r.state, State::Ended | State::Cleaned))
+    {
         let Some(last) = r
             .history
             .last()
@@ -311,13 +319,14 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
     let env = environ_map(info.id.pid);
     let (cluster, problem) = match cluster::resolve_binding(
         &env,
+        info.cwd.as_deref(),
         invocation.context.as_deref(),
         invocation.namespace.as_deref(),
     ) {
         Ok(b) => (b, None),
         Err(e) => (
             ClusterBinding {
-                kubeconfig: cluster::kubeconfig_paths(&env),
+                kubeconfig: cluster::kubeconfig_paths(&env, info.cwd.as_deref()),
                 context: invocation.context.clone().unwrap_or_default(),
                 namespace: invocation.namespace.clone().unwrap_or_default(),
                 server: String::new(),

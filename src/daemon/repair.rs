@@ -66,6 +66,8 @@ async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError>
         original.as_deref(),
         rec.telepresence_id.as_deref(),
         &recorded,
+        platform::process_start_time(rec.process)
+            .map(|t| t.checked_sub(Duration::from_secs(2)).unwrap_or(t)),
     )
     .await?;
     if let Some(other) = live_twin(ctx, rec) {
