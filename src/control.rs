@@ -69,8 +69,14 @@ pub fn status_document(journal: &Journal, started: &str) -> Value {
 /// Answers `status` requests until the task is dropped.
 pub async fn serve(listener: UnixListener, journal: Journal, uid: u32, started: String) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin; try again shortly.
+                warn!("accepting a control connection: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let peer = stream.peer_cred().ok().map(|c| c.uid());
         if peer != Some(uid) {
@@ -96,7 +102,8 @@ pub async fn serve(listener: UnixListener, journal: Journal, uid: u32, started: 
             };
             let mut bytes = answer.to_string().into_bytes();
             bytes.push(b'\n');
-            if let Err(e) = write.write_all(&bytes).await {
+            let write = tokio::time::timeout(Duration::from_secs(5), write.write_all(&bytes));
+            if let Ok(Err(e)) = write.await {
                 debug!("control client went away: {e}");
             }
         });

@@ -42,10 +42,20 @@ pub fn select(
     candidates: &[ProcessInfo],
     uid: u32,
     min_start_ticks: u64,
+    scope: Option<(&str, &str)>,
     pod: Option<&str>,
     session_id: Option<&str>,
     tmp_dir: Option<&Path>,
 ) -> Vec<Helper> {
+    // A pod name can be chosen by the user (`--new-deployment dev`), so naming it is not
+    // enough for a kubectl: it must also be a session leader (Telepresence starts its
+    // helpers in their own session; a kubectl typed in a terminal is in the shell's) and
+    // carry the session's own `--context C --namespace N`.
+    let is_session_helper = |p: &ProcessInfo| {
+        let flag = |f: &str, v: &str| p.argv.windows(2).any(|w| w[0] == f && w[1] == v);
+        p.session == p.id.pid
+            && scope.is_some_and(|(ctx, ns)| flag("--context", ctx) && flag("--namespace", ns))
+    };
     let eligible: Vec<&ProcessInfo> = candidates
         .iter()
         .filter(|p| p.uid == uid && p.id.start_ticks >= min_start_ticks)
@@ -53,6 +63,7 @@ pub fn select(
     let ports: Vec<String> = match pod {
         Some(pod) => eligible
             .iter()
+            .filter(|p| is_session_helper(p))
             .filter_map(|p| forwarded_port(&p.argv, pod))
             .collect(),
         None => Vec::new(),
@@ -62,7 +73,10 @@ pub fn select(
     for p in eligible {
         let argv = &p.argv;
         let name = program_name(argv);
-        let because = if name == "kubectl" && pod.is_some_and(|pod| argv.iter().any(|a| a == pod)) {
+        let because = if name == "kubectl"
+            && pod.is_some_and(|pod| argv.iter().any(|a| a == pod))
+            && is_session_helper(p)
+        {
             Some(format!(
                 "kubectl naming proxy pod {}",
                 pod.unwrap_or_default()
@@ -98,6 +112,7 @@ pub fn select(
 pub fn find(
     uid: u32,
     min_start_ticks: u64,
+    scope: Option<(&str, &str)>,
     pod: Option<&str>,
     session_id: Option<&str>,
     tmp_dir: Option<&Path>,
@@ -107,7 +122,15 @@ pub fn find(
         .into_iter()
         .filter_map(|pid| platform::process_info(pid).ok())
         .collect();
-    select(&procs, uid, min_start_ticks, pod, session_id, tmp_dir)
+    select(
+        &procs,
+        uid,
+        min_start_ticks,
+        scope,
+        pod,
+        session_id,
+        tmp_dir,
+    )
 }
 
 /// Stops a helper with SIGTERM, only if it is still the same process. Returns whether it
@@ -158,6 +181,29 @@ pub fn find_session_dirs(tmp_root: &Path, uid: u32) -> Vec<(PathBuf, String)> {
         }
     }
     out
+}
+
+/// Whether `dir/fs` (where Telepresence mounts the pod's filesystem with sshfs) is on
+/// another device than `dir`: a mount still in place, which removing the dir would descend
+/// into.
+#[cfg(unix)]
+pub fn has_mount_inside(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::symlink_metadata(dir),
+        std::fs::symlink_metadata(dir.join("fs")),
+    ) {
+        (Ok(d), Ok(f)) => f.is_dir() && d.dev() != f.dev(),
+        // `fs` unreadable (a dead FUSE mount answers ENOTCONN): treat it as mounted.
+        (Ok(_), Err(e)) => e.kind() != std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// Without device numbers, a mount cannot be told apart: assume one.
+#[cfg(not(unix))]
+pub fn has_mount_inside(_dir: &Path) -> bool {
+    true
 }
 
 #[cfg(unix)]
@@ -278,6 +324,7 @@ mod tests {
             &procs,
             1000,
             400,
+            Some(("c", "n")),
             Some(&pod),
             Some(ID),
             Some(Path::new("/tmp/tel-abc")),
@@ -286,6 +333,89 @@ mod tests {
         .map(|h| h.info.id.pid)
         .collect();
         assert_eq!(got, [10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn a_user_chosen_pod_name_alone_does_not_tie_a_kubectl() {
+        // `--new-deployment dev`: the pod is named `dev`, a word the user may type anywhere.
+        let procs = vec![
+            proc(
+                30,
+                500,
+                1000,
+                &[
+                    "kubectl",
+                    "--context",
+                    "c",
+                    "--namespace",
+                    "n",
+                    "port-forward",
+                    "dev",
+                    "41000:8022",
+                ],
+            ),
+            proc(
+                31,
+                500,
+                1000,
+                &["ssh", "-p", "41000", "telepresence@127.0.0.1", "-N"],
+            ),
+            // The user's own kubectl in a terminal (the shell's session), same context.
+            ProcessInfo {
+                session: 1,
+                ..proc(
+                    32,
+                    500,
+                    1000,
+                    &[
+                        "kubectl",
+                        "--context",
+                        "c",
+                        "--namespace",
+                        "n",
+                        "logs",
+                        "-f",
+                        "dev",
+                    ],
+                )
+            },
+            // A session leader naming `dev` as a context, not the pod.
+            proc(
+                33,
+                500,
+                1000,
+                &["kubectl", "--context", "dev", "get", "pods", "-w"],
+            ),
+            // A session leader on another context.
+            proc(
+                34,
+                500,
+                1000,
+                &[
+                    "kubectl",
+                    "--context",
+                    "other",
+                    "--namespace",
+                    "n",
+                    "logs",
+                    "-f",
+                    "dev",
+                ],
+            ),
+        ];
+        let got: Vec<u32> = select(
+            &procs,
+            1000,
+            0,
+            Some(("c", "n")),
+            Some("dev"),
+            Some(ID),
+            None,
+        )
+        .into_iter()
+        .map(|h| h.info.id.pid)
+        .collect();
+        assert_eq!(got, [30, 31]);
     }
 
     #[test]
@@ -310,7 +440,7 @@ mod tests {
                 ],
             ),
         ];
-        let got: Vec<u32> = select(&procs, 1000, 0, None, Some(ID), None)
+        let got: Vec<u32> = select(&procs, 1000, 0, None, None, Some(ID), None)
             .into_iter()
             .map(|h| h.info.id.pid)
             .collect();

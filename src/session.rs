@@ -186,6 +186,9 @@ pub struct SessionRecord {
     pub cluster: ClusterBinding,
     /// Telepresence's own session id (32 hex), once known.
     pub telepresence_id: Option<String>,
+    /// Where the session makes its `tel-*` dir (its `TMPDIR`), read while it was alive.
+    #[serde(default)]
+    pub tmp_root: Option<PathBuf>,
     /// The workload a swap replaced.
     pub original: Option<Original>,
     /// The proxy objects found, with their uids.
@@ -307,6 +310,7 @@ impl SessionRecord {
                 exec_env: vec![("HOME".into(), "/home/dev".into())],
             },
             telepresence_id: None,
+            tmp_root: None,
             original: None,
             proxies: vec![],
             state: State::Recorded,

@@ -124,39 +124,78 @@ fn earlier_observation(ctx: &Ctx, rec: &SessionRecord, deployment: &str, uid: &s
         .map(|(_, n)| n)
 }
 
-/// Looks for Telepresence's session id: its `tel-*` dir (in the session's `TMPDIR`), made
-/// after the process started, or the id in its log.
-fn find_session_id(
+/// Telepresence's session id candidates: `tel-*` dirs (in the session's `TMPDIR`) whose
+/// `session_id.txt` was written after the process started (0.1 s of slack for the clock
+/// granularity of the start time), not claimed by another session.
+fn session_id_candidates(
     ctx: &Ctx,
     rec: &SessionRecord,
     tmp_root: &Path,
     claimed: &HashSet<String>,
-) -> Option<String> {
+) -> Vec<String> {
     let started = platform::process_start_time(rec.process);
-    let mut candidates: Vec<(std::time::SystemTime, String)> =
-        helpers::find_session_dirs(tmp_root, ctx.uid)
-            .into_iter()
-            .filter(|(_, id)| !claimed.contains(id))
-            .filter_map(|(dir, id)| {
-                let t = std::fs::symlink_metadata(&dir)
-                    .and_then(|m| m.modified())
-                    .ok()?;
-                let after = started.is_none_or(|s| t + Duration::from_secs(1) >= s);
-                after.then_some((t, id))
-            })
-            .collect();
-    candidates.sort();
-    if candidates.len() == 1 {
-        return candidates.pop().map(|(_, id)| id);
+    helpers::find_session_dirs(tmp_root, ctx.uid)
+        .into_iter()
+        .filter(|(_, id)| !claimed.contains(id))
+        .filter(|(dir, _)| {
+            let written = std::fs::symlink_metadata(dir.join("session_id.txt"))
+                .and_then(|m| m.modified())
+                .ok();
+            match (written, started) {
+                (Some(w), Some(s)) => w + Duration::from_millis(100) >= s,
+                _ => false,
+            }
+        })
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// Decides the session id from the candidates, never by guessing: one candidate; or, among
+/// several, the one the session's own log names (a log written since the session started),
+/// or the one whose proxy object, named after this session's own command line, exists.
+async fn pick_session_id(
+    rec: &SessionRecord,
+    candidates: &[String],
+    client: &kube::Client,
+) -> Option<String> {
+    match candidates {
+        [] => return None,
+        [one] => return Some(one.clone()),
+        _ => {}
     }
     let deployment = match &rec.invocation.mode {
         Mode::Swap { deployment, .. } => Some(deployment.as_str()),
         _ => None,
     };
-    let from_log = read_log(rec, deployment).session_id;
-    match from_log {
-        Some(id) if candidates.is_empty() || candidates.iter().any(|(_, c)| *c == id) => Some(id),
-        _ => candidates.first().map(|(_, id)| id.clone()),
+    let started = platform::process_start_time(rec.process);
+    let fresh_log = log_path(rec)
+        .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .is_some_and(|m| started.is_some_and(|s| m >= s));
+    if fresh_log
+        && let Some(id) = read_log(rec, deployment).session_id
+        && candidates.contains(&id)
+    {
+        return Some(id);
+    }
+    // The proxy's name comes from this session's own arguments: a swap's proxy is
+    // `<deployment[:17]>-<id>`; a named new deployment is that name, labelled with the id.
+    let mut matching = Vec::new();
+    for id in candidates {
+        let name = match &rec.invocation.mode {
+            Mode::Swap { deployment, .. } => telepresence::swap_proxy_name(deployment, id),
+            Mode::NewDeployment { name: Some(n) } => n.clone(),
+            _ => continue,
+        };
+        let objects = cluster::observe_objects(client, &rec.cluster.namespace, id, &[])
+            .await
+            .unwrap_or_default();
+        if objects.iter().any(|o| o.name == name) {
+            matching.push(id.clone());
+        }
+    }
+    match matching.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
     }
 }
 
@@ -260,6 +299,11 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
         .filter(|t| !t.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone());
+    if rec.tmp_root.as_ref() != Some(&tmp_root) {
+        // Kept in the record: a dead process's environment can no longer be read.
+        rec.tmp_root = Some(tmp_root.clone());
+        ctx.save(rec);
+    }
     if rec.cluster.server.is_empty() {
         // The kubeconfig was missing or broken when the session was found: look again
         // until it can be read (or the session ends).
@@ -346,18 +390,24 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
         }
     }
     // The session id: Telepresence writes it within its first second.
+    let mut ambiguous_noted = false;
     while rec.telepresence_id.is_none() {
-        let claimed = claimed_ids(ctx, &rec.key);
-        if let Some(id) = find_session_id(ctx, rec, &tmp_root, &claimed) {
+        let candidates = session_id_candidates(ctx, rec, &tmp_root, &claimed_ids(ctx, &rec.key));
+        if let Some(id) = pick_session_id(rec, &candidates, &client).await {
             rec.telepresence_id = Some(id.clone());
             rec.transition(rec.state, format!("Telepresence session id {id}"));
             ctx.save(rec);
             break;
         }
+        if candidates.len() > 1 && !ambiguous_noted {
+            ambiguous_noted = true;
+            warn!(session = %rec.key, candidates = ?candidates, "several Telepresence session dirs could be this session's; waiting for evidence");
+        }
         tokio::select! {
             _ = exit.as_mut() => {
                 // One last look: the dir may still be there after a crash.
-                if let Some(id) = find_session_id(ctx, rec, &tmp_root, &claimed_ids(ctx, &rec.key)) {
+                let candidates = session_id_candidates(ctx, rec, &tmp_root, &claimed_ids(ctx, &rec.key));
+                if let Some(id) = pick_session_id(rec, &candidates, &client).await {
                     rec.telepresence_id = Some(id);
                     ctx.save(rec);
                 }

@@ -130,8 +130,14 @@ impl Ctx {
     fn save(&self, rec: &SessionRecord) {
         if let Err(e) = self.journal.write(rec) {
             // The journal is the agent's memory: say so loudly, keep going in memory.
+            // (Before acting on the cluster, `save_durably` is used instead.)
             warn!(session = %rec.key, "{e}");
         }
+    }
+
+    /// Writes the record and says whether it is on disk: what must precede any action.
+    fn save_durably(&self, rec: &SessionRecord) -> Result<(), crate::journal::JournalError> {
+        self.journal.write(rec)
     }
 }
 
@@ -353,6 +359,7 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         invocation,
         cluster,
         telepresence_id: None,
+        tmp_root: None,
         original: None,
         proxies: Vec::new(),
         state: State::Seen,

@@ -25,7 +25,10 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
         match attempt(ctx, rec).await {
             Ok(()) => return,
             Err(e) if e.is_transient() => {
-                let why = format!("cluster unreachable, will retry: {e}");
+                let why = match &e {
+                    RepairError::Cluster(_) => format!("cluster unreachable, will retry: {e}"),
+                    RepairError::Journal(_) => format!("{e}; will retry"),
+                };
                 if why != last_wait {
                     warn!(session = %rec.key, "{why}");
                     rec.transition(State::Orphaned, why.clone());
@@ -49,7 +52,34 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     }
 }
 
-async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError> {
+/// Why one repair attempt stopped.
+#[derive(Debug, thiserror::Error)]
+enum RepairError {
+    /// The cluster refused or could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The planned steps could not be journaled, so none was carried out.
+    #[error("the journal cannot record the planned repair, so nothing was done yet: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+impl RepairError {
+    fn is_transient(&self) -> bool {
+        match self {
+            RepairError::Cluster(e) => e.is_transient(),
+            RepairError::Journal(_) => true,
+        }
+    }
+
+    fn status_code(&self) -> Option<u16> {
+        match self {
+            RepairError::Cluster(e) => e.status_code(),
+            RepairError::Journal(_) => None,
+        }
+    }
+}
+
+async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), RepairError> {
     let client = cluster::client_for(&rec.cluster).await?;
     let original = match &rec.invocation.mode {
         Mode::Swap { deployment, .. } => Some(deployment.clone()),
@@ -110,7 +140,7 @@ async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError>
         State::CleaningUp,
         format!("{} repair action(s) planned", plan.actions.len()),
     );
-    ctx.save(rec);
+    ctx.save_durably(rec)?;
     let mut attention = plan.attention.clone();
     for a in &plan.actions {
         match cluster::execute(&client, &rec.cluster.namespace, a).await {
@@ -121,7 +151,7 @@ async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), ClusterError>
             Err(e) if e.is_transient() => {
                 rec.act(a.to_string(), format!("failed, will retry: {e}"));
                 ctx.save(rec);
-                return Err(e);
+                return Err(e.into());
             }
             Err(e) => {
                 let why = match (a, e.status_code()) {
@@ -189,16 +219,18 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             Mode::NewDeployment { name: Some(n) } => Some(n.clone()),
             _ => None,
         });
-    let env = environ_map(rec.process.pid);
-    let tmp_root = env
-        .get("TMPDIR")
-        .filter(|t| !t.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone());
+    let tmp_root = rec.tmp_root.clone().unwrap_or_else(|| {
+        environ_map(rec.process.pid)
+            .get("TMPDIR")
+            .filter(|t| !t.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone())
+    });
     let dir = helpers::session_dir(&tmp_root, ctx.uid, &id);
     let found = helpers::find(
         ctx.uid,
         rec.process.start_ticks,
+        Some((rec.cluster.context.as_str(), rec.cluster.namespace.as_str())),
         pod.as_deref(),
         Some(&id),
         dir.as_deref(),
@@ -228,9 +260,17 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
         && !ctx.cfg.dry_run
         && !platform::is_alive(rec.process)
     {
-        let outcome = match std::fs::remove_dir_all(&dir) {
-            Ok(()) => "done".to_string(),
-            Err(e) => format!("failed: {e}"),
+        let outcome = if helpers::has_mount_inside(&dir) {
+            format!(
+                "skipped: {}/fs is still mounted (run `fusermount -u {}/fs`)",
+                dir.display(),
+                dir.display()
+            )
+        } else {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => "done".to_string(),
+                Err(e) => format!("failed: {e}"),
+            }
         };
         rec.act(format!("remove temp dir {}", dir.display()), outcome);
     }
