@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => return fail(2, e),
             };
             cfg.dry_run |= dry_run;
+            crate::platform::private_umask();
             let (_log_guard, log_problem) = crate::logging::init(&cfg.paths.log_dir);
             if let Some(p) = log_problem {
                 tracing::warn!("{p}");
@@ -156,7 +157,11 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
                 Err(e) => return fail(1, e),
             };
             match journal.load_all() {
-                Ok((r, p)) => (r, p.iter().map(ToString::to_string).collect()),
+                Ok((r, p)) => {
+                    let mut p: Vec<String> = p.iter().map(ToString::to_string).collect();
+                    p.extend(journal.quarantine_warning());
+                    (r, p)
+                }
                 Err(e) => return fail(1, e),
             }
         }

@@ -55,6 +55,8 @@ pub fn bind(runtime_dir: &Path) -> Result<UnixListener, ControlError> {
 /// What the daemon says about itself and its sessions.
 pub fn status_document(journal: &Journal, started: &str) -> Value {
     let (records, problems) = journal.load_all().unwrap_or_default();
+    let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    problems.extend(journal.quarantine_warning());
     json!({
         "daemon": {
             "pid": std::process::id(),
@@ -62,7 +64,7 @@ pub fn status_document(journal: &Journal, started: &str) -> Value {
             "started": started,
         },
         "sessions": records,
-        "journal_problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "journal_problems": problems,
     })
 }
 

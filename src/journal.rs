@@ -262,6 +262,21 @@ impl Journal {
         }
     }
 
+    /// A warning about the records moved to quarantine so far, if there are any (they stay
+    /// there until a person looks at them and removes them).
+    pub fn quarantine_warning(&self) -> Option<String> {
+        let n = fs::read_dir(&self.quarantine)
+            .ok()?
+            .filter_map(Result::ok)
+            .count();
+        (n > 0).then(|| {
+            format!(
+                "{n} corrupt journal record(s) were moved to {}; inspect them, then delete them",
+                self.quarantine.display()
+            )
+        })
+    }
+
     /// Removes the record of `key` (pruning ended sessions).
     pub fn remove(&self, key: &str) -> Result<(), JournalError> {
         let path = self.path_of(key);

@@ -834,3 +834,164 @@ fn a_killed_deployment_proxy_of_a_newer_version_with_use_deployment_is_repaired(
             .is_none()
     );
 }
+
+fn last_reason(rec: &Value) -> String {
+    rec["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .map(|t| text(t, "/reason"))
+        .unwrap_or_default()
+}
+
+/// Every file under `dir`, read as text.
+fn all_text_under(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            out.push_str(&all_text_under(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    assert!(env.cluster.set_reachable(false));
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("Orphaned");
+    wait_for("the agent reports the unreachable cluster", || {
+        agent
+            .sessions()
+            .iter()
+            .any(|r| last_reason(r).contains("unreachable"))
+    });
+    let table = agent.status_table();
+    assert!(
+        table.contains("Orphaned") && table.contains("unreachable"),
+        "{table}"
+    );
+    assert_eq!(rec["telepresence_id"], id.as_str());
+    assert!(env.cluster.set_reachable(true));
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+    assert_eq!(
+        agent_writes(&env),
+        [
+            "patch deployments app".to_string(),
+            format!("delete pods app-{id}")
+        ],
+        "each step once"
+    );
+    // No secret of the kubeconfig in anything the agent wrote.
+    let token = env.cluster.token().to_string();
+    for dir in ["agent-state", "agent-logs"] {
+        assert!(
+            !all_text_under(&env.path(dir)).contains(&token),
+            "the token leaked into {dir}"
+        );
+    }
+    assert!(
+        !agent.log().contains(&token),
+        "the token leaked into the agent's stderr"
+    );
+    assert!(
+        !all_text_under(&env.path("agent-logs")).is_empty(),
+        "the agent writes a log file"
+    );
+}
+
+#[test]
+fn an_rbac_refusal_needs_attention_and_names_the_permission() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    env.cluster.fail(403, "patch", "deployments");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("NeedsAttention");
+    let why = last_reason(&rec);
+    assert!(
+        why.contains("forbidden") && why.contains("cannot patch resource \"deployments\""),
+        "{why}"
+    );
+    assert_eq!(replicas(&env, "app"), 0, "nothing was forced");
+    env.wait("the proxy, which it may delete, is deleted", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+}
+
+#[test]
+fn server_errors_are_retried_until_the_repair_succeeds() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    env.cluster.fail(500, "delete", "pods");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    wait_for("a failed delete is retried", || {
+        env.cluster
+            .audit()
+            .iter()
+            .filter(|e| e.verb == "delete" && e.status == 500)
+            .count()
+            >= 2
+    });
+    env.cluster.clear_faults();
+    agent.wait_state("Cleaned");
+    env.wait("the proxy pod is gone", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+    let restores = agent_writes(&env)
+        .iter()
+        .filter(|w| w.starts_with("patch"))
+        .count();
+    assert_eq!(
+        restores,
+        1,
+        "the restore is not repeated: {:?}",
+        agent_writes(&env)
+    );
+    assert_eq!(replicas(&env, "app"), 2);
+}
+
+#[test]
+fn a_corrupt_journal_record_is_quarantined_and_reported() {
+    let Some(env) = Env::new() else { return };
+    let sessions = env.path("agent-state").join("sessions");
+    std::fs::create_dir_all(&sessions).expect("sessions dir");
+    std::fs::write(
+        sessions.join("123-456.json"),
+        "{\"schema\": 1, \"key\": \"123-45",
+    )
+    .expect("written");
+    let (agent, _program) = Agent::start(&env, "");
+    let table = agent.status_table();
+    assert!(
+        table.contains("warning") && table.contains("corrupt journal record"),
+        "{table}"
+    );
+    assert!(!sessions.join("123-456.json").exists());
+    let quarantined = std::fs::read_dir(env.path("agent-state").join("quarantine"))
+        .expect("a quarantine dir")
+        .count();
+    assert_eq!(quarantined, 1);
+}

@@ -35,9 +35,18 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                     ctx.save(rec);
                     last_wait = why;
                 }
-                let jitter = Duration::from_millis(u64::from(rec.process.pid % 97) * 3);
+                // Capped low on purpose: a dead session's repair is waiting, and the queue
+                // must drain within about two seconds of the API server answering again.
+                // The jitter keeps several sessions from probing in lockstep.
+                let jitter = Duration::from_millis(u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_nanos())
+                        .unwrap_or(0)
+                        % 300,
+                ));
                 tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(Duration::from_millis(1500));
             }
             Err(e) => {
                 let why = match e.status_code() {

@@ -443,6 +443,13 @@ fn read_proc_file(pid: u32, file: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// Makes every file the process creates from now on private to its user (umask 077), so
+/// that logs, journal records and sockets are never readable by others, whatever the
+/// library creating them asks for.
+pub fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::{Child, Command, Stdio};

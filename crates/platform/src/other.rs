@@ -105,3 +105,7 @@ pub fn signal(_id: ProcessId, _sig: Signal) -> Result<bool> {
         operation: "signalling a process",
     })
 }
+
+/// Private file creation mask: not written for this system yet (files get the modes the
+/// agent asks for explicitly).
+pub fn private_umask() {}

@@ -152,17 +152,30 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
-    /// 403 `Forbidden` with RBAC's wording.
-    pub fn forbidden(verb: &str, resource: &str, group: &str, namespace: Option<&str>) -> Self {
+    /// 403 `Forbidden` with RBAC's wording, e.g. `deployments.apps "app" is forbidden: User
+    /// "testcluster-user" cannot patch resource "deployments" in API group "apps" in the
+    /// namespace "default"`. `resource` may name a subresource (`deployments/scale`).
+    pub fn forbidden(
+        rt: &ResourceType,
+        verb: &str,
+        resource: &str,
+        name: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Self {
         let scope = match namespace {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".to_string(),
+        };
+        let what = match name {
+            Some(n) => format!("{} \"{n}\"", rt.qualified()),
+            None => rt.qualified(),
         };
         Self::new(
             403,
             "Forbidden",
             format!(
-                "{resource} is forbidden: User \"testcluster-user\" cannot {verb} resource \"{resource}\" in API group \"{group}\"{scope}"
+                "{what} is forbidden: User \"testcluster-user\" cannot {verb} resource \"{resource}\" in API group \"{}\"{scope}",
+                rt.group
             ),
         )
     }

@@ -265,7 +265,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let response = if !authorized {
         error_response(&ApiError::unauthorized())
     } else if let Some(code) = fault {
-        error_response(&ApiError::injected(code))
+        // An injected 403 reads like RBAC's, naming the verb and resource refused.
+        match (&route, code) {
+            (Route::Resource(t), 403) => error_response(&ApiError::forbidden(
+                t.rt,
+                verb,
+                &resource,
+                t.name.as_deref(),
+                t.namespace.as_deref(),
+            )),
+            _ => error_response(&ApiError::injected(code)),
+        }
     } else {
         match route {
             Route::NotFound => error_response(&ApiError::no_route(&path)),
