@@ -995,3 +995,41 @@ fn a_corrupt_journal_record_is_quarantined_and_reported() {
         .count();
     assert_eq!(quarantined, 1);
 }
+
+#[test]
+fn the_original_count_is_observed_before_a_fast_swap_scales_it_down() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    // With --context and --namespace given, the stand-in skips its two `kubectl config`
+    // calls and scales the original down as early as Telepresence can.
+    let mut s = Session::start_program(
+        &env,
+        &program,
+        "0.105",
+        &[
+            "--swap-deployment",
+            "app",
+            "--context",
+            "testcluster",
+            "--namespace",
+            "default",
+            "--method",
+            "inject-tcp",
+        ],
+    );
+    s.wait_id(&env);
+    s.wait_ready(&env, 3);
+    let rec = agent.wait_state("Active");
+    // 0.105 logs no JSON of the original and the deployment has no last-applied
+    // annotation: only an observation made before the scale-down gives the count.
+    assert_eq!(rec["original"]["source"], "Observed", "{rec:#}");
+    assert_eq!(rec["original"]["replicas"], 2);
+    let recorded_at = rec["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|t| t["state"] == "Recorded"))
+        .map(|t| text(t, "/at"))
+        .unwrap_or_default();
+    assert!(!recorded_at.is_empty(), "{rec:#}");
+    s.signal("INT");
+    s.wait_exit(&env);
+}
