@@ -211,6 +211,47 @@ fn claimed_ids(ctx: &Ctx, own: &str) -> HashSet<String> {
         .unwrap_or_default()
 }
 
+/// One kind of object carrying the session's label, as (kind, name, uid, owned), watched
+/// with backoff; watch errors are logged, not fatal.
+fn labelled<K>(
+    client: &kube::Client,
+    namespace: &str,
+    id: &str,
+    kind: ProxyKind,
+) -> futures::stream::BoxStream<'static, (ProxyKind, String, String, bool)>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    let cfg = watcher::Config::default().labels(&format!("telepresence={id}"));
+    watcher(kube::Api::<K>::namespaced(client.clone(), namespace), cfg)
+        .default_backoff()
+        .filter_map(move |e| async move {
+            match e {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let m = o.meta();
+                    Some((
+                        kind,
+                        m.name.clone().unwrap_or_default(),
+                        m.uid.clone().unwrap_or_default(),
+                        m.owner_references.as_ref().is_some_and(|o| !o.is_empty()),
+                    ))
+                }
+                Err(e) => {
+                    warn!("watching the session's proxy objects (retrying with backoff): {e}");
+                    None
+                }
+                _ => None,
+            }
+        })
+        .boxed()
+}
+
 /// A stream of the objects carrying the session's label, as (kind, name, uid, owned).
 fn proxy_events(
     client: &kube::Client,
@@ -219,71 +260,12 @@ fn proxy_events(
 ) -> futures::stream::BoxStream<'static, (ProxyKind, String, String, bool)> {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Pod, Service};
-    let cfg = watcher::Config::default().labels(&format!("telepresence={id}"));
-    fn meta_of(
-        m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ) -> (String, String, bool) {
-        (
-            m.name.clone().unwrap_or_default(),
-            m.uid.clone().unwrap_or_default(),
-            m.owner_references.as_ref().is_some_and(|o| !o.is_empty()),
-        )
-    }
-    let deps = watcher(
-        kube::Api::<Deployment>::namespaced(client.clone(), namespace),
-        cfg.clone(),
-    )
-    .default_backoff()
-    .filter_map(|e| async move {
-        match e {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let (n, u, own) = meta_of(&o.metadata);
-                Some((ProxyKind::Deployment, n, u, own))
-            }
-            Err(e) => {
-                warn!("watching the session's proxy objects (retrying with backoff): {e}");
-                None
-            }
-            _ => None,
-        }
-    });
-    let pods = watcher(
-        kube::Api::<Pod>::namespaced(client.clone(), namespace),
-        cfg.clone(),
-    )
-    .default_backoff()
-    .filter_map(|e| async move {
-        match e {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let (n, u, own) = meta_of(&o.metadata);
-                Some((ProxyKind::Pod, n, u, own))
-            }
-            Err(e) => {
-                warn!("watching the session's proxy objects (retrying with backoff): {e}");
-                None
-            }
-            _ => None,
-        }
-    });
-    let svcs = watcher(
-        kube::Api::<Service>::namespaced(client.clone(), namespace),
-        cfg,
-    )
-    .default_backoff()
-    .filter_map(|e| async move {
-        match e {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let (n, u, own) = meta_of(&o.metadata);
-                Some((ProxyKind::Service, n, u, own))
-            }
-            Err(e) => {
-                warn!("watching the session's proxy objects (retrying with backoff): {e}");
-                None
-            }
-            _ => None,
-        }
-    });
-    futures::stream::select_all([deps.boxed(), pods.boxed(), svcs.boxed()]).boxed()
+    futures::stream::select_all([
+        labelled::<Deployment>(client, namespace, id, ProxyKind::Deployment),
+        labelled::<Pod>(client, namespace, id, ProxyKind::Pod),
+        labelled::<Service>(client, namespace, id, ProxyKind::Service),
+    ])
+    .boxed()
 }
 
 /// While the process lives: record the original, find the session id, record proxies,
