@@ -141,6 +141,23 @@ pub fn classify(
 
 fn locate(argv: &[String], names: &[&str]) -> Option<Launch> {
     let program = file_name(argv.first()?);
+    if program == "env" {
+        // A `#!/usr/bin/env python3` script, caught in its first instant: the kernel ran
+        // `env python3 /path/telepresence ARGS` (same process, same pid, before env execs
+        // the interpreter). Skip env's options and assignments, then expect Python.
+        let skip = argv[1..]
+            .iter()
+            .take_while(|a| a.starts_with('-') || a.contains('='))
+            .count();
+        let rest = &argv[1 + skip..];
+        let interpreter = file_name(rest.first()?);
+        if !is_python(interpreter) {
+            return None;
+        }
+        return python_program(rest, names).map(|index| Launch::Python {
+            index: index + 1 + skip,
+        });
+    }
     if is_python(program) {
         python_program(argv, names).map(|index| Launch::Python { index })
     } else if names.contains(&program) {
@@ -281,6 +298,21 @@ mod tests {
                 None,
                 Some((Legacy, 1)),
             ),
+            // A `#!/usr/bin/env python3` script in its first instant, before env execs
+            // Python (the same process): recognised at once.
+            (
+                "/usr/bin/env python3 /usr/local/bin/telepresence --swap-deployment app",
+                None,
+                Some((Legacy, 2)),
+            ),
+            (
+                "/usr/bin/env -S PYTHONUNBUFFERED=1 python3 -u /usr/local/bin/telepresence",
+                None,
+                Some((Legacy, 5)),
+            ),
+            // env running something else that mentions telepresence: not Telepresence.
+            ("/usr/bin/env bash /usr/local/bin/telepresence", None, None),
+            ("/usr/bin/env vim telepresence", None, None),
             (
                 "/usr/bin/python3.11 -I -S /usr/local/bin/telepresence -s app",
                 None,
