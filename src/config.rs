@@ -37,6 +37,11 @@ pub enum ConfigError {
     NoHome { var: &'static str },
 }
 
+/// The safety-net scan's default interval. On Linux the scan only backs up the inotify
+/// and pidfd events, so it can be slow; elsewhere (macOS) it is how sessions are found,
+/// so it runs every 2 s (one `ps` call).
+pub const DEFAULT_SCAN_INTERVAL_SECS: f64 = if cfg!(target_os = "linux") { 30.0 } else { 2.0 };
+
 /// What to do when the shell that started a session dies while Telepresence lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -208,7 +213,13 @@ impl Config {
         let p = paths.config_file.clone();
         Ok(Self {
             grace_period: secs(raw.grace_period_secs, 3.0, "grace_period_secs", 0.0, &p)?,
-            scan_interval: secs(raw.scan_interval_secs, 30.0, "scan_interval_secs", 1.0, &p)?,
+            scan_interval: secs(
+                raw.scan_interval_secs,
+                DEFAULT_SCAN_INTERVAL_SECS,
+                "scan_interval_secs",
+                1.0,
+                &p,
+            )?,
             history: secs(
                 raw.history_days.map(|d| d * 86_400.0),
                 7.0 * 86_400.0,

@@ -120,10 +120,23 @@ impl Discovery {
 
     /// Looks at every process (at start-up, and as the slow safety net).
     pub fn scan_all(&mut self) -> Vec<Found> {
-        let pids = platform::list_pids().unwrap_or_default();
+        // One sweep of command lines; only those mentioning a watched program are examined.
+        let all = platform::all_argv().unwrap_or_default();
         // Whatever exists now is no longer "new".
         let _ = self.new.new_pids();
-        pids.into_iter().filter_map(|p| self.examine(p)).collect()
+        all.into_iter()
+            .filter(|(_, argv)| self.mentions_program(argv))
+            .filter_map(|(p, _)| self.examine(p))
+            .collect()
+    }
+
+    /// Whether a command line names one of the watched program names at all.
+    fn mentions_program(&self, argv: &[String]) -> bool {
+        let names = self.program_names();
+        argv.iter().take(8).any(|a| {
+            let base = a.rsplit('/').next().unwrap_or(a);
+            names.iter().any(|n| n == base)
+        })
     }
 
     /// The file names that count as a Telepresence program.
@@ -142,12 +155,7 @@ impl Discovery {
     pub fn examine(&self, pid: u32) -> Option<Found> {
         // One cheap read first: most processes do not mention a watched program at all.
         let names = self.program_names();
-        let argv = platform::process_argv(pid).ok()?;
-        let mentions = argv.iter().take(8).any(|a| {
-            let base = a.rsplit('/').next().unwrap_or(a);
-            names.iter().any(|n| n == base)
-        });
-        if !mentions {
+        if !self.mentions_program(&platform::process_argv(pid).ok()?) {
             return None;
         }
         let info = platform::process_info(pid).ok()?;

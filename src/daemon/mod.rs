@@ -304,10 +304,20 @@ fn prune(ctx: &Ctx, records: &[SessionRecord]) {
     }
 }
 
+/// A process's environment; where the OS layer cannot read it (macOS), the agent's own
+/// `KUBECONFIG`, `HOME`, `PATH` and `TMPDIR` stand in (a launchd agent of the same user
+/// shares them with the user's shells in the common case).
 fn environ_map(pid: u32) -> HashMap<String, String> {
-    platform::process_environ(pid)
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default()
+    match platform::process_environ(pid) {
+        Ok(v) => v.into_iter().collect(),
+        Err(crate::platform::PlatformError::Unsupported { .. }) => {
+            ["KUBECONFIG", "HOME", "PATH", "TMPDIR"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect()
+        }
+        Err(_) => HashMap::new(),
+    }
 }
 
 /// Builds the first record of a newly found session (state `Seen`), or `None` when it is

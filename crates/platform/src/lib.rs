@@ -22,6 +22,10 @@ use linux as imp;
 
 #[cfg(not(target_os = "linux"))]
 mod other;
+// Compiled on every Unix so that its parsing is tested on Linux too.
+#[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+mod ps;
 #[cfg(not(target_os = "linux"))]
 use other as imp;
 
@@ -170,6 +174,15 @@ pub enum PlatformError {
 
 /// The result of a platform operation.
 pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+
+/// Every process's pid and command line in one sweep: `/proc` on Linux, a single `ps`
+/// call elsewhere. Processes that vanish or cannot be read are left out.
+///
+/// # Errors
+/// As [`list_pids`].
+pub fn all_argv() -> Result<Vec<(u32, Vec<String>)>> {
+    imp::all_argv()
+}
 
 /// A cheap detector of new processes, for use when something hints that one may have started
 /// (an inotify event, a timer of the slow safety-net scan).

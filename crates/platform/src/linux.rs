@@ -443,6 +443,17 @@ fn read_proc_file(pid: u32, file: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// Every process's pid and command line (see the crate-level [`crate::all_argv`]).
+///
+/// # Errors
+/// As [`list_pids`].
+pub fn all_argv() -> Result<Vec<(u32, Vec<String>)>> {
+    Ok(list_pids()?
+        .into_iter()
+        .filter_map(|pid| process_argv(pid).ok().map(|argv| (pid, argv)))
+        .collect())
+}
+
 /// Makes every file the process creates from now on private to its user (umask 077), so
 /// that logs, journal records and sockets are never readable by others, whatever the
 /// library creating them asks for.
