@@ -465,3 +465,98 @@ mod tests {
         assert_eq!(session_dir(root.path(), uid + 1, ID), None);
     }
 }
+
+/// Whether a Docker container name is the one Telepresence's container method gives the
+/// session with process `pid` started at `start_secs` (Unix seconds):
+/// `telepresence-<unix time, dots as dashes>-<pid>`, with that time no earlier than the
+/// session's start (5 s of slack) and the pid its own.
+pub fn container_matches(name: &str, pid: u32, start_secs: u64) -> bool {
+    let name = name.trim_start_matches('/');
+    let Some(rest) = name.strip_prefix("telepresence-") else {
+        return false;
+    };
+    let Some((time, tail_pid)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    if tail_pid != pid.to_string() {
+        return false;
+    }
+    let secs = time.split('-').next().and_then(|s| s.parse::<u64>().ok());
+    secs.is_some_and(|t| t + 5 >= start_secs)
+}
+
+/// The session's containers (id, name), from `docker ps`. Empty when Docker is not there
+/// or does not answer: nothing to stop then.
+pub fn find_containers(pid: u32, start_secs: u64) -> Vec<(String, String)> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            "name=telepresence-",
+            "--format",
+            "{{.ID}} {{.Names}}",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    if !out.status.success() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, name)| container_matches(name, pid, start_secs))
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect()
+}
+
+/// Stops a container (`docker stop`); returns the outcome for the journal.
+pub fn stop_container(id: &str) -> String {
+    match std::process::Command::new("docker")
+        .args(["stop", id])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => "done".to_string(),
+        Ok(o) => format!("failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::container_matches;
+
+    #[test]
+    fn only_the_sessions_container_name_matches() {
+        let start = 1_764_000_000;
+        assert!(container_matches(
+            "telepresence-1764000001-123456-4242",
+            4242,
+            start
+        ));
+        assert!(container_matches(
+            "/telepresence-1764000000-4242",
+            4242,
+            start
+        ));
+        // Another session's pid, an older container, a look-alike.
+        assert!(!container_matches(
+            "telepresence-1764000001-123456-4243",
+            4242,
+            start
+        ));
+        assert!(!container_matches(
+            "telepresence-1763990000-1-4242",
+            4242,
+            start
+        ));
+        assert!(!container_matches(
+            "my-telepresence-1764000001-4242",
+            4242,
+            start
+        ));
+        assert!(!container_matches("telepresence-x-4242", 4242, start));
+    }
+}

@@ -213,8 +213,24 @@ fn live_twin(ctx: &Ctx, rec: &SessionRecord) -> Option<SessionRecord> {
     })
 }
 
-/// Stops the session's local helpers and removes its temp dir.
+/// Stops the session's local helpers (processes and, for the container method, its
+/// Docker containers) and removes its temp dir.
 fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
+    let container_method =
+        rec.invocation.docker_run || rec.invocation.method.as_deref() == Some("container");
+    if container_method
+        && let Some(start) = platform::process_start_time(rec.process)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        for (cid, name) in helpers::find_containers(rec.process.pid, start.as_secs()) {
+            let outcome = if ctx.cfg.dry_run {
+                "dry-run: not done".to_string()
+            } else {
+                helpers::stop_container(&cid)
+            };
+            rec.act(format!("stop container {name} ({cid})"), outcome);
+        }
+    }
     let Some(id) = rec.telepresence_id.clone() else {
         return;
     };
