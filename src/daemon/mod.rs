@@ -442,3 +442,80 @@ pub(crate) async fn exited(id: ProcessId) {
 pub fn process_alive(p: ProcessId) -> bool {
     platform::is_alive(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(dir: &Path, history: Duration) -> Ctx {
+        let paths = crate::config::Paths {
+            config_file: dir.join("config.toml"),
+            state_dir: dir.join("state"),
+            runtime_dir: dir.join("run"),
+            log_dir: dir.join("logs"),
+            tmp_dir: dir.join("tmp"),
+        };
+        let mut cfg = Config::resolve(Default::default(), paths).expect("defaults");
+        cfg.history = history;
+        Ctx {
+            journal: Journal::open(&cfg.paths.state_dir).expect("journal"),
+            uid: platform::current_uid(),
+            cfg,
+        }
+    }
+
+    /// A record whose last transition happened long ago.
+    fn old(pid: u32, state: State) -> SessionRecord {
+        let mut r = SessionRecord::test()
+            .with_process(pid, 1)
+            .in_state(state, "long ago");
+        if let Some(t) = r.history.last_mut() {
+            t.at = "2020-01-01T00:00:00Z".to_string();
+        }
+        r
+    }
+
+    #[test]
+    fn pruning_keeps_what_still_needs_a_person() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ctx = ctx(dir.path(), Duration::from_secs(86_400));
+        let records = vec![
+            old(1, State::Ended),
+            old(2, State::Cleaned),
+            old(3, State::NeedsAttention),
+            old(4, State::Orphaned),
+            SessionRecord::test()
+                .with_process(5, 1)
+                .in_state(State::Ended, "just now"),
+        ];
+        for r in &records {
+            ctx.journal.write(r).expect("written");
+        }
+        prune(&ctx, &records);
+        let (left, problems) = ctx.journal.load_all().expect("loads");
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut pids: Vec<u32> = left.iter().map(|r| r.process.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(
+            pids,
+            [3, 4, 5],
+            "old Ended and Cleaned records go; the rest stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn exited_returns_for_a_dead_process_and_waits_for_a_live_one() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep starts");
+        let info = platform::process_info(child.id()).expect("described");
+        let waiting = tokio::time::timeout(Duration::from_millis(300), exited(info.id)).await;
+        assert!(waiting.is_err(), "a live process has not exited");
+        child.kill().expect("killed");
+        child.wait().expect("reaped");
+        tokio::time::timeout(Duration::from_secs(10), exited(info.id))
+            .await
+            .expect("a dead process has exited");
+    }
+}
