@@ -446,3 +446,65 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+    const C: &str = "00000000000000000000000000000000";
+
+    fn ctx(dir: &Path) -> Ctx {
+        let paths = crate::config::Paths {
+            config_file: dir.join("config.toml"),
+            state_dir: dir.join("state"),
+            runtime_dir: dir.join("run"),
+            log_dir: dir.join("logs"),
+            tmp_dir: dir.join("tmp"),
+        };
+        let cfg = crate::config::Config::resolve(Default::default(), paths).expect("defaults");
+        Ctx {
+            journal: crate::journal::Journal::open(&cfg.paths.state_dir).expect("journal"),
+            uid: platform::current_uid(),
+            cfg,
+        }
+    }
+
+    fn session_dir(root: &Path, name: &str, id: &str) -> PathBuf {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join("session_id.txt"), id).expect("id");
+        d
+    }
+
+    #[test]
+    fn only_session_dirs_written_after_the_process_started_and_unclaimed_are_candidates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ctx = ctx(dir.path());
+        let tmp = dir.path().join("tmp");
+        // A process started now: this test's own child.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let info = platform::process_info(child.id()).expect("described");
+        std::thread::sleep(Duration::from_millis(300));
+        session_dir(&tmp, "tel-new", A);
+        session_dir(&tmp, "tel-claimed", B);
+        // Written long before the process started: another, older session's.
+        let stale = session_dir(&tmp, "tel-old", C);
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "2020-01-01 00:00:00"])
+            .arg(stale.join("session_id.txt"))
+            .status()
+            .expect("touch runs");
+        assert!(touched.success());
+        let rec = SessionRecord::test().with_process(info.id.pid, info.id.start_ticks);
+        let claimed: HashSet<String> = [B.to_string()].into();
+        let found = session_id_candidates(&ctx, &rec, &tmp, &claimed);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, [A.to_string()]);
+    }
+}
