@@ -488,7 +488,15 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("sleep");
-        let info = platform::process_info(child.id()).expect("described");
+        // Right after spawn the child may still be inside execve: ask until it is out.
+        let info = (0..500)
+            .find_map(|_| {
+                platform::process_info(child.id()).ok().or_else(|| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                })
+            })
+            .expect("described");
         std::thread::sleep(Duration::from_millis(300));
         session_dir(&tmp, "tel-new", A);
         session_dir(&tmp, "tel-claimed", B);

@@ -509,7 +509,15 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("sleep starts");
-        let info = platform::process_info(child.id()).expect("described");
+        // Right after spawn the child may still be inside execve: ask until it is out.
+        let info = (0..500)
+            .find_map(|_| {
+                platform::process_info(child.id()).ok().or_else(|| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                })
+            })
+            .expect("described");
         let waiting = tokio::time::timeout(Duration::from_millis(300), exited(info.id)).await;
         assert!(waiting.is_err(), "a live process has not exited");
         child.kill().expect("killed");
