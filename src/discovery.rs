@@ -34,6 +34,9 @@ pub struct Discovery {
     recheck: HashMap<u32, Instant>,
     /// Canonical paths of the programs that count; empty = any program named `telepresence`.
     programs: Vec<PathBuf>,
+    /// The file names that count as a Telepresence program (of `programs`, or
+    /// `telepresence`); worked out once, as every examined command line is checked against it.
+    names: Vec<String>,
     uid: u32,
 }
 
@@ -77,6 +80,17 @@ impl Discovery {
     /// Starts remembering the pids that exist now: they are not "new". (Sessions that
     /// already run are found by [`Discovery::scan_all`].)
     pub fn new(programs: &[PathBuf]) -> Self {
+        let names = if programs.is_empty() {
+            telepresence::DEFAULT_NAMES
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        } else {
+            programs
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        };
         Self {
             new: NewProcesses::new(),
             recheck: HashMap::new(),
@@ -84,6 +98,7 @@ impl Discovery {
                 .iter()
                 .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
                 .collect(),
+            names,
             uid: platform::current_uid(),
         }
     }
@@ -132,29 +147,15 @@ impl Discovery {
 
     /// Whether a command line names one of the watched program names at all.
     fn mentions_program(&self, argv: &[String]) -> bool {
-        let names = self.program_names();
         argv.iter().take(8).any(|a| {
             let base = a.rsplit('/').next().unwrap_or(a);
-            names.iter().any(|n| n == base)
+            self.names.iter().any(|n| n == base)
         })
-    }
-
-    /// The file names that count as a Telepresence program.
-    fn program_names(&self) -> Vec<String> {
-        if self.programs.is_empty() {
-            vec!["telepresence".to_string()]
-        } else {
-            self.programs
-                .iter()
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect()
-        }
     }
 
     /// Whether `pid` is a Telepresence 0.x process of this user running a watched program.
     pub fn examine(&self, pid: u32) -> Option<Found> {
         // One cheap read first: most processes do not mention a watched program at all.
-        let names = self.program_names();
         if !self.mentions_program(&platform::process_argv(pid).ok()?) {
             return None;
         }
@@ -168,7 +169,7 @@ impl Discovery {
         if platform::process_info(info.ppid).is_ok_and(|parent| parent.argv == info.argv) {
             return None;
         }
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         // First pass without the file head, to find which argv entry is the program.
         let (_, idx) = telepresence::classify(&info.argv, None, &names)?;
         let prog = match (idx, &info.exe) {
