@@ -455,22 +455,6 @@ mod tests {
     const B: &str = "fedcba9876543210fedcba9876543210";
     const C: &str = "00000000000000000000000000000000";
 
-    fn ctx(dir: &Path) -> Ctx {
-        let paths = crate::config::Paths {
-            config_file: dir.join("config.toml"),
-            state_dir: dir.join("state"),
-            runtime_dir: dir.join("run"),
-            log_dir: dir.join("logs"),
-            tmp_dir: dir.join("tmp"),
-        };
-        let cfg = crate::config::Config::resolve(Default::default(), paths).expect("defaults");
-        Ctx {
-            journal: crate::journal::Journal::open(&cfg.paths.state_dir).expect("journal"),
-            uid: platform::current_uid(),
-            cfg,
-        }
-    }
-
     fn session_dir(root: &Path, name: &str, id: &str) -> PathBuf {
         let d = root.join(name);
         std::fs::create_dir_all(&d).expect("dir");
@@ -481,22 +465,10 @@ mod tests {
     #[test]
     fn only_session_dirs_written_after_the_process_started_and_unclaimed_are_candidates() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ctx = ctx(dir.path());
+        let ctx = crate::daemon::testing::ctx(dir.path());
         let tmp = dir.path().join("tmp");
         // A process started now: this test's own child.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep");
-        // Right after spawn the child may still be inside execve: ask until it is out.
-        let info = (0..500)
-            .find_map(|_| {
-                platform::process_info(child.id()).ok().or_else(|| {
-                    std::thread::sleep(Duration::from_millis(10));
-                    None
-                })
-            })
-            .expect("described");
+        let (mut child, info) = crate::daemon::testing::sleeping_child();
         std::thread::sleep(Duration::from_millis(300));
         session_dir(&tmp, "tel-new", A);
         session_dir(&tmp, "tel-claimed", B);

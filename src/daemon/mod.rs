@@ -443,25 +443,60 @@ pub fn process_alive(p: ProcessId) -> bool {
     platform::is_alive(p)
 }
 
+/// What the daemon's unit tests share: a context in a temp dir, and a live child process.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod testing {
+    use std::path::Path;
+    use std::time::Duration;
 
-    fn ctx(dir: &Path, history: Duration) -> Ctx {
-        let paths = crate::config::Paths {
+    use super::Ctx;
+    use crate::config::{Config, Paths};
+    use crate::journal::Journal;
+    use crate::platform::{self, ProcessInfo};
+
+    /// A daemon context with default settings and every path under `dir`.
+    pub(super) fn ctx(dir: &Path) -> Ctx {
+        let paths = Paths {
             config_file: dir.join("config.toml"),
             state_dir: dir.join("state"),
             runtime_dir: dir.join("run"),
             log_dir: dir.join("logs"),
             tmp_dir: dir.join("tmp"),
         };
-        let mut cfg = Config::resolve(Default::default(), paths).expect("defaults");
-        cfg.history = history;
+        let cfg = Config::resolve(Default::default(), paths).expect("defaults");
         Ctx {
             journal: Journal::open(&cfg.paths.state_dir).expect("journal"),
             uid: platform::current_uid(),
             cfg,
         }
+    }
+
+    /// A `sleep 30` child and its description, asked for until it is out of `execve`.
+    pub(super) fn sleeping_child() -> (std::process::Child, ProcessInfo) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep starts");
+        let info = (0..500)
+            .find_map(|_| {
+                platform::process_info(child.id()).ok().or_else(|| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                })
+            })
+            .expect("described");
+        (child, info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(dir: &Path, history: Duration) -> Ctx {
+        let mut ctx = testing::ctx(dir);
+        ctx.cfg.history = history;
+        ctx
     }
 
     /// A record whose last transition happened long ago.
@@ -505,19 +540,7 @@ mod tests {
 
     #[tokio::test]
     async fn exited_returns_for_a_dead_process_and_waits_for_a_live_one() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep starts");
-        // Right after spawn the child may still be inside execve: ask until it is out.
-        let info = (0..500)
-            .find_map(|_| {
-                platform::process_info(child.id()).ok().or_else(|| {
-                    std::thread::sleep(Duration::from_millis(10));
-                    None
-                })
-            })
-            .expect("described");
+        let (mut child, info) = testing::sleeping_child();
         let waiting = tokio::time::timeout(Duration::from_millis(300), exited(info.id)).await;
         assert!(waiting.is_err(), "a live process has not exited");
         child.kill().expect("killed");
