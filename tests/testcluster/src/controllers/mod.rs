@@ -109,6 +109,17 @@ fn owner_ref(kind: &str, owner: &Value) -> Value {
     })
 }
 
+/// The objects of `resource` in `namespace` that `owner` controls (its controller
+/// `ownerReference` names the owner's uid).
+fn owned_by(st: &State, resource: &'static str, namespace: &str, owner: &Value) -> Vec<Value> {
+    st.store
+        .list(resource, Some(namespace))
+        .into_iter()
+        .filter(|o| controller_uid(o) == Some(uid(owner)))
+        .cloned()
+        .collect()
+}
+
 /// Writes `status` on the object at `key` if it differs from what is stored.
 fn write_status(st: &mut State, key: &Key, status: Value) -> bool {
     let Some(mut obj) = st.store.get(key).cloned() else {
@@ -162,13 +173,7 @@ impl Controllers {
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            let owned: Vec<Value> = st
-                .store
-                .list("replicasets", Some(&key.namespace))
-                .into_iter()
-                .filter(|rs| controller_uid(rs) == Some(uid(&d)))
-                .cloned()
-                .collect();
+            let owned: Vec<Value> = owned_by(st, "replicasets", &key.namespace, &d);
             let current = owned
                 .iter()
                 .find(|rs| str_at(rs, "/metadata/labels/pod-template-hash") == hash);
@@ -209,13 +214,7 @@ impl Controllers {
                 let _ = api::create(st, rt("replicasets"), &key.namespace, &rs, false);
             }
             // Scale: the current set to the desired count, every older one to zero.
-            let owned: Vec<Value> = st
-                .store
-                .list("replicasets", Some(&key.namespace))
-                .into_iter()
-                .filter(|rs| controller_uid(rs) == Some(uid(&d)))
-                .cloned()
-                .collect();
+            let owned: Vec<Value> = owned_by(st, "replicasets", &key.namespace, &d);
             let (mut total, mut updated, mut ready, mut available) = (0, 0, 0, 0);
             for rs in &owned {
                 let is_current = str_at(rs, "/metadata/labels/pod-template-hash") == hash;
@@ -315,13 +314,7 @@ impl Controllers {
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            let pods: Vec<Value> = st
-                .store
-                .list("pods", Some(&key.namespace))
-                .into_iter()
-                .filter(|p| controller_uid(p) == Some(uid(&rs)))
-                .cloned()
-                .collect();
+            let pods: Vec<Value> = owned_by(st, "pods", &key.namespace, &rs);
             let active: Vec<&Value> = pods.iter().filter(|p| !deleting(p)).collect();
             let have = active.len() as i64;
             if have < want {
@@ -363,12 +356,9 @@ impl Controllers {
                     );
                 }
             }
-            let pods: Vec<Value> = st
-                .store
-                .list("pods", Some(&key.namespace))
+            let pods: Vec<Value> = owned_by(st, "pods", &key.namespace, &rs)
                 .into_iter()
-                .filter(|p| controller_uid(p) == Some(uid(&rs)) && !deleting(p))
-                .cloned()
+                .filter(|p| !deleting(p))
                 .collect();
             let selector = rs
                 .pointer("/spec/selector")
