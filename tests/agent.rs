@@ -206,6 +206,35 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a stand-in session from `program` and waits until the agent follows it: its
+/// session id known, its `helpers` running, and its record `Active`.
+fn followed(
+    env: &Env,
+    agent: &Agent,
+    program: &Path,
+    version: &str,
+    args: &[&str],
+    helpers: usize,
+) -> (Session, String, Value) {
+    let mut s = Session::start_program(env, program, version, args);
+    let id = s.wait_id(env);
+    s.wait_ready(env, helpers);
+    let rec = agent.wait_state("Active");
+    (s, id, rec)
+}
+
+/// The usual session: a 0.109 swap of `app` (a Pod proxy and four helpers), followed.
+fn swap_followed(env: &Env, agent: &Agent, program: &Path) -> (Session, String, Value) {
+    followed(
+        env,
+        agent,
+        program,
+        "0.109",
+        &["--swap-deployment", "app"],
+        4,
+    )
+}
+
 #[test]
 fn a_killed_pod_proxy_swap_is_repaired() {
     let Some(env) = setup() else { return };
@@ -257,15 +286,14 @@ fn a_killed_pod_proxy_swap_is_repaired() {
 fn a_killed_deployment_proxy_swap_is_repaired() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(
+    let (mut s, id, _) = followed(
         &env,
+        &agent,
         &program,
         "0.105",
         &["--swap-deployment", "app", "--method", "inject-tcp"],
+        3,
     );
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 3);
-    agent.wait_state("Active");
     s.signal("KILL");
     s.wait_exit(&env);
     let rec = agent.wait_state("Cleaned");
@@ -293,15 +321,14 @@ fn a_killed_deployment_proxy_swap_is_repaired() {
 fn a_killed_new_deployment_with_expose_is_repaired() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(
+    let (mut s, _, rec) = followed(
         &env,
+        &agent,
         &program,
         "0.109",
         &["--new-deployment", "tp-shell", "--expose", "8080"],
+        4,
     );
-    s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    let rec = agent.wait_state("Active");
     assert!(rec["original"].is_null(), "{rec:#}");
     wait_for("both proxies are recorded", || {
         agent
@@ -323,10 +350,7 @@ fn a_killed_new_deployment_with_expose_is_repaired() {
 fn a_session_that_ends_normally_is_left_alone() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, _, _) = swap_followed(&env, &agent, &program);
     s.signal("INT");
     s.wait_exit(&env);
     let rec = agent.wait_state("Ended");
@@ -343,10 +367,7 @@ fn a_session_that_ends_normally_is_left_alone() {
 fn a_workload_rescaled_during_the_session_is_not_overwritten() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, id, _) = swap_followed(&env, &agent, &program);
     env.kubectl_ok(&["scale", "deployment", "app", "--replicas=5"]);
     s.signal("KILL");
     s.wait_exit(&env);
@@ -503,10 +524,7 @@ fn a_restarted_agent_finishes_the_work() {
     let Some(env) = setup() else { return };
     let program = Agent::program(&env);
     let agent = Agent::start_with(&env, &program, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, id, _) = swap_followed(&env, &agent, &program);
     agent.stop();
     // Restarted mid-session: it resumes following the live session.
     let agent = Agent::start_with(&env, &program, "");
@@ -645,10 +663,7 @@ fn when_the_shell_dies_telepresence_is_asked_to_clean_up() {
 fn dry_run_plans_without_acting() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "dry_run = true");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, _, _) = swap_followed(&env, &agent, &program);
     s.signal("KILL");
     s.wait_exit(&env);
     let rec = agent.wait_state("NeedsAttention");
@@ -678,10 +693,7 @@ fn status_asks_the_daemon_over_a_private_socket_and_reads_the_journal_without_on
         .permissions()
         .mode();
     assert_eq!(dir_mode & 0o777, 0o700, "{dir_mode:o}");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, _, _) = swap_followed(&env, &agent, &program);
     let table = agent.status_table();
     let header = table.lines().next().unwrap_or_default();
     assert!(
@@ -776,15 +788,14 @@ fn a_late_agent_uses_its_own_earlier_observation_before_the_log() {
     let program = Agent::program(&env);
     let agent = Agent::start_with(&env, &program, "");
     // A first session, seen from its start: the agent observes the original at 2.
-    let mut first = Session::start_program(
+    let (mut first, _, _) = followed(
         &env,
+        &agent,
         &program,
         "0.105",
         &["--swap-deployment", "app", "--method", "inject-tcp"],
+        3,
     );
-    first.wait_id(&env);
-    first.wait_ready(&env, 3);
-    agent.wait_state("Active");
     first.signal("INT");
     first.wait_exit(&env);
     agent.wait_state("Ended");
@@ -864,10 +875,7 @@ fn all_text_under(dir: &Path) -> String {
 fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, id, _) = swap_followed(&env, &agent, &program);
     assert!(env.cluster.set_reachable(false));
     s.signal("KILL");
     s.wait_exit(&env);
@@ -917,10 +925,7 @@ fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back
 fn an_rbac_refusal_needs_attention_and_names_the_permission() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, id, _) = swap_followed(&env, &agent, &program);
     env.cluster.fail(403, "patch", "deployments");
     s.signal("KILL");
     s.wait_exit(&env);
@@ -940,10 +945,7 @@ fn an_rbac_refusal_needs_attention_and_names_the_permission() {
 fn server_errors_are_retried_until_the_repair_succeeds() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
+    let (mut s, id, _) = swap_followed(&env, &agent, &program);
     env.cluster.fail(500, "delete", "pods");
     s.signal("KILL");
     s.wait_exit(&env);
@@ -1002,8 +1004,9 @@ fn the_original_count_is_observed_before_a_fast_swap_scales_it_down() {
     let (agent, program) = Agent::start(&env, "");
     // With --context and --namespace given, the stand-in skips its two `kubectl config`
     // calls and scales the original down as early as Telepresence can.
-    let mut s = Session::start_program(
+    let (mut s, _, rec) = followed(
         &env,
+        &agent,
         &program,
         "0.105",
         &[
@@ -1016,10 +1019,8 @@ fn the_original_count_is_observed_before_a_fast_swap_scales_it_down() {
             "--method",
             "inject-tcp",
         ],
+        3,
     );
-    s.wait_id(&env);
-    s.wait_ready(&env, 3);
-    let rec = agent.wait_state("Active");
     // 0.105 logs no JSON of the original and the deployment has no last-applied
     // annotation: only an observation made before the scale-down gives the count.
     assert_eq!(rec["original"]["source"], "Observed", "{rec:#}");
