@@ -227,3 +227,16 @@ pub fn examples_dir() -> PathBuf {
         .map(|p| p.join("examples"))
         .expect("the test binary lives in target/<profile>/deps")
 }
+
+/// Stops a child this test started: SIGTERM, up to 10 s to exit, then SIGKILL; reaped.
+pub fn stop_child(mut c: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
