@@ -438,11 +438,6 @@ pub(crate) async fn exited(id: ProcessId) {
     }
 }
 
-/// For `status` when the process may be gone: is the recorded process alive?
-pub fn process_alive(p: ProcessId) -> bool {
-    platform::is_alive(p)
-}
-
 /// What the daemon's unit tests share: a context in a temp dir, and a live child process.
 #[cfg(test)]
 mod testing {

@@ -270,7 +270,7 @@ impl TestCluster {
 
     /// Creates an object directly, as a `POST` would (for test set-up).
     pub fn create(&self, resource: &str, namespace: &str, obj: &Value) -> Result<Value, ApiError> {
-        let rt = by_plural(resource).ok_or_else(|| ApiError::no_route(resource))?;
+        let rt = by_plural(resource).ok_or_else(ApiError::no_route)?;
         let out = api::create(&mut self.shared.lock(), rt, namespace, obj, true)?;
         self.shared.changed.notify_one();
         Ok(out)

@@ -47,9 +47,8 @@ impl ApiError {
         .with_details(rt, name)
     }
 
-    /// 404 for a path that names no resource.
-    pub fn no_route(path: &str) -> Self {
-        let _ = path;
+    /// 404 for a path that names no resource (the real server's wording does not name it).
+    pub fn no_route() -> Self {
         Self::new(404, "NotFound", "the server could not find the requested resource")
             .tap_details(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": "404 page not found" }] }))
     }

@@ -278,7 +278,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
     } else {
         match route {
-            Route::NotFound => error_response(&ApiError::no_route(&path)),
+            Route::NotFound => error_response(&ApiError::no_route()),
             Route::OpenApiV2 => {
                 if method != Method::GET {
                     error_response(&ApiError::method_not_allowed())
