@@ -420,21 +420,13 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     key
 }
 
-/// Completes when the process has exited, and only then: if the kernel cannot watch it
-/// (no pidfd: an old kernel, a sandbox, too many open files; or an OS without support),
-/// it falls back to checking once a second. A failed watch must never look like a death.
+/// Completes when the process has exited, and only then (the OS layer falls back to
+/// polling when it cannot watch a process, so a failed watch never looks like a death).
 pub(crate) async fn exited(id: ProcessId) {
-    if let Err(e) = platform::wait_for_exit(id).await {
-        if !platform::is_alive(id) {
-            return;
-        }
-        warn!(
-            pid = id.pid,
-            "cannot watch the process for its exit ({e}); checking every second instead"
-        );
-        while platform::is_alive(id) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+    let _ = platform::wait_for_exit(id).await;
+    // Whatever it answered, nothing counts as dead while it still runs.
+    while platform::is_alive(id) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -205,13 +205,26 @@ pub fn process_start_time(id: ProcessId) -> Option<SystemTime> {
 ///
 /// Cancel-safe: dropping the future deregisters and closes the pidfd.
 ///
+/// A watch that cannot be set up never looks like an exit: if pidfds are not available
+/// (Linux older than 5.3, a seccomp filter, no file descriptors left) or the reactor refuses
+/// the fd, it falls back to checking [`is_alive`] once a second.
+///
 /// # Errors
-/// [`PlatformError::PidfdOpen`] if pidfds are not available (Linux older than 5.3, or a
-/// seccomp filter); [`PlatformError::WaitForExit`] if the reactor refuses the fd.
+/// None: the `Result` matches the other systems' API.
 ///
 /// # Panics
 /// If polled outside a tokio runtime (tokio's `AsyncFd` needs the reactor).
 pub async fn wait_for_exit(id: ProcessId) -> Result<()> {
+    if watch_exit(id).await.is_err() {
+        while is_alive(id) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The pidfd watch behind [`wait_for_exit`].
+async fn watch_exit(id: ProcessId) -> Result<()> {
     let Some(pidfd) = open_same_process(id)? else {
         return Ok(());
     };
