@@ -21,8 +21,10 @@ use crate::telepresence::{self, Mode};
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     let mut backoff = Duration::from_millis(500);
     let mut last_wait = String::new();
+    // Built once (kubeconfig read, server checked, TLS set up), reused across retries.
+    let mut client = None;
     loop {
-        match attempt(ctx, rec).await {
+        match attempt(ctx, rec, &mut client).await {
             Ok(()) => return,
             Err(e) if e.is_transient() => {
                 let why = match &e {
@@ -88,8 +90,19 @@ impl RepairError {
     }
 }
 
-async fn attempt(ctx: &Ctx, rec: &mut SessionRecord) -> Result<(), RepairError> {
-    let client = cluster::client_for(&rec.cluster).await?;
+/// One repair attempt. `client` is the session's client once built; attempts that follow
+/// reuse it.
+async fn attempt(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    client: &mut Option<kube::Client>,
+) -> Result<(), RepairError> {
+    let client = match client {
+        Some(c) => c.clone(),
+        None => client
+            .insert(cluster::client_for(&rec.cluster).await?)
+            .clone(),
+    };
     let original = match &rec.invocation.mode {
         Mode::Swap { deployment, .. } => Some(deployment.clone()),
         _ => None,
@@ -386,7 +399,7 @@ pub async fn cleanup(
     };
     rec.transition(rec.state, "manual cleanup requested");
     ctx.save(&rec);
-    if let Err(e) = attempt(&ctx, &mut rec).await {
+    if let Err(e) = attempt(&ctx, &mut rec, &mut None).await {
         rec.transition(State::NeedsAttention, format!("manual cleanup failed: {e}"));
         ctx.save(&rec);
     }
