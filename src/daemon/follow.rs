@@ -276,16 +276,11 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     exit: &mut std::pin::Pin<&mut F>,
 ) {
     let env = environ_map(rec.process.pid);
-    let tmp_root = env
-        .get("TMPDIR")
-        .filter(|t| !t.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone());
-    if rec.tmp_root.as_ref() != Some(&tmp_root) {
-        // Kept in the record: a dead process's environment can no longer be read.
-        rec.tmp_root = Some(tmp_root.clone());
-        ctx.save(rec);
-    }
+    // Learned when the session was found (records of older agents may lack it).
+    let tmp_root = rec
+        .tmp_root
+        .get_or_insert_with(|| super::tmp_root_of(&env, &ctx.cfg.paths.tmp_dir))
+        .clone();
     if rec.cluster.server.is_empty() {
         // The kubeconfig was missing or broken when the session was found: look again
         // until it can be read (or the session ends).

@@ -320,6 +320,14 @@ fn environ_map(pid: u32) -> HashMap<String, String> {
     }
 }
 
+/// Where a session makes its `tel-*` dir: its `TMPDIR`, else `default`.
+fn tmp_root_of(env: &HashMap<String, String>, default: &Path) -> PathBuf {
+    env.get("TMPDIR")
+        .filter(|t| !t.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default.to_path_buf())
+}
+
 /// Builds the first record of a newly found session (state `Seen`), or `None` when it is
 /// out of the configured scope.
 fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
@@ -369,7 +377,8 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         invocation,
         cluster,
         telepresence_id: None,
-        tmp_root: None,
+        // Kept in the record: a dead process's environment can no longer be read.
+        tmp_root: Some(tmp_root_of(&env, &ctx.cfg.paths.tmp_dir)),
         original: None,
         proxies: Vec::new(),
         state: State::Seen,

@@ -1,7 +1,6 @@
 //! After a session's process died: comparing the cluster with the record and repairing,
 //! retrying while the cluster cannot be reached; and the manual `cleanup` command.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -258,11 +257,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             _ => None,
         });
     let tmp_root = rec.tmp_root.clone().unwrap_or_else(|| {
-        environ_map(rec.process.pid)
-            .get("TMPDIR")
-            .filter(|t| !t.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ctx.cfg.paths.tmp_dir.clone())
+        super::tmp_root_of(&environ_map(rec.process.pid), &ctx.cfg.paths.tmp_dir)
     });
     let dir = helpers::session_dir(&tmp_root, ctx.uid, &id);
     let found = helpers::find(
