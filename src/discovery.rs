@@ -137,12 +137,30 @@ impl Discovery {
     pub fn scan_all(&mut self) -> Vec<Found> {
         // One sweep of command lines; only those mentioning a watched program are examined.
         let all = platform::all_argv().unwrap_or_default();
-        // Whatever exists now is no longer "new".
-        let _ = self.new.new_pids();
-        all.into_iter()
+        // Whatever exists now is no longer "new"; but a pid that appeared since the last
+        // look may be mid-exec now, so it gets the same second looks as in `poll`.
+        let fresh = self.new.new_pids().unwrap_or_default();
+        let found: Vec<Found> = all
+            .into_iter()
             .filter(|(_, argv)| self.mentions_program(argv))
             .filter_map(|(p, _)| self.examine(p))
-            .collect()
+            .collect();
+        // Only young ones: a process started seconds ago may still be on its way into
+        // Telepresence; an older one is not (the next scan would see it anyway).
+        let now = Instant::now();
+        let young = |pid: u32| {
+            platform::process_info(pid)
+                .ok()
+                .and_then(|i| platform::process_start_time(i.id))
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < RECHECK_FOR)
+        };
+        for pid in fresh {
+            if !found.iter().any(|f| f.info.id.pid == pid) && young(pid) {
+                self.recheck.entry(pid).or_insert(now);
+            }
+        }
+        found
     }
 
     /// Whether a command line names one of the watched program names at all.

@@ -213,15 +213,6 @@ pub async fn run(
             });
         }
     }
-    if programs.is_empty() {
-        warn!(
-            "no telepresence program found on PATH; relying on the safety-net scan every {:?}",
-            ctx.cfg.scan_interval
-        );
-    } else {
-        info!(programs = ?programs, "watching Telepresence programs");
-    }
-
     let mut discovery = Discovery::new(&programs);
     let mut start =
         |found: Vec<Found>, sessions: &mut JoinSet<String>, tracked: &mut HashSet<String>| {
@@ -243,6 +234,15 @@ pub async fn run(
             }
         };
     start(discovery.scan_all(), &mut sessions, &mut tracked);
+    // Said only now: from here on, every session that starts is seen.
+    if programs.is_empty() {
+        warn!(
+            "no telepresence program found on PATH; relying on the safety-net scan every {:?}",
+            ctx.cfg.scan_interval
+        );
+    } else {
+        info!(programs = ?programs, "watching Telepresence programs");
+    }
 
     let mut safety = tokio::time::interval(ctx.cfg.scan_interval);
     safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
