@@ -1,5 +1,6 @@
 //! The command line: parsing (pure, with clap) and what each command does.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +9,7 @@ use crate::config::{Config, Paths};
 use crate::journal::Journal;
 use crate::session::SessionRecord;
 use crate::status;
+use crate::wake::Waiting;
 
 /// Puts a Kubernetes cluster back after a Telepresence session dies without cleaning up.
 #[derive(Debug, Parser)]
@@ -129,7 +131,7 @@ fn cleanup(paths: Paths, session: &str, dry_run: bool, replicas: Option<i32>) ->
             use std::io::Write;
             let _ = std::io::stdout()
                 .lock()
-                .write_all(status::detail(&rec).as_bytes());
+                .write_all(status::detail(&rec, None).as_bytes());
             if rec.state == crate::session::State::Cleaned
                 || rec.state == crate::session::State::Ended
             {
@@ -146,11 +148,15 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
     // The running daemon answers over its socket; without one, the journal is read here.
     let answer = crate::control::ask_status(&paths.runtime_dir);
     let running = answer.is_some();
+    let mut waiting: HashMap<String, Waiting> = HashMap::new();
     let (records, problems): (Vec<SessionRecord>, Vec<String>) = match answer {
-        Some(doc) => (
-            serde_json::from_value(doc["sessions"].clone()).unwrap_or_default(),
-            serde_json::from_value(doc["journal_problems"].clone()).unwrap_or_default(),
-        ),
+        Some(doc) => {
+            waiting = serde_json::from_value(doc["waiting"].clone()).unwrap_or_default();
+            (
+                serde_json::from_value(doc["sessions"].clone()).unwrap_or_default(),
+                serde_json::from_value(doc["journal_problems"].clone()).unwrap_or_default(),
+            )
+        }
         None => {
             let journal = match Journal::open(&paths.state_dir) {
                 Ok(j) => j,
@@ -176,6 +182,7 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
         let v = serde_json::json!({
             "daemon_running": running,
             "sessions": shown,
+            "waiting": waiting,
             "journal_problems": problems,
         });
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
@@ -195,10 +202,10 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
             });
         } else if verbose {
             for r in &shown {
-                t.push_str(&status::detail(r));
+                t.push_str(&status::detail(r, waiting.get(&r.key)));
             }
         } else {
-            t.push_str(&status::table(&shown));
+            t.push_str(&status::table(&shown, &waiting));
         }
         t
     };

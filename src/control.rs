@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
 use crate::journal::Journal;
+use crate::wake::Board;
 
 /// The socket's path in the runtime dir.
 pub fn socket_path(runtime_dir: &Path) -> PathBuf {
@@ -52,8 +53,9 @@ pub fn bind(runtime_dir: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// What the daemon says about itself and its sessions.
-pub fn status_document(journal: &Journal, started: &str) -> Value {
+/// What the daemon says about itself and its sessions; `waiting` maps the key of each
+/// session whose repair waits for its cluster to since when, how many tries and why.
+pub fn status_document(journal: &Journal, board: &Board, started: &str) -> Value {
     let (records, problems) = journal.load_all().unwrap_or_default();
     let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
     problems.extend(journal.quarantine_warning());
@@ -64,12 +66,19 @@ pub fn status_document(journal: &Journal, started: &str) -> Value {
             "started": started,
         },
         "sessions": records,
+        "waiting": board.snapshot(),
         "journal_problems": problems,
     })
 }
 
 /// Answers `status` requests until the task is dropped.
-pub async fn serve(listener: UnixListener, journal: Journal, uid: u32, started: String) {
+pub async fn serve(
+    listener: UnixListener,
+    journal: Journal,
+    board: Board,
+    uid: u32,
+    started: String,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -86,6 +95,7 @@ pub async fn serve(listener: UnixListener, journal: Journal, uid: u32, started: 
             continue;
         }
         let journal = journal.clone();
+        let board = board.clone();
         let started = started.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -99,7 +109,7 @@ pub async fn serve(listener: UnixListener, journal: Journal, uid: u32, started: 
                 return;
             }
             let answer = match line.trim() {
-                "status" => status_document(&journal, &started),
+                "status" => status_document(&journal, &board, &started),
                 other => json!({"error": format!("unknown request {other:?}; expected `status`")}),
             };
             let mut bytes = answer.to_string().into_bytes();

@@ -16,6 +16,7 @@
 //! - [`helpers`]: a dead session's local helper processes and temp dir.
 //! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
 //! - [`status`]: rendering the journal for `status` and `history`.
+//! - [`wake`]: noticing a resume, and what waiting repairs show in `status`.
 //! - `logging`, `signals`: process set-up.
 
 pub mod cli;
@@ -32,6 +33,7 @@ pub mod session;
 mod signals;
 pub mod status;
 pub mod telepresence;
+pub mod wake;
 
 /// The OS layer lives in its own crate (`crates/platform`), free of Kubernetes and TLS
 /// dependencies, so that it type-checks for macOS on any machine.

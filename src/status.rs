@@ -1,8 +1,10 @@
 //! `status` and `history`: the journal rendered for a person (a table) or a program (JSON).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::session::{SessionRecord, State};
+use crate::wake::Waiting;
 
 /// Whether a record belongs in `status` (live or needing a person) or only in `history`.
 pub fn is_current(r: &SessionRecord) -> bool {
@@ -33,8 +35,9 @@ fn last_action(r: &SessionRecord) -> String {
     }
 }
 
-/// A table of sessions: state, target, cluster/namespace, age, last action.
-pub fn table(records: &[&SessionRecord]) -> String {
+/// A table of sessions: state, target, cluster/namespace, age, last action (or, for a
+/// repair waiting for its cluster, since when and how many tries).
+pub fn table(records: &[&SessionRecord], waiting: &HashMap<String, Waiting>) -> String {
     let rows: Vec<[String; 6]> = records
         .iter()
         .map(|r| {
@@ -44,7 +47,9 @@ pub fn table(records: &[&SessionRecord]) -> String {
                 r.target(),
                 format!("{}/{}", r.cluster.context, r.cluster.namespace),
                 age(r.seen_at()),
-                last_action(r),
+                waiting
+                    .get(&r.key)
+                    .map_or_else(|| last_action(r), Waiting::summary),
             ]
         })
         .collect();
@@ -83,8 +88,9 @@ pub fn table(records: &[&SessionRecord]) -> String {
     out
 }
 
-/// The detail of one session: its history and actions, for `history` and `status -v`.
-pub fn detail(r: &SessionRecord) -> String {
+/// The detail of one session: its history and actions, for `history` and `status -v`,
+/// and whether its repair waits for the cluster.
+pub fn detail(r: &SessionRecord, waiting: Option<&Waiting>) -> String {
     let mut out = format!(
         "session {} ({}), {} in {}/{}, server {}\n",
         r.key,
@@ -124,6 +130,9 @@ pub fn detail(r: &SessionRecord) -> String {
     }
     for a in &r.actions {
         let _ = writeln!(out, "  {} action: {} -> {}", a.at, a.action, a.outcome);
+    }
+    if let Some(w) = waiting {
+        let _ = writeln!(out, "  {}", w.summary());
     }
     out
 }

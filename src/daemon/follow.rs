@@ -323,6 +323,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
         }
     }
     let mut backoff = Duration::from_millis(200);
+    let mut woken = ctx.probe.subscribe();
     let client = loop {
         match cluster::client_for(&rec.cluster).await {
             Ok(c) => break c,
@@ -338,9 +339,16 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 warn!(session = %rec.key, "{e}; retrying");
                 tokio::select! {
                     _ = exit.as_mut() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff) => {
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                    // A resume or a network change: worth trying at once.
+                    Ok(()) = woken.changed() => {
+                        backoff = Duration::from_millis(200);
+                        // However chatty the network, not more than four tries a second.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     };

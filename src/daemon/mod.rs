@@ -38,6 +38,7 @@ use crate::journal::Journal;
 use crate::platform::{self, ProcessId};
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State};
 use crate::telepresence;
+use crate::wake;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +125,32 @@ struct Ctx {
     cfg: Config,
     journal: Journal,
     uid: u32,
+    /// Bumped when it is worth trying an unreachable cluster again at once (a resume, a
+    /// network change); waiting repairs subscribe.
+    probe: tokio::sync::watch::Sender<u64>,
+    /// Repairs waiting for their cluster, for `status`.
+    board: wake::Board,
 }
 
 impl Ctx {
+    fn new(cfg: Config, journal: Journal) -> Self {
+        Self {
+            uid: platform::current_uid(),
+            journal,
+            cfg,
+            probe: tokio::sync::watch::Sender::new(0),
+            board: wake::Board::default(),
+        }
+    }
+
+    /// Wakes every repair that waits for its cluster.
+    fn probe_now(&self, why: &str) {
+        if !self.board.snapshot().is_empty() {
+            info!("{why}: trying the unreachable clusters again now");
+        }
+        self.probe.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn save(&self, rec: &SessionRecord) {
         if let Err(e) = self.journal.write(rec) {
             // The journal is the agent's memory: say so loudly, keep going in memory.
@@ -149,17 +173,14 @@ pub async fn run(
     let _lock = take_lock(&cfg.paths.runtime_dir)?;
     let journal = Journal::open(&cfg.paths.state_dir)?;
     let control = crate::control::bind(&cfg.paths.runtime_dir)?;
+    let ctx = Arc::new(Ctx::new(cfg, journal));
     let _control_task = AbortOnDrop(tokio::spawn(crate::control::serve(
         control,
-        journal.clone(),
-        platform::current_uid(),
+        ctx.journal.clone(),
+        ctx.board.clone(),
+        ctx.uid,
         crate::session::now(),
     )));
-    let ctx = Arc::new(Ctx {
-        uid: platform::current_uid(),
-        journal,
-        cfg,
-    });
     info!(
         state_dir = %ctx.cfg.paths.state_dir.display(),
         dry_run = ctx.cfg.dry_run,
@@ -247,10 +268,43 @@ pub async fn run(
     let mut safety = tokio::time::interval(ctx.cfg.scan_interval);
     safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     safety.tick().await;
+    // A laptop's sleeps and network changes: reasons to try unreachable clusters again.
+    let mut resume = wake::ResumeDetector::new(wake::suspended_clock);
+    let mut resume_check = tokio::time::interval(wake::RESUME_CHECK_INTERVAL);
+    resume_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut network = match platform::NetworkChanges::open() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            info!("{e}: unreachable clusters are retried on a timer only");
+            None
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = resume_check.tick() => {
+                if let Some(slept) = resume.check() {
+                    info!(
+                        slept_secs = slept.as_secs(),
+                        "the machine was asleep; looking at every process again"
+                    );
+                    // Sessions that died meanwhile are seen by their exit watches; the
+                    // scan finds sessions started just before the sleep.
+                    start(discovery.scan_all(), &mut sessions, &mut tracked);
+                    ctx.probe_now("the machine woke up");
+                }
+            }
+            changed = next_network_change(&mut network) => match changed {
+                Ok(()) => {
+                    debug!("the network changed");
+                    ctx.probe_now("the network changed");
+                }
+                Err(e) => {
+                    warn!("{e}; network changes are no longer followed");
+                    network = None;
+                }
+            },
             Some(()) = rx.recv() => {
                 while rx.try_recv().is_ok() {}
                 start(discovery.poll(), &mut sessions, &mut tracked);
@@ -277,6 +331,16 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+/// The next network change, or never when they are not followed.
+async fn next_network_change(
+    network: &mut Option<platform::NetworkChanges>,
+) -> Result<(), platform::PlatformError> {
+    match network {
+        Some(n) => n.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Drops ended sessions older than the history retention from the journal.
@@ -460,11 +524,8 @@ mod testing {
             tmp_dir: dir.join("tmp"),
         };
         let cfg = Config::resolve(Default::default(), paths).expect("defaults");
-        Ctx {
-            journal: Journal::open(&cfg.paths.state_dir).expect("journal"),
-            uid: platform::current_uid(),
-            cfg,
-        }
+        let journal = Journal::open(&cfg.paths.state_dir).expect("journal");
+        Ctx::new(cfg, journal)
     }
 
     /// A `sleep 30` child and its description, asked for until it is out of `execve`.

@@ -17,19 +17,28 @@ use crate::telepresence::{self, Mode};
 
 /// After the process died: compare the cluster with the record and repair, retrying while
 /// the cluster cannot be reached.
+///
+/// Retries back off from 0.5 s to at most 1.5 s (plus jitter), and a resume or a network
+/// change ([`Ctx::probe_now`]) makes the next try happen at once, no sooner than
+/// [`MIN_SPACING`] after the last one. While it waits, the repair is on the board `status`
+/// shows.
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
     let mut last_wait = String::new();
+    let mut woken = ctx.probe.subscribe();
     // Built once (kubeconfig read, server checked, TLS set up), reused across retries.
     let mut client = None;
     loop {
-        match attempt(ctx, rec, &mut client).await {
-            Ok(()) => return,
+        let tried = tokio::time::Instant::now();
+        let result = attempt(ctx, rec, &mut client).await;
+        match result {
+            Ok(()) => break,
             Err(e) if e.is_transient() => {
                 let why = match &e {
                     RepairError::Cluster(_) => format!("cluster unreachable, will retry: {e}"),
                     RepairError::Journal(_) => format!("{e}; will retry"),
                 };
+                ctx.board.failed(&rec.key, e.to_string());
                 if why != last_wait {
                     warn!(session = %rec.key, "{why}");
                     rec.transition(State::Orphaned, why.clone());
@@ -46,8 +55,16 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                         .unwrap_or(0)
                         % 300,
                 ));
-                tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(Duration::from_millis(1500));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter) => {
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Ok(()) = woken.changed() => {
+                        // A burst of network messages is one wake: `changed` coalesces.
+                        tokio::time::sleep_until(tried + MIN_SPACING).await;
+                        backoff = FIRST_BACKOFF;
+                    }
+                }
             }
             Err(e) => {
                 let why = match e.status_code() {
@@ -56,11 +73,19 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 };
                 rec.transition(State::NeedsAttention, why);
                 ctx.save(rec);
-                return;
+                break;
             }
         }
     }
+    ctx.board.done(&rec.key);
 }
+
+/// The first pause after a failed try.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest pause between tries (plus up to 300 ms of jitter).
+const MAX_BACKOFF: Duration = Duration::from_millis(1500);
+/// Woken tries are at least this far apart, however chatty the network is.
+const MIN_SPACING: Duration = Duration::from_millis(250);
 
 /// Why one repair attempt stopped.
 #[derive(Debug, thiserror::Error)]
@@ -387,11 +412,7 @@ pub async fn cleanup(
             None => return Err(CleanupError::NoOriginal(rec.key.clone())),
         }
     }
-    let ctx = Ctx {
-        uid: platform::current_uid(),
-        journal,
-        cfg,
-    };
+    let ctx = Ctx::new(cfg, journal);
     rec.transition(rec.state, "manual cleanup requested");
     ctx.save(&rec);
     if let Err(e) = attempt(&ctx, &mut rec, &mut None).await {

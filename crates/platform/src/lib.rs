@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod events;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -29,6 +30,7 @@ mod ps;
 #[cfg(not(target_os = "linux"))]
 use other as imp;
 
+pub use events::{NetworkChanges, suspended_total};
 pub use imp::{
     boot_clock_ticks_per_second, current_uid, is_alive, list_pids, private_umask, process_argv,
     process_environ, process_info, process_start_time, signal, wait_for_exit,
@@ -160,6 +162,13 @@ pub enum PlatformError {
     WaitForExit {
         /// The pid.
         pid: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Subscribing to or reading the kernel's network change events failed.
+    #[error("cannot follow network changes: {source}")]
+    NetworkEvents {
         /// Why.
         #[source]
         source: io::Error,
