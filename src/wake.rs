@@ -8,9 +8,11 @@
 //!   that changes every second is not worth a disk write every second).
 //!
 //! # Testing
-//! In debug builds, `TELEPOLICE_TEST_SUSPEND_FILE` names a file holding a number of seconds
-//! that is added to the suspended time, so that a test can make the daemon believe the
-//! machine slept. Release builds ignore it.
+//! Debug builds read two variables that release builds ignore:
+//! - `TELEPOLICE_TEST_SUSPEND_FILE` names a file holding a number of seconds that is added
+//!   to the suspended time, so that a test can make the daemon believe the machine slept;
+//! - `TELEPOLICE_TEST_RETRY_SECS` makes every pause between repair tries that long, so that
+//!   a test can tell a woken try from a timed one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,6 +72,18 @@ fn injected() -> Duration {
     Duration::ZERO
 }
 
+/// The pause between repair tries a test asked for, if any (debug builds only).
+pub fn test_retry_pause() -> Option<Duration> {
+    if cfg!(debug_assertions) {
+        std::env::var("TELEPOLICE_TEST_RETRY_SECS")
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+    } else {
+        None
+    }
+}
+
 /// A repair waiting for its cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiting {
@@ -109,7 +123,10 @@ pub struct Board(Arc<Mutex<HashMap<String, Waiting>>>);
 impl Board {
     /// Records one more failed try of `key`'s repair.
     pub fn failed(&self, key: &str, why: String) {
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let w = map.entry(key.to_string()).or_insert_with(|| Waiting {
             since: jiff::Timestamp::now().to_string(),
             tries: 0,
@@ -181,7 +198,8 @@ mod tests {
         assert!(!b.snapshot().contains_key("a"));
         let text = s["a"].summary();
         assert!(
-            text.starts_with("waiting for the cluster since ") && text.contains(", 2 tries: timed out"),
+            text.starts_with("waiting for the cluster since ")
+                && text.contains(", 2 tries: timed out"),
             "{text}"
         );
     }

@@ -41,6 +41,16 @@ impl Agent {
 
     /// Starts an agent (with this test's dirs: a restarted agent finds its journal).
     fn start_with(env: &Env, program: &Path, extra_config: &str) -> Self {
+        Self::start_with_env(env, program, extra_config, &[])
+    }
+
+    /// Like [`Agent::start_with`], with extra environment variables for the agent.
+    fn start_with_env(
+        env: &Env,
+        program: &Path,
+        extra_config: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let stderr = env.path(&format!(
             "agent-{}.err",
             AGENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -68,6 +78,9 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
         for (k, v) in &envs {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("the agent starts");
@@ -143,6 +156,18 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `status --json`'s repairs waiting for their cluster, by session key.
+    fn waiting(&self) -> serde_json::Map<String, Value> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+        cmd.args(["status", "--json"]);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("status runs");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["waiting"].as_object().cloned().unwrap_or_default()
     }
 
     fn status_table(&self) -> String {
@@ -539,9 +564,9 @@ fn a_restarted_agent_finishes_the_work() {
     );
 }
 
-#[test]
-fn only_the_killed_one_of_two_sessions_in_two_clusters_is_repaired() {
-    let Some(env) = setup() else { return };
+/// A second cluster, context "two", with a namespace `team` and a deployment `app` of 3
+/// replicas; and a KUBECONFIG that names both clusters.
+fn second_cluster(env: &Env) -> (testcluster::TestCluster, String) {
     let two = testcluster::TestCluster::start(testcluster::Options {
         context: "two".to_string(),
         ..Default::default()
@@ -558,25 +583,33 @@ fn only_the_killed_one_of_two_sessions_in_two_clusters_is_repaired() {
     let kc2 = env.path("kubeconfig-two");
     two.write_kubeconfig(&kc2).expect("kubeconfig");
     let both = format!("{}:{}", env.kubeconfig.display(), kc2.display());
-    let program = Agent::program(&env);
-    let (agent, _) = (Agent::start_with(&env, &program, ""), ());
+    (two, both)
+}
+
+/// Two swap sessions of `app` from `program`, one in each cluster of `both`: (session,
+/// Telepresence id) in the first, then the second's own dir (its log and temp dir), session
+/// and id.
+fn two_sessions(
+    env: &Env,
+    program: &Path,
+    both: &str,
+) -> ((Session, String), (Env, Session, String)) {
     let mut a = Session::start_with(
-        &env,
-        &program,
+        env,
+        program,
         "0.109",
         &["--swap-deployment", "app", "--context", "testcluster"],
-        &[("KUBECONFIG", both.clone())],
+        &[("KUBECONFIG", both.to_string())],
     );
-    let id_a = a.wait_id(&env);
-    a.wait_ready(&env, 4);
-    // The second session works in its own dir (its own log and temp dir).
+    let id_a = a.wait_id(env);
+    a.wait_ready(env, 4);
     let env_b = crate::util::Env::without_kubectl_check(
         testcluster::Options::default(),
         env.kubectl.clone(),
     );
     let mut b = Session::start_with(
         &env_b,
-        &program,
+        program,
         "0.109",
         &[
             "--swap-deployment",
@@ -586,10 +619,28 @@ fn only_the_killed_one_of_two_sessions_in_two_clusters_is_repaired() {
             "--namespace",
             "team",
         ],
-        &[("KUBECONFIG", both.clone())],
+        &[("KUBECONFIG", both.to_string())],
     );
     let id_b = b.wait_id(&env_b);
     b.wait_ready(&env_b, 4);
+    ((a, id_a), (env_b, b, id_b))
+}
+
+/// The record of the session with Telepresence id `id`, if any.
+fn session_with_id(agent: &Agent, id: &str) -> Option<Value> {
+    agent
+        .sessions()
+        .into_iter()
+        .find(|r| r["telepresence_id"] == id)
+}
+
+#[test]
+fn only_the_killed_one_of_two_sessions_in_two_clusters_is_repaired() {
+    let Some(env) = setup() else { return };
+    let (two, both) = second_cluster(&env);
+    let program = Agent::program(&env);
+    let agent = Agent::start_with(&env, &program, "");
+    let ((mut a, id_a), (env_b, mut b, id_b)) = two_sessions(&env, &program, &both);
     wait_for("both sessions are active", || {
         agent
             .sessions()
@@ -612,15 +663,104 @@ fn only_the_killed_one_of_two_sessions_in_two_clusters_is_repaired() {
         "the other session's cluster is untouched"
     );
     assert!(two.get("pods", "team", &format!("app-{id_b}")).is_some());
-    let other = agent
-        .sessions()
-        .into_iter()
-        .find(|r| r["telepresence_id"] == id_b.as_str())
-        .expect("the other session");
+    let other = session_with_id(&agent, &id_b).expect("the other session");
     assert_eq!(other["state"], "Active");
     assert_eq!(other["cluster"]["server"], two.url().as_str());
     b.signal("TERM");
     b.wait_exit(&env_b);
+}
+
+#[test]
+fn one_unreachable_cluster_does_not_delay_the_repair_in_another() {
+    let Some(env) = setup() else { return };
+    let (two, both) = second_cluster(&env);
+    let program = Agent::program(&env);
+    let agent = Agent::start_with(&env, &program, "");
+    let ((mut a, id_a), (env_b, mut b, id_b)) = two_sessions(&env, &program, &both);
+    wait_for("both sessions are active", || {
+        [&id_a, &id_b]
+            .iter()
+            .all(|id| session_with_id(&agent, id).is_some_and(|r| r["state"] == "Active"))
+    });
+    assert!(env.cluster.set_reachable(false));
+    a.signal("KILL");
+    b.signal("KILL");
+    a.wait_exit(&env);
+    b.wait_exit(&env_b);
+    wait_for("the session in the reachable cluster is repaired", || {
+        session_with_id(&agent, &id_b).is_some_and(|r| r["state"] == "Cleaned")
+    });
+    assert_eq!(
+        two.get("deployments", "team", "app")
+            .and_then(|d| d.pointer("/spec/replicas").cloned()),
+        Some(3.into())
+    );
+    assert!(
+        two.wait_until(Duration::from_secs(20), |c| c
+            .get("pods", "team", &format!("app-{id_b}"))
+            .is_none()),
+        "the proxy in the reachable cluster is deleted"
+    );
+    let stuck = session_with_id(&agent, &id_a).expect("the first session");
+    assert_eq!(stuck["state"], "Orphaned", "{stuck:#}");
+    assert!(
+        agent.waiting().contains_key(text(&stuck, "/key").as_str()),
+        "the unreachable one waits"
+    );
+    assert!(env.cluster.set_reachable(true));
+    wait_for(
+        "the first session is repaired once its cluster is back",
+        || session_with_id(&agent, &id_a).is_some_and(|r| r["state"] == "Cleaned"),
+    );
+    assert_eq!(replicas(&env, "app"), 2);
+}
+
+#[test]
+fn a_resume_makes_a_waiting_repair_try_again_at_once() {
+    let Some(env) = setup() else { return };
+    let suspended = env.path("suspended-secs");
+    std::fs::write(&suspended, "0").expect("written");
+    let program = Agent::program(&env);
+    let agent = Agent::start_with_env(
+        &env,
+        &program,
+        "",
+        &[
+            (
+                "TELEPOLICE_TEST_SUSPEND_FILE",
+                &suspended.display().to_string(),
+            ),
+            // Ten minutes between tries: only a wake can make the next one happen soon.
+            ("TELEPOLICE_TEST_RETRY_SECS", "600"),
+        ],
+    );
+    let (mut s, _, rec) = swap_followed(&env, &agent, &program);
+    assert!(env.cluster.set_reachable(false));
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let key = text(&rec, "/key");
+    wait_for("the repair has failed once", || {
+        agent
+            .waiting()
+            .get(key.as_str())
+            .is_some_and(|w| w["tries"] == 1)
+    });
+    assert!(env.cluster.set_reachable(true));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(replicas(&env, "app"), 0, "no try before the wake");
+    assert!(!agent.log().contains("asleep"), "{}", agent.log());
+    // The clocks now say the machine slept for 45 s.
+    std::fs::write(&suspended, "45").expect("written");
+    agent.wait_log("the machine was asleep");
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+    assert!(
+        agent
+            .log()
+            .contains("the machine woke up: trying the unreachable clusters again now"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -878,14 +1018,24 @@ fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back
             .iter()
             .any(|r| last_reason(r).contains("unreachable"))
     });
+    wait_for("status counts the tries", || {
+        agent
+            .waiting()
+            .get(text(&rec, "/key").as_str())
+            .is_some_and(|w| w["tries"].as_u64() >= Some(2))
+    });
     let table = agent.status_table();
     assert!(
-        table.contains("Orphaned") && table.contains("unreachable"),
+        table.contains("Orphaned")
+            && table.contains("waiting for the cluster since")
+            && table.contains(" tries: ")
+            && table.contains("unreachable"),
         "{table}"
     );
     assert_eq!(rec["telepresence_id"], id.as_str());
     assert!(env.cluster.set_reachable(true));
     agent.wait_state("Cleaned");
+    assert!(agent.waiting().is_empty(), "nothing waits any more");
     assert_eq!(replicas(&env, "app"), 2);
     assert_eq!(
         agent_writes(&env),

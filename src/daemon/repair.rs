@@ -23,7 +23,9 @@ use crate::telepresence::{self, Mode};
 /// [`MIN_SPACING`] after the last one. While it waits, the repair is on the board `status`
 /// shows.
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
-    let mut backoff = FIRST_BACKOFF;
+    let (first, max) =
+        crate::wake::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
+    let mut backoff = first;
     let mut last_wait = String::new();
     let mut woken = ctx.probe.subscribe();
     // Built once (kubeconfig read, server checked, TLS set up), reused across retries.
@@ -34,11 +36,15 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
         match result {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
-                let why = match &e {
-                    RepairError::Cluster(_) => format!("cluster unreachable, will retry: {e}"),
-                    RepairError::Journal(_) => format!("{e}; will retry"),
+                let problem = match (&e, e.status_code()) {
+                    (RepairError::Cluster(_), Some(code)) => {
+                        format!("the API server answered {code}: {e}")
+                    }
+                    (RepairError::Cluster(_), None) => format!("cluster unreachable: {e}"),
+                    (RepairError::Journal(_), _) => e.to_string(),
                 };
-                ctx.board.failed(&rec.key, e.to_string());
+                let why = format!("{problem}; will retry");
+                ctx.board.failed(&rec.key, problem);
                 if why != last_wait {
                     warn!(session = %rec.key, "{why}");
                     rec.transition(State::Orphaned, why.clone());
@@ -57,12 +63,12 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 ));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff + jitter) => {
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        backoff = (backoff * 2).min(max);
                     }
                     Ok(()) = woken.changed() => {
                         // A burst of network messages is one wake: `changed` coalesces.
                         tokio::time::sleep_until(tried + MIN_SPACING).await;
-                        backoff = FIRST_BACKOFF;
+                        backoff = first;
                     }
                 }
             }

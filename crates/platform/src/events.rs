@@ -121,9 +121,8 @@ mod imp {
         // The safe constructor, deprecated in favour of an `unsafe` one; an `OwnedFd` moved
         // in keeps its contract by construction (see `wait_for_exit` in linux.rs).
         #[allow(deprecated)]
-        let socket = AsyncFd::with_interest(fd, Interest::READABLE).map_err(|source| {
-            PlatformError::NetworkEvents { source }
-        })?;
+        let socket = AsyncFd::with_interest(fd, Interest::READABLE)
+            .map_err(|source| PlatformError::NetworkEvents { source })?;
         Ok(NetworkChanges { socket })
     }
 
