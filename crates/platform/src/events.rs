@@ -18,8 +18,6 @@
 
 use std::time::Duration;
 
-#[cfg(not(target_os = "linux"))]
-use crate::PlatformError;
 use crate::Result;
 
 /// The time the machine has spent suspended since boot (Linux), or since the first call
