@@ -13,7 +13,7 @@
 //!   does not); that answer is only meaningful from the first call on, which is all a
 //!   detector of jumps needs.
 //! - Network changes come from rtnetlink on Linux. Elsewhere [`NetworkChanges::open`]
-//!   answers [`PlatformError::Unsupported`]: the macOS system configuration store needs a C
+//!   answers [`crate::PlatformError::Unsupported`]: the macOS system configuration store needs a C
 //!   API that this crate (no `unsafe`) cannot call.
 
 use std::time::Duration;
