@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Run { dry_run } => {
+            let reload_paths = paths.clone();
             let mut cfg = match Config::load(paths) {
                 Ok(c) => c,
                 Err(e) => return fail(2, e),
@@ -93,11 +94,20 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(1, format!("starting the runtime: {e}")),
             };
-            let shutdown = {
+            let (shutdown, hangups) = {
                 let _in_runtime = rt.enter();
-                crate::signals::shutdown()
+                (crate::signals::shutdown(), crate::signals::hangups())
             };
-            match rt.block_on(crate::daemon::run(cfg, shutdown)) {
+            let reload = hangups.map(|hangups| crate::daemon::Reload {
+                hangups,
+                load: Box::new(move || {
+                    Config::load(reload_paths.clone()).map(|mut c| {
+                        c.dry_run |= dry_run;
+                        c
+                    })
+                }),
+            });
+            match rt.block_on(crate::daemon::run(cfg, shutdown, reload)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. }) => fail(3, e),
                 Err(e) => fail(1, e),

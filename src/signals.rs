@@ -30,3 +30,9 @@ pub fn shutdown() -> impl Future<Output = ()> {
         });
     }
 }
+
+/// The SIGHUP stream, installed now (inside the runtime's context): from here on a SIGHUP
+/// asks for a reload instead of ending the process. `None` if the handler cannot be set.
+pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}

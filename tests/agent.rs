@@ -112,6 +112,16 @@ impl Agent {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Sends the agent SIGHUP (a reload).
+    fn hangup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
     fn wait_log(&self, needle: &str) {
         let end = Instant::now() + Duration::from_secs(30);
         while !self.log().contains(needle) {
@@ -761,6 +771,32 @@ fn a_resume_makes_a_waiting_repair_try_again_at_once() {
         "{}",
         agent.log()
     );
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_in_place() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let config = env.path("agent-config.toml");
+    let written = std::fs::read_to_string(&config).expect("the agent's config");
+    std::fs::write(&config, format!("{written}grace_period = 3\n")).expect("written");
+    agent.hangup();
+    agent.wait_log("SIGHUP: keeping the running configuration");
+    assert!(
+        agent.log().contains("grace_period") && agent.log().contains(&*config.to_string_lossy()),
+        "the message names the key and the file:\n{}",
+        agent.log()
+    );
+    std::fs::write(&config, format!("{written}dry_run = true\n")).expect("written");
+    agent.hangup();
+    agent.wait_log("SIGHUP: configuration reloaded");
+    let (mut s, _, _) = swap_followed(&env, &agent, &program);
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let rec = agent.wait_state("NeedsAttention");
+    assert!(last_reason(&rec).contains("dry run"), "{rec:#}");
+    assert_eq!(replicas(&env, "app"), 0, "the reloaded dry_run holds");
+    agent.stop();
 }
 
 #[test]

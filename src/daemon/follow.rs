@@ -279,7 +279,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     // Learned when the session was found (records of older agents may lack it).
     let tmp_root = rec
         .tmp_root
-        .get_or_insert_with(|| super::tmp_root_of(&env, &ctx.cfg.paths.tmp_dir))
+        .get_or_insert_with(|| super::tmp_root_of(&env, &ctx.cfg().paths.tmp_dir))
         .clone();
     if rec.cluster.server.is_empty() {
         // The kubeconfig was missing or broken when the session was found: look again
@@ -293,7 +293,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 inv.namespace.as_deref(),
             ) {
                 Ok(b) => {
-                    if !ctx.cfg.in_scope(&b.context, &b.namespace) {
+                    if !ctx.cfg().in_scope(&b.context, &b.namespace) {
                         info!(session = %rec.key, "session out of the configured scope; forgetting it");
                         let _ = ctx.journal.remove(&rec.key);
                         rec.transition(State::Ended, "out of the configured scope");
@@ -419,8 +419,8 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             _ = exit.as_mut() => return,
             _ = &mut parent_exit, if !parent_gone => {
                 parent_gone = true;
-                if ctx.cfg.on_shell_death == OnShellDeath::Terminate
-                    && !ctx.cfg.dry_run
+                if ctx.cfg().on_shell_death == OnShellDeath::Terminate
+                    && !ctx.cfg().dry_run
                     && platform::is_alive(rec.process)
                 {
                     let sent = platform::signal(rec.process, Signal::Term);

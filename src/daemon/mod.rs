@@ -122,7 +122,8 @@ pub fn is_running(runtime_dir: &Path) -> bool {
 /// What every session task shares.
 #[derive(Debug)]
 struct Ctx {
-    cfg: Config,
+    /// The running configuration; replaced as a whole when SIGHUP reloads it.
+    cfg: std::sync::RwLock<Arc<Config>>,
     journal: Journal,
     uid: u32,
     /// Bumped when it is worth trying an unreachable cluster again at once (a resume, a
@@ -137,10 +138,25 @@ impl Ctx {
         Self {
             uid: platform::current_uid(),
             journal,
-            cfg,
+            cfg: std::sync::RwLock::new(Arc::new(cfg)),
             probe: tokio::sync::watch::Sender::new(0),
             board: wake::Board::default(),
         }
+    }
+
+    /// The configuration now (a session task keeps the copy it reads for one decision).
+    fn cfg(&self) -> Arc<Config> {
+        self.cfg
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_cfg(&self, cfg: Config) {
+        *self
+            .cfg
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
     }
 
     /// Wakes every repair that waits for its cluster.
@@ -165,10 +181,84 @@ impl Ctx {
     }
 }
 
-/// Runs the daemon until `shutdown` completes.
+/// How the daemon reloads its configuration: on each SIGHUP, `load` is called; a config
+/// that loads replaces the running one, one that does not is logged and ignored.
+pub struct Reload {
+    /// The SIGHUP stream (installed before the daemon starts, so that an early SIGHUP does
+    /// not kill it).
+    pub hangups: tokio::signal::unix::Signal,
+    /// Reads the config file again (with the command line's overrides).
+    pub load: Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send>,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reload")
+    }
+}
+
+/// The watch on the Telepresence programs: inotify open events are sent to `tx`.
+fn watch_programs(
+    cfg: &Config,
+    tx: mpsc::UnboundedSender<()>,
+) -> Result<(notify::RecommendedWatcher, Vec<PathBuf>), DaemonError> {
+    use notify::Watcher;
+    let programs = discovery::programs_to_watch(
+        &cfg.telepresence_programs,
+        std::env::var("PATH").ok().as_deref(),
+        std::env::var("HOME").ok().as_deref(),
+    );
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|source| DaemonError::Watch {
+        path: PathBuf::new(),
+        source,
+    })?;
+    for p in &programs {
+        if let Err(source) = watcher.watch(p, notify::RecursiveMode::NonRecursive) {
+            return Err(DaemonError::Watch {
+                path: p.clone(),
+                source,
+            });
+        }
+    }
+    Ok((watcher, programs))
+}
+
+/// Says which programs are watched (or that none is).
+fn log_watching(programs: &[PathBuf], scan_interval: Duration) {
+    if programs.is_empty() {
+        warn!(
+            "no telepresence program found on PATH; relying on the safety-net scan every {scan_interval:?}"
+        );
+    } else {
+        info!(programs = ?programs, "watching Telepresence programs");
+    }
+}
+
+/// The next SIGHUP, or never without a reload.
+async fn next_hangup(reload: &mut Option<Reload>) {
+    match reload {
+        Some(r) => {
+            if r.hangups.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the daemon until `shutdown` completes, reloading its configuration on SIGHUP when
+/// `reload` is given.
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
+    mut reload: Option<Reload>,
 ) -> Result<(), DaemonError> {
     let _lock = take_lock(&cfg.paths.runtime_dir)?;
     let journal = Journal::open(&cfg.paths.state_dir)?;
@@ -182,8 +272,8 @@ pub async fn run(
         crate::session::now(),
     )));
     info!(
-        state_dir = %ctx.cfg.paths.state_dir.display(),
-        dry_run = ctx.cfg.dry_run,
+        state_dir = %ctx.cfg().paths.state_dir.display(),
+        dry_run = ctx.cfg().dry_run,
         "telepolice-agent started"
     );
     let mut sessions: JoinSet<String> = JoinSet::new();
@@ -207,65 +297,43 @@ pub async fn run(
         sessions.spawn(session_task(ctx.clone(), rec));
     }
 
-    let programs = discovery::programs_to_watch(
-        &ctx.cfg.telepresence_programs,
-        std::env::var("PATH").ok().as_deref(),
-        std::env::var("HOME").ok().as_deref(),
-    );
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher_handle =
-        notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev
-                && matches!(ev.kind, notify::EventKind::Access(_))
-            {
-                let _ = tx.send(());
-            }
-        })
-        .map_err(|source| DaemonError::Watch {
-            path: PathBuf::new(),
-            source,
-        })?;
-    for p in &programs {
-        use notify::Watcher;
-        if let Err(source) = watcher_handle.watch(p, notify::RecursiveMode::NonRecursive) {
-            return Err(DaemonError::Watch {
-                path: p.clone(),
-                source,
-            });
-        }
-    }
+    let (mut _watcher, programs) = watch_programs(&ctx.cfg(), tx.clone())?;
     let mut discovery = Discovery::new(&programs);
-    let mut start =
-        |found: Vec<Found>, sessions: &mut JoinSet<String>, tracked: &mut HashSet<String>| {
-            session_pids.retain(|p| platform::process_info(*p).is_ok());
-            for f in found {
-                let key = SessionRecord::key_for(f.info.id);
-                if tracked.contains(&key) || session_pids.contains(&f.info.ppid) {
-                    continue;
-                }
-                if let Some(rec) = new_record(&ctx, &f) {
-                    tracked.insert(key);
-                    session_pids.insert(f.info.id.pid);
-                    ctx.save(&rec);
-                    sessions.spawn(session_task(ctx.clone(), rec));
-                } else {
-                    // Out of scope or not parseable: do not look again.
-                    tracked.insert(key);
-                }
+    // Processes not followed because they were out of scope: a reload looks at them again.
+    let mut passed_over: HashSet<String> = HashSet::new();
+    let mut start = |found: Vec<Found>,
+                     sessions: &mut JoinSet<String>,
+                     tracked: &mut HashSet<String>,
+                     passed_over: &mut HashSet<String>| {
+        session_pids.retain(|p| platform::process_info(*p).is_ok());
+        for f in found {
+            let key = SessionRecord::key_for(f.info.id);
+            if tracked.contains(&key) || session_pids.contains(&f.info.ppid) {
+                continue;
             }
-        };
-    start(discovery.scan_all(), &mut sessions, &mut tracked);
+            if let Some(rec) = new_record(&ctx, &f) {
+                tracked.insert(key);
+                session_pids.insert(f.info.id.pid);
+                ctx.save(&rec);
+                sessions.spawn(session_task(ctx.clone(), rec));
+            } else {
+                // Out of scope or not parseable: not again (until a reload).
+                tracked.insert(key.clone());
+                passed_over.insert(key);
+            }
+        }
+    };
+    start(
+        discovery.scan_all(),
+        &mut sessions,
+        &mut tracked,
+        &mut passed_over,
+    );
     // Said only now: from here on, every session that starts is seen.
-    if programs.is_empty() {
-        warn!(
-            "no telepresence program found on PATH; relying on the safety-net scan every {:?}",
-            ctx.cfg.scan_interval
-        );
-    } else {
-        info!(programs = ?programs, "watching Telepresence programs");
-    }
+    log_watching(&programs, ctx.cfg().scan_interval);
 
-    let mut safety = tokio::time::interval(ctx.cfg.scan_interval);
+    let mut safety = tokio::time::interval(ctx.cfg().scan_interval);
     safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     safety.tick().await;
     // A laptop's sleeps and network changes: reasons to try unreachable clusters again.
@@ -291,9 +359,52 @@ pub async fn run(
                     );
                     // Sessions that died meanwhile are seen by their exit watches; the
                     // scan finds sessions started just before the sleep.
-                    start(discovery.scan_all(), &mut sessions, &mut tracked);
+                    start(discovery.scan_all(), &mut sessions, &mut tracked, &mut passed_over);
                     ctx.probe_now("the machine woke up");
                 }
+            }
+            () = next_hangup(&mut reload) => {
+                let Some(r) = &reload else { continue };
+                let old = ctx.cfg();
+                let path = old.paths.config_file.display().to_string();
+                let new = match (r.load)() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!("SIGHUP: keeping the running configuration: {e}");
+                        continue;
+                    }
+                };
+                if new == *old {
+                    info!("SIGHUP: {path} has not changed");
+                    continue;
+                }
+                if new.telepresence_programs != old.telepresence_programs {
+                    match watch_programs(&new, tx.clone()) {
+                        Ok((w, programs)) => {
+                            _watcher = w;
+                            discovery = Discovery::new(&programs);
+                            log_watching(&programs, new.scan_interval);
+                        }
+                        Err(e) => {
+                            warn!("SIGHUP: keeping the running configuration: {e}");
+                            continue;
+                        }
+                    }
+                }
+                if new.scan_interval != old.scan_interval {
+                    safety = tokio::time::interval_at(
+                        tokio::time::Instant::now() + new.scan_interval,
+                        new.scan_interval,
+                    );
+                    safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                }
+                ctx.set_cfg(new);
+                info!("SIGHUP: configuration reloaded from {path}; sessions already followed keep being followed");
+                // The new scope or programs may take in processes passed over before.
+                for key in passed_over.drain() {
+                    tracked.remove(&key);
+                }
+                start(discovery.scan_all(), &mut sessions, &mut tracked, &mut passed_over);
             }
             changed = next_network_change(&mut network) => match changed {
                 Ok(()) => {
@@ -307,14 +418,14 @@ pub async fn run(
             },
             Some(()) = rx.recv() => {
                 while rx.try_recv().is_ok() {}
-                start(discovery.poll(), &mut sessions, &mut tracked);
+                start(discovery.poll(), &mut sessions, &mut tracked, &mut passed_over);
             }
             // The safety net looks at every process, so that a session missed by the
             // event path (a slow start under load, a program not watched) is still found.
-            _ = safety.tick() => start(discovery.scan_all(), &mut sessions, &mut tracked),
+            _ = safety.tick() => start(discovery.scan_all(), &mut sessions, &mut tracked, &mut passed_over),
             // A pid caught between fork and exec is looked at again shortly.
             _ = tokio::time::sleep(Duration::from_millis(50)), if discovery.has_pending() => {
-                start(discovery.poll(), &mut sessions, &mut tracked);
+                start(discovery.poll(), &mut sessions, &mut tracked, &mut passed_over);
             }
             Some(done) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Ok(key) = done {
@@ -324,7 +435,7 @@ pub async fn run(
         }
     }
     info!("stopping");
-    let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg.paths.runtime_dir));
+    let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg().paths.runtime_dir));
     sessions.abort_all();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while sessions.join_next().await.is_some() {}
@@ -360,7 +471,7 @@ fn prune(ctx: &Ctx, records: &[SessionRecord]) {
             continue;
         };
         let age = now.duration_since(last).unsigned_abs();
-        if age > ctx.cfg.history
+        if age > ctx.cfg().history
             && let Err(e) = ctx.journal.remove(&r.key)
         {
             warn!(session = %r.key, "pruning: {e}");
@@ -423,7 +534,7 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
             Some(e.to_string()),
         ),
     };
-    if problem.is_none() && !ctx.cfg.in_scope(&cluster.context, &cluster.namespace) {
+    if problem.is_none() && !ctx.cfg().in_scope(&cluster.context, &cluster.namespace) {
         debug!(pid = info.id.pid, context = %cluster.context, namespace = %cluster.namespace, "session out of scope");
         return None;
     }
@@ -442,7 +553,7 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         cluster,
         telepresence_id: None,
         // Kept in the record: a dead process's environment can no longer be read.
-        tmp_root: Some(tmp_root_of(&env, &ctx.cfg.paths.tmp_dir)),
+        tmp_root: Some(tmp_root_of(&env, &ctx.cfg().paths.tmp_dir)),
         original: None,
         proxies: Vec::new(),
         state: State::Seen,
@@ -488,7 +599,7 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
         rec.transition(State::Orphaned, "the Telepresence process exited");
         ctx.save(&rec);
     }
-    tokio::time::sleep(ctx.cfg.grace_period).await;
+    tokio::time::sleep(ctx.cfg().grace_period).await;
     repair::repair(&ctx, &mut rec).await;
     key
 }
@@ -551,8 +662,10 @@ mod tests {
     use super::*;
 
     fn ctx(dir: &Path, history: Duration) -> Ctx {
-        let mut ctx = testing::ctx(dir);
-        ctx.cfg.history = history;
+        let ctx = testing::ctx(dir);
+        let mut cfg = (*ctx.cfg()).clone();
+        cfg.history = history;
+        ctx.set_cfg(cfg);
         ctx
     }
 

@@ -174,7 +174,7 @@ async fn attempt(
         info!(session = %rec.key, "session ended cleanly");
         return Ok(());
     }
-    if ctx.cfg.dry_run {
+    if ctx.cfg().dry_run {
         for a in &plan.actions {
             rec.act(a.to_string(), "dry-run: not done");
         }
@@ -266,7 +266,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
     {
         for (cid, name) in helpers::find_containers(rec.process.pid, start.as_secs()) {
-            let outcome = if ctx.cfg.dry_run {
+            let outcome = if ctx.cfg().dry_run {
                 "dry-run: not done".to_string()
             } else {
                 helpers::stop_container(&cid)
@@ -288,7 +288,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             _ => None,
         });
     let tmp_root = rec.tmp_root.clone().unwrap_or_else(|| {
-        super::tmp_root_of(&environ_map(rec.process.pid), &ctx.cfg.paths.tmp_dir)
+        super::tmp_root_of(&environ_map(rec.process.pid), &ctx.cfg().paths.tmp_dir)
     });
     let dir = helpers::session_dir(&tmp_root, ctx.uid, &id);
     let found = helpers::find(
@@ -309,7 +309,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             h.info.argv.join(" "),
             h.because
         );
-        let outcome = if ctx.cfg.dry_run {
+        let outcome = if ctx.cfg().dry_run {
             "dry-run: not done".to_string()
         } else {
             match helpers::stop(&h) {
@@ -321,7 +321,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
         rec.act(what, outcome);
     }
     if let Some(dir) = dir
-        && !ctx.cfg.dry_run
+        && !ctx.cfg().dry_run
         && !platform::is_alive(rec.process)
     {
         let outcome = if helpers::has_mount_inside(&dir) {
