@@ -4,13 +4,18 @@
 //!
 //! ```sh
 //! cargo bench --bench agent                 # every section
-//! cargo bench --bench agent -- discovery    # only some: sessions, idle, discovery
+//! cargo bench --bench agent -- discovery    # only some: sessions, recovery, idle, discovery
 //! ```
 //!
 //! Sections:
 //! - `sessions`: process start -> journal says `Recorded` (or later) with the original's
 //!   replicas; then, with `grace_period_secs = 0`, `kill -9` -> the emulator's Deployment has
 //!   its replicas back. `BENCH_SESSIONS` iterations (default 15).
+//! - `recovery`: a followed session is SIGKILLed while the emulator is unreachable; once the
+//!   agent has failed a repair attempt, and after a further 0-5 s so that the API server
+//!   comes back at a different point of the agent's retry backoff each time, the emulator is
+//!   made reachable -> the Deployment has its replicas back. `BENCH_RECOVERIES` iterations
+//!   (default 10).
 //! - `idle`: the daemon with no session for `BENCH_IDLE_SECS` (default 60): CPU time and RSS.
 //! - `discovery`: with 1,000 extra `sleep` processes running, `Discovery::poll` after one
 //!   new (non-Telepresence) process, `BENCH_POLLS` times (default 50), and `scan_all`.
@@ -40,7 +45,7 @@ use telepolice_agent::discovery::Discovery;
 use telepolice_agent::platform::{self, ProcessId, Signal};
 
 use standin::{SCRIPT, helper_children};
-use util::{Env, examples_dir, live_pods};
+use util::{Env, examples_dir, live_pods, text};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_telepolice-agent");
 /// How long any single wait may take before the bench gives up on that step.
@@ -66,6 +71,18 @@ fn main() {
             Err(e) => {
                 failed = true;
                 eprintln!("sessions: FAILED: {e:#}");
+            }
+        }
+    }
+    if wanted("recovery") {
+        match bench_recovery(env_usize("BENCH_RECOVERIES", 10)) {
+            Ok((r, n)) => {
+                rows.extend(r);
+                notes.extend(n);
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("recovery: FAILED: {e:#}");
             }
         }
     }
@@ -508,21 +525,123 @@ impl Drop for Standin {
 
 // ---------------------------------------------------------------------------- sections
 
+/// One agent (`grace_period_secs = 0`, default scan interval: the event-driven path is what
+/// is measured) following stand-in 0.109 `--swap-deployment app` sessions on an emulator
+/// whose `app` Deployment has 2 replicas.
+struct SwapRig {
+    // Declared first, so dropped first: the agent stops before the emulator and the temp
+    // dir holding its state go.
+    agent: Agent,
+    env: Env,
+    program: PathBuf,
+    helper: PathBuf,
+    tmp: PathBuf,
+}
+
+impl SwapRig {
+    fn start() -> Result<Self> {
+        let Some(env) = standin::setup() else {
+            bail!("python3 or kubectl is missing");
+        };
+        let helper = helper_binary()?;
+        let root = env.path("agent");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let bin = env.path("bin");
+        std::fs::create_dir_all(&bin)?;
+        let program = bin.join("telepresence");
+        std::fs::copy(SCRIPT, &program)?;
+        let agent = Agent::start(&root, &program, "grace_period_secs = 0", &[])?;
+        Ok(Self {
+            agent,
+            env,
+            program,
+            helper,
+            tmp,
+        })
+    }
+
+    /// A work dir for session number `i`.
+    fn work_dir(&self, i: usize) -> Result<PathBuf> {
+        let work = self.env.path(&format!("work-{i}"));
+        std::fs::create_dir_all(&work)?;
+        Ok(work)
+    }
+
+    /// Starts a session in `work`.
+    fn spawn(&self, work: &Path) -> Result<Standin> {
+        Standin::spawn(&self.env, &self.program, &self.helper, work, &self.tmp)
+    }
+
+    /// Waits until `s` runs its helpers, its record (not one of `known`) is `Active` and the
+    /// original is scaled to 0: a session worth killing.
+    fn wait_active(&self, s: &mut Standin, known: &HashSet<String>) -> Result<()> {
+        let pid = s.pid();
+        s.wait_ready()?;
+        poll_until("the session is Active", Duration::from_millis(10), || {
+            self.agent
+                .record(pid, known)
+                .filter(|r| r["state"] == "Active")
+        })
+        .with_context(|| self.agent.log())?;
+        poll_until(
+            "the original is scaled to 0",
+            Duration::from_millis(10),
+            || (replicas(&self.env) == Some(0)).then_some(()),
+        )?;
+        Ok(())
+    }
+
+    /// After the original is back: lets the repair of the killed `s` finish, so the next
+    /// round starts from a clean cluster. Returns the session's final state.
+    fn wait_settled(&self, s: Standin, known: &HashSet<String>) -> Result<String> {
+        let pid = s.pid();
+        let rec = poll_until(
+            "the session reaches a final state",
+            Duration::from_millis(20),
+            || {
+                self.agent.record(pid, known).filter(|r| {
+                    matches!(
+                        r["state"].as_str(),
+                        Some("Cleaned" | "Ended" | "NeedsAttention")
+                    )
+                })
+            },
+        )
+        .with_context(|| self.agent.log())?;
+        let _ = poll_until("the helpers are stopped", Duration::from_millis(20), || {
+            (s.helpers_alive() == 0).then_some(())
+        });
+        drop(s);
+        poll_until(
+            "the proxy is gone and two app pods run",
+            Duration::from_millis(20),
+            || {
+                let proxies = self
+                    .env
+                    .cluster
+                    .list("pods", Some("default"))
+                    .iter()
+                    .any(|p| p.pointer("/metadata/labels/telepresence").is_some());
+                (!proxies && live_pods(&self.env.cluster, "default", "app").len() == 2)
+                    .then_some(())
+            },
+        )?;
+        Ok(rec["state"].as_str().unwrap_or("?").to_string())
+    }
+}
+
+fn join_counts(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Sections 1 and 2: one agent, `n` stand-in sessions, each SIGKILLed once Active.
 fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
-    let Some(env) = standin::setup() else {
-        bail!("python3 or kubectl is missing");
-    };
-    let helper = helper_binary()?;
-    let root = env.path("agent");
-    let tmp = root.join("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin)?;
-    let program = bin.join("telepresence");
-    std::fs::copy(SCRIPT, &program)?;
-    // Default scan interval: the event-driven path is what is measured.
-    let agent = Agent::start(&root, &program, "grace_period_secs = 0", &[])?;
+    let rig = SwapRig::start()?;
+    let (env, agent) = (&rig.env, &rig.agent);
 
     let mut recorded = Vec::new();
     let mut first_writes = Vec::new();
@@ -532,19 +651,18 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let mut finals: BTreeMap<String, usize> = BTreeMap::new();
     let ms1 = Duration::from_millis(1);
     for i in 0..n {
-        let work = env.path(&format!("work-{i}"));
-        std::fs::create_dir_all(&work)?;
+        let work = rig.work_dir(i)?;
         let known = agent.journal_names();
 
         // 1. process start -> Recorded with the original's replicas.
         let t0 = Instant::now();
-        let mut s = Standin::spawn(&env, &program, &helper, &work, &tmp)?;
+        let mut s = rig.spawn(&work)?;
         let pid = s.pid();
         // Also noted on the way, for context: the first journal write, and when the stand-in
         // scaled the original to 0 (the race the agent must win).
         let (mut first_write, mut scaled) = (None, None);
         let rec = poll_until("the session is recorded", ms1, || {
-            if scaled.is_none() && replicas(&env) == Some(0) {
+            if scaled.is_none() && replicas(env) == Some(0) {
                 scaled = Some(t0.elapsed());
             }
             let r = agent.record(pid, &known)?;
@@ -563,7 +681,7 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
         let scaled = match scaled {
             Some(d) => d,
             None => poll_until("the original is scaled to 0", ms1, || {
-                (replicas(&env) == Some(0)).then(|| t0.elapsed())
+                (replicas(env) == Some(0)).then(|| t0.elapsed())
             })?,
         };
         scale_downs.push(scaled);
@@ -574,57 +692,18 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
         *sources.entry(source.clone()).or_default() += 1;
 
         // 2. kill -9 -> original restored.
-        s.wait_ready()?;
-        poll_until("the session is Active", Duration::from_millis(10), || {
-            agent.record(pid, &known).filter(|r| r["state"] == "Active")
-        })
-        .with_context(|| agent.log())?;
-        poll_until(
-            "the original is scaled to 0",
-            Duration::from_millis(10),
-            || (replicas(&env) == Some(0)).then_some(()),
-        )?;
+        rig.wait_active(&mut s, &known)?;
         let t1 = Instant::now();
         s.kill9()?;
         poll_until("the original's replicas are back", ms1, || {
-            (replicas(&env) == Some(2)).then_some(())
+            (replicas(env) == Some(2)).then_some(())
         })
         .with_context(|| agent.log())?;
         let dr = t1.elapsed();
         restored.push(dr);
 
-        // Let the repair finish before the next round.
-        let rec = poll_until(
-            "the session reaches a final state",
-            Duration::from_millis(20),
-            || {
-                agent.record(pid, &known).filter(|r| {
-                    matches!(
-                        r["state"].as_str(),
-                        Some("Cleaned" | "Ended" | "NeedsAttention")
-                    )
-                })
-            },
-        )
-        .with_context(|| agent.log())?;
-        let state = rec["state"].as_str().unwrap_or("?").to_string();
+        let state = rig.wait_settled(s, &known)?;
         *finals.entry(state.clone()).or_default() += 1;
-        let _ = poll_until("the helpers are stopped", Duration::from_millis(20), || {
-            (s.helpers_alive() == 0).then_some(())
-        });
-        drop(s);
-        poll_until(
-            "the proxy is gone and two app pods run",
-            Duration::from_millis(20),
-            || {
-                let proxies = env
-                    .cluster
-                    .list("pods", Some("default"))
-                    .iter()
-                    .any(|p| p.pointer("/metadata/labels/telepresence").is_some());
-                (!proxies && live_pods(&env.cluster, "default", "app").len() == 2).then_some(())
-            },
-        )?;
         eprintln!(
             "session {:>2}/{n}: recorded after {} (source {source}; scaled to 0 at {}), restored {} after kill -9, {state}",
             i + 1,
@@ -633,17 +712,11 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
             ms(dr)
         );
     }
-    let join = |m: &BTreeMap<String, usize>| {
-        m.iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let notes = vec![format!(
         "Sessions: stand-in 0.109 `--swap-deployment app` (2 replicas), grace_period_secs = 0; \
          original replicas source: {}; final states: {}.",
-        join(&sources),
-        join(&finals)
+        join_counts(&sources),
+        join_counts(&finals)
     )];
     Ok((
         vec![
@@ -663,6 +736,100 @@ fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
         ],
         notes,
     ))
+}
+
+/// The extra outage after the agent's first failed attempt: up to this long.
+const RECOVERY_SPREAD: Duration = Duration::from_secs(5);
+
+/// The recovery section: one agent, `n` sessions SIGKILLed while the API server is
+/// unreachable; the time from it answering again to the original's replicas being back.
+fn bench_recovery(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
+    let rig = SwapRig::start()?;
+    let (env, agent) = (&rig.env, &rig.agent);
+
+    let mut recovered = Vec::new();
+    let mut outages = Vec::new();
+    let mut finals: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..n {
+        let known = agent.journal_names();
+        let mut s = rig.spawn(&rig.work_dir(i)?)?;
+        let pid = s.pid();
+        rig.wait_active(&mut s, &known)?;
+
+        if !env.cluster.set_reachable(false) {
+            bail!("the emulator could not be taken off the network");
+        }
+        let killed = Instant::now();
+        s.kill9()?;
+        // The agent has tried and failed once it journals why it waits.
+        poll_until(
+            "the agent reports the cluster unreachable",
+            Duration::from_millis(10),
+            || {
+                agent.record(pid, &known).filter(|r| {
+                    r["state"] == "Orphaned"
+                        && r["history"]
+                            .as_array()
+                            .and_then(|h| h.last())
+                            .is_some_and(|t| text(t, "/reason").contains("unreachable"))
+                })
+            },
+        )
+        .with_context(|| agent.log())?;
+        let failed = killed.elapsed();
+        // The agent's retries are 0.5 s, 1 s, then 1.5 s apart (plus up to 0.3 s jitter); a
+        // fixed extra wait would always hit the same point of that cycle. The golden-ratio
+        // sequence spreads n waits evenly over [0, RECOVERY_SPREAD), past the ramp-up into
+        // the capped backoff, without the clumping of n random draws.
+        let extra = RECOVERY_SPREAD.mul_f64((i as f64 * 0.618_033_988_749_895).fract());
+        std::thread::sleep(extra);
+
+        // T0 is taken before the switch, so the re-bind is counted against the agent.
+        let t0 = Instant::now();
+        if !env.cluster.set_reachable(true) {
+            bail!("the emulator could not be put back on the network");
+        }
+        let outage = killed.elapsed();
+        poll_until(
+            "the original's replicas are back",
+            Duration::from_millis(5),
+            || (replicas(env) == Some(2)).then_some(()),
+        )
+        .with_context(|| agent.log())?;
+        let dt = t0.elapsed();
+        recovered.push(dt);
+        outages.push(outage);
+
+        let state = rig.wait_settled(s, &known)?;
+        *finals.entry(state.clone()).or_default() += 1;
+        eprintln!(
+            "recovery {:>2}/{n}: first failed attempt journaled {} after kill -9, cluster back {:.2} s after kill -9, original restored {} later, {state}",
+            i + 1,
+            ms(failed),
+            outage.as_secs_f64(),
+            ms(dt)
+        );
+    }
+    let longest = recovered.iter().max().copied().unwrap_or_default();
+    let r = row(
+        "API server answering again -> original restored (killed while unreachable)",
+        recovered,
+    );
+    outages.sort_unstable();
+    let notes = vec![format!(
+        "Recovery: as Sessions, with the emulator unreachable from before `kill -9` until 0-{} s \
+         after the agent journaled its first failed repair (outages {:.1}-{:.1} s); \
+         answering again -> restored: median {}, p90 {}, max {} (n = {}); final states: {}.",
+        RECOVERY_SPREAD.as_secs(),
+        outages.first().copied().unwrap_or_default().as_secs_f64(),
+        outages.last().copied().unwrap_or_default().as_secs_f64(),
+        ms(r.median),
+        ms(r.p90),
+        ms(longest),
+        r.n,
+        join_counts(&finals)
+    )];
+    Ok((vec![r], notes))
 }
 
 fn replicas(env: &Env) -> Option<i64> {
