@@ -1113,6 +1113,10 @@ fn an_rbac_refusal_needs_attention_and_names_the_permission() {
         why.contains("forbidden") && why.contains("cannot patch resource \"deployments\""),
         "{why}"
     );
+    assert!(
+        why.ends_with(&format!("run: telepolice-agent cleanup {}", text(&rec, "/key"))),
+        "the reason says what to run once the permission is granted: {why}"
+    );
     assert_eq!(replicas(&env, "app"), 0, "nothing was forced");
     env.wait("the proxy, which it may delete, is deleted", |c| {
         c.get("pods", "default", &format!("app-{id}")).is_none()

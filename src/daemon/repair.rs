@@ -73,17 +73,26 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 }
             }
             Err(e) => {
-                let why = match e.status_code() {
-                    Some(403) => format!("the cluster refused (RBAC): {e}"),
-                    _ => e.to_string(),
-                };
-                rec.transition(State::NeedsAttention, why);
+                rec.transition(
+                    State::NeedsAttention,
+                    refusal(&e, e.status_code(), &rec.key),
+                );
                 ctx.save(rec);
                 break;
             }
         }
     }
     ctx.board.done(&rec.key);
+}
+
+/// Why a repair needs a person, and what to run once the cause is dealt with (the same
+/// plan and preconditions, by hand).
+fn refusal(e: &dyn std::fmt::Display, code: Option<u16>, key: &str) -> String {
+    let why = match code {
+        Some(403) => format!("the cluster refused (RBAC): {e}"),
+        _ => e.to_string(),
+    };
+    format!("{why}; once that is fixed, run: telepolice-agent cleanup {key}")
 }
 
 /// The first pause after a failed try.
@@ -214,7 +223,7 @@ async fn attempt(
                         "{}/{name} was replaced by another object; not deleted",
                         kind.resource()
                     ),
-                    _ => e.to_string(),
+                    (_, code) => refusal(&e, code, &rec.key),
                 };
                 rec.act(a.to_string(), format!("refused: {why}"));
                 attention.push(why);
