@@ -800,6 +800,40 @@ fn sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_in_place() 
 }
 
 #[test]
+fn a_kubeconfig_gone_at_repair_time_needs_a_person_and_cleanup_finishes_once_it_is_back() {
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let (mut s, id, rec) = swap_followed(&env, &agent, &program);
+    // The kubeconfig goes away while the session runs (the agent's client for following it
+    // is already built); the repair then finds none.
+    let aside = env.path("kubeconfig.aside");
+    std::fs::rename(&env.kubeconfig, &aside).expect("moved aside");
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let stuck = agent.wait_state("NeedsAttention");
+    let why = last_reason(&stuck);
+    let key = text(&rec, "/key");
+    assert!(
+        why.contains(&*env.kubeconfig.to_string_lossy())
+            && why.ends_with(&format!("run: telepolice-agent cleanup {key}")),
+        "names the kubeconfig and what to run: {why}"
+    );
+    assert_eq!(replicas(&env, "app"), 0, "nothing was done");
+    std::fs::rename(&aside, &env.kubeconfig).expect("moved back");
+    let out = run_cli(&agent.envs, &["cleanup", &key]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(replicas(&env, "app"), 2);
+    env.wait("the proxy is deleted", |c| {
+        c.get("pods", "default", &format!("app-{id}")).is_none()
+    });
+}
+
+#[test]
 fn when_the_shell_dies_telepresence_is_asked_to_clean_up() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
@@ -1114,7 +1148,10 @@ fn an_rbac_refusal_needs_attention_and_names_the_permission() {
         "{why}"
     );
     assert!(
-        why.ends_with(&format!("run: telepolice-agent cleanup {}", text(&rec, "/key"))),
+        why.ends_with(&format!(
+            "run: telepolice-agent cleanup {}",
+            text(&rec, "/key")
+        )),
         "the reason says what to run once the permission is granted: {why}"
     );
     assert_eq!(replicas(&env, "app"), 0, "nothing was forced");
