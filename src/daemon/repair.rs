@@ -135,12 +135,20 @@ async fn attempt(
     let plan = plan::plan(rec, &observed);
     if plan.is_empty() {
         stop_helpers(ctx, rec);
-        rec.transition(
-            State::Ended,
-            "Telepresence's own cleanup left nothing to repair",
-        );
+        if repair_under_way(rec) {
+            rec.transition(
+                State::Cleaned,
+                "nothing left to repair: the repair begun earlier is complete (its last steps were carried out, but not journaled, before the agent stopped or lost the cluster)",
+            );
+            info!(session = %rec.key, "session repaired");
+        } else {
+            rec.transition(
+                State::Ended,
+                "Telepresence's own cleanup left nothing to repair",
+            );
+            info!(session = %rec.key, "session ended cleanly");
+        }
         ctx.save(rec);
-        info!(session = %rec.key, "session ended cleanly");
         return Ok(());
     }
     if ctx.cfg.dry_run {
@@ -201,6 +209,13 @@ async fn attempt(
     }
     ctx.save(rec);
     Ok(())
+}
+
+/// Whether an earlier attempt (of this agent, or of one that was killed) began carrying out
+/// a repair that is not journaled as finished: then a cluster that needs nothing more was
+/// put back by the agent, not by Telepresence's own cleanup.
+fn repair_under_way(rec: &SessionRecord) -> bool {
+    !rec.state.is_final() && rec.history.iter().any(|t| t.state == State::CleaningUp)
 }
 
 /// Another journaled session whose process is alive and that has the same Telepresence
@@ -399,4 +414,28 @@ pub async fn cleanup(
         ctx.save(&rec);
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repair_is_under_way_from_its_plan_until_a_final_state() {
+        let orphaned = SessionRecord::test().in_state(State::Orphaned, "the process exited");
+        assert!(!repair_under_way(&orphaned), "nothing planned yet");
+        let planned = orphaned
+            .clone()
+            .in_state(State::CleaningUp, "2 repair action(s) planned");
+        assert!(repair_under_way(&planned), "killed while repairing");
+        let retrying = planned
+            .clone()
+            .in_state(State::Orphaned, "cluster unreachable, will retry");
+        assert!(
+            repair_under_way(&retrying),
+            "the cluster was lost while repairing"
+        );
+        let refused = retrying.in_state(State::NeedsAttention, "refused");
+        assert!(!repair_under_way(&refused), "a final state ends it");
+    }
 }
