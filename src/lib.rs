@@ -17,6 +17,7 @@
 //! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
 //! - [`status`]: rendering the journal for `status` and `history`.
 //! - `logging`, `signals`: process set-up.
+//! - `failpoint`: test builds only: named instants at which a test can kill the agent.
 
 pub mod cli;
 pub mod cluster;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
+mod failpoint;
 pub mod helpers;
 pub mod journal;
 mod logging;

@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use super::{Ctx, environ_map, is_running};
 use crate::cluster::{self, ClusterError};
 use crate::config::Config;
+use crate::failpoint;
 use crate::helpers;
 use crate::journal::Journal;
 use crate::plan::{self, Action};
@@ -170,10 +171,17 @@ async fn attempt(
         format!("{} repair action(s) planned", plan.actions.len()),
     );
     ctx.save_durably(rec)?;
+    failpoint::hit("cleanup.planned");
     let mut attention = plan.attention.clone();
     for a in &plan.actions {
         match cluster::execute(&client, &rec.cluster.namespace, a).await {
             Ok(()) => {
+                // Done in the cluster, not yet in the journal: a restart re-plans from the
+                // cluster as it is, so the step is not repeated.
+                failpoint::hit(match a {
+                    Action::Restore { .. } => "cleanup.restored",
+                    Action::Delete { .. } => "cleanup.deleted",
+                });
                 info!(session = %rec.key, "{a}: done");
                 rec.act(a.to_string(), "done");
             }
@@ -198,8 +206,10 @@ async fn attempt(
             }
         }
         ctx.save(rec);
+        failpoint::hit("cleanup.action-saved");
     }
     stop_helpers(ctx, rec);
+    failpoint::hit("cleanup.helpers-stopped");
     if attention.is_empty() {
         rec.transition(State::Cleaned, "repaired what the session left");
         info!(session = %rec.key, "session repaired");
