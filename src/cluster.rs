@@ -305,6 +305,7 @@ fn observed(
             .owner_references
             .as_ref()
             .is_some_and(|o| !o.is_empty()),
+        deleting: meta.deletion_timestamp.is_some(),
     }
 }
 

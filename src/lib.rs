@@ -18,6 +18,7 @@
 //! - [`status`]: rendering the journal for `status` and `history`.
 //! - [`wake`]: noticing a resume, and what waiting repairs show in `status`.
 //! - `logging`, `signals`: process set-up.
+//! - `failpoint`: test builds only: named instants at which a test can kill the agent.
 
 pub mod cli;
 pub mod cluster;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
+mod failpoint;
 pub mod helpers;
 pub mod journal;
 mod logging;

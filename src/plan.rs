@@ -35,6 +35,10 @@ pub struct ObservedObject {
     /// Whether another object owns it (a pod of a proxy Deployment): the garbage collector
     /// removes it with its owner, so it is not deleted directly.
     pub owned: bool,
+    /// Whether its deletion has begun (it has a `deletionTimestamp`): a pod stays
+    /// `Terminating` for its grace period after a delete, and deleting it again changes
+    /// nothing, so it is not planned again.
+    pub deleting: bool,
 }
 
 /// What the cluster holds now, as far as the session is concerned.
@@ -205,6 +209,11 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
     };
     let mut seen = std::collections::BTreeSet::new();
     for o in &obs.objects {
+        // Already on its way out: deleted by Telepresence, a person, or this agent before it
+        // was restarted (or lost the cluster's answer).
+        if o.deleting {
+            continue;
+        }
         if o.labels.get("telepresence").map(String::as_str) != Some(id) {
             if rec
                 .proxies
@@ -295,6 +304,7 @@ mod tests {
             ]
             .into(),
             owned: false,
+            deleting: false,
         }
     }
 
@@ -496,6 +506,29 @@ mod tests {
             "swap",
             &plan(&rec, &obs),
             &[restore(2, ORIG_UID), delete(Pod, &proxy(), "uid-1")],
+            &[],
+        );
+    }
+
+    /// A restarted agent finds the pod it deleted before it died still `Terminating` (a
+    /// pod's grace period is 30 s by default): it is not deleted again.
+    #[test]
+    fn objects_being_deleted_are_not_deleted_again() {
+        let rec = SessionRecord::test()
+            .creating("dev")
+            .with_id(ID)
+            .with_proxy(Pod, "dev", "uid-1")
+            .with_proxy(Service, "dev", "uid-2");
+        let mut terminating = labelled(Pod, "dev", "uid-1");
+        terminating.deleting = true;
+        let obs = Observed {
+            original: None,
+            objects: vec![terminating, labelled(Service, "dev", "uid-2")],
+        };
+        assert_plan(
+            "pod terminating, service left",
+            &plan(&rec, &obs),
+            &[delete(Service, "dev", "uid-2")],
             &[],
         );
     }

@@ -14,7 +14,7 @@ use crate::standin::{SCRIPT, Session, alive, label, replicas, setup};
 use crate::util::{Env, live_pods, text};
 
 /// A running agent with its own config, state, runtime and log dirs.
-struct Agent {
+pub(crate) struct Agent {
     child: Option<Child>,
     envs: Vec<(&'static str, PathBuf)>,
     stderr: PathBuf,
@@ -23,13 +23,13 @@ struct Agent {
 impl Agent {
     /// Copies the stand-in to a path of this test's own, and starts an agent that watches
     /// only that path.
-    fn start(env: &Env, extra_config: &str) -> (Self, PathBuf) {
+    pub(crate) fn start(env: &Env, extra_config: &str) -> (Self, PathBuf) {
         let program = Self::program(env);
         (Self::start_with(env, &program, extra_config), program)
     }
 
     /// This test's own copy of the stand-in.
-    fn program(env: &Env) -> PathBuf {
+    pub(crate) fn program(env: &Env) -> PathBuf {
         let bin = env.path("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
         let program = bin.join("telepresence");
@@ -40,12 +40,12 @@ impl Agent {
     }
 
     /// Starts an agent (with this test's dirs: a restarted agent finds its journal).
-    fn start_with(env: &Env, program: &Path, extra_config: &str) -> Self {
+    pub(crate) fn start_with(env: &Env, program: &Path, extra_config: &str) -> Self {
         Self::start_with_env(env, program, extra_config, &[])
     }
 
     /// Like [`Agent::start_with`], with extra environment variables for the agent.
-    fn start_with_env(
+    pub(crate) fn start_with_env(
         env: &Env,
         program: &Path,
         extra_config: &str,
@@ -94,7 +94,7 @@ impl Agent {
     }
 
     /// Stops the agent gracefully and waits for it.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -108,7 +108,7 @@ impl Agent {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
@@ -122,7 +122,7 @@ impl Agent {
         assert!(sent.success());
     }
 
-    fn wait_log(&self, needle: &str) {
+    pub(crate) fn wait_log(&self, needle: &str) {
         let end = Instant::now() + Duration::from_secs(30);
         while !self.log().contains(needle) {
             assert!(
@@ -135,7 +135,7 @@ impl Agent {
     }
 
     /// `telepolice-agent status --json -v` (every session).
-    fn sessions(&self) -> Vec<Value> {
+    pub(crate) fn sessions(&self) -> Vec<Value> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
         cmd.args(["history", "--json"]);
         for (k, v) in &self.envs {
@@ -152,7 +152,7 @@ impl Agent {
         v["sessions"].as_array().cloned().unwrap_or_default()
     }
 
-    fn wait_state(&self, state: &str) -> Value {
+    pub(crate) fn wait_state(&self, state: &str) -> Value {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.sessions();
@@ -180,13 +180,48 @@ impl Agent {
         v["waiting"].as_object().cloned().unwrap_or_default()
     }
 
-    fn status_table(&self) -> String {
+    pub(crate) fn status_table(&self) -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
         cmd.arg("status");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
         String::from_utf8_lossy(&cmd.output().expect("status runs").stdout).into_owned()
+    }
+}
+
+impl Agent {
+    /// Waits until the agent died of SIGKILL at `failpoint` (as `TELEPOLICE_FAILPOINT`
+    /// named it); fails the test if it exits otherwise or not within 30 s.
+    pub(crate) fn wait_killed_at(&mut self, failpoint: &str) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().expect("the agent was running");
+        let end = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= end {
+                crate::util::stop_child(child);
+                panic!(
+                    "the agent did not die at failpoint {failpoint} within 30 s:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the agent dies of SIGKILL at {failpoint}: {status}\n{}",
+            self.log()
+        );
+        let said = format!("failpoint {failpoint}: killing the agent");
+        assert!(
+            self.log().contains(&said),
+            "the agent names the failpoint ({said:?}):\n{}",
+            self.log()
+        );
     }
 }
 
@@ -199,7 +234,7 @@ impl Drop for Agent {
 }
 
 /// Requests the agent made (kube-rs sends no User-Agent; kubectl does) that change things.
-fn agent_writes(env: &Env) -> Vec<String> {
+pub(crate) fn agent_writes(env: &Env) -> Vec<String> {
     env.cluster
         .audit()
         .into_iter()
@@ -214,7 +249,7 @@ fn agent_writes(env: &Env) -> Vec<String> {
         .collect()
 }
 
-fn actions(rec: &Value) -> Vec<String> {
+pub(crate) fn actions(rec: &Value) -> Vec<String> {
     rec["actions"]
         .as_array()
         .map(|a| {
@@ -225,7 +260,7 @@ fn actions(rec: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(30);
     while !check() {
         assert!(Instant::now() < end, "timed out waiting until {what}");
@@ -235,7 +270,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Starts a stand-in session from `program` and waits until the agent follows it: its
 /// session id known, its `helpers` running, and its record `Active`.
-fn followed(
+pub(crate) fn followed(
     env: &Env,
     agent: &Agent,
     program: &Path,
@@ -251,7 +286,7 @@ fn followed(
 }
 
 /// The usual session: a 0.109 swap of `app` (a Pod proxy and four helpers), followed.
-fn swap_followed(env: &Env, agent: &Agent, program: &Path) -> (Session, String, Value) {
+pub(crate) fn swap_followed(env: &Env, agent: &Agent, program: &Path) -> (Session, String, Value) {
     followed(
         env,
         agent,
@@ -1048,7 +1083,7 @@ fn a_killed_deployment_proxy_of_a_newer_version_with_use_deployment_is_repaired(
     );
 }
 
-fn last_reason(rec: &Value) -> String {
+pub(crate) fn last_reason(rec: &Value) -> String {
     rec["history"]
         .as_array()
         .and_then(|h| h.last())

@@ -493,3 +493,39 @@ async fn a_streaming_list_watcher_gets_the_initial_state_then_changes() {
             .any(|e| e.verb == "watch" && e.query.contains("sendInitialEvents=true"))
     );
 }
+
+#[tokio::test]
+async fn unreachable_after_carries_out_the_request_and_drops_its_answer() {
+    let cluster = start();
+    let api: Api<ConfigMap> = Api::namespaced(client(&cluster).await, "default");
+    api.create(&PostParams::default(), &cm("doomed", "a"))
+        .await
+        .expect("created");
+    cluster.unreachable_after("delete", "configmaps");
+    let answer = api.delete("doomed", &DeleteParams::default()).await;
+    assert!(
+        !matches!(answer, Ok(_) | Err(kube::Error::Api(_))),
+        "the connection drops without an answer: {answer:?}"
+    );
+    assert!(!cluster.is_reachable());
+    assert!(
+        cluster.get("configmaps", "default", "doomed").is_none(),
+        "the delete was carried out"
+    );
+    let deletes: Vec<u16> = cluster
+        .audit()
+        .iter()
+        .filter(|e| e.verb == "delete")
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(deletes, [200], "audited with the status it would have had");
+    assert!(cluster.set_reachable(true));
+    // The rule was used up: the next delete is answered.
+    api.create(&PostParams::default(), &cm("next", "a"))
+        .await
+        .expect("created once the server is back");
+    api.delete("next", &DeleteParams::default())
+        .await
+        .expect("answered");
+    assert!(cluster.is_reachable());
+}

@@ -291,10 +291,15 @@ pub fn position(env: &Env, verb: &str, resource: &str) -> usize {
 }
 
 pub fn setup() -> Option<Env> {
+    setup_with(Default::default())
+}
+
+/// Like [`setup`], with an emulator started with `opts`.
+pub fn setup_with(opts: testcluster::Options) -> Option<Env> {
     if !python3_available() {
         return None;
     }
-    let env = Env::new()?;
+    let env = Env::with(opts)?;
     env.deployment("default", "app", 2);
     env.wait("two app pods", |c| {
         live_pods(c, "default", "app").len() == 2

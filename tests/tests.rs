@@ -1,12 +1,15 @@
 //! The integration tests: one binary, one module per area.
 //!
 //! - `agent`: the real binary repairing sessions of the stand-in against the emulator.
+//! - `crash`: the agent killed at each failpoint, or losing the cluster mid-repair, and
+//!   restarted: every repair write carried out exactly once.
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
 
 mod agent;
+mod crash;
 mod emulator_kube;
 mod emulator_kubectl;
 mod example;

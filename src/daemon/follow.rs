@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::{Ctx, environ_map};
 use crate::cluster::{self, ClusterError};
 use crate::config::OnShellDeath;
+use crate::failpoint;
 use crate::helpers;
 use crate::platform::{self, Signal};
 use crate::session::{Original, ProxyKind, ProxyObject, ReplicaSource, SessionRecord, State};
@@ -100,6 +101,7 @@ async fn record_original(
     rec.original = Some(original);
     rec.transition(State::Recorded, why);
     ctx.save(rec);
+    failpoint::hit("record.original");
     Ok(())
 }
 
@@ -382,6 +384,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             rec.telepresence_id = Some(id.clone());
             rec.transition(rec.state, format!("Telepresence session id {id}"));
             ctx.save(rec);
+            failpoint::hit("record.session-id");
             break;
         }
         if candidates.len() > 1 && !ambiguous_noted {
@@ -444,6 +447,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 if rec.add_proxy(ProxyObject { kind, name: name.clone(), uid: uid.clone() }) {
                     rec.transition(State::Active, format!("proxy {}/{name} (uid {uid})", kind.resource()));
                     ctx.save(rec);
+                    failpoint::hit("record.proxy");
                 }
             }
         }

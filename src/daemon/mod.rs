@@ -34,6 +34,7 @@ pub use repair::{CleanupError, cleanup};
 use crate::cluster;
 use crate::config::Config;
 use crate::discovery::{self, Discovery, Found};
+use crate::failpoint;
 use crate::journal::Journal;
 use crate::platform::{self, ProcessId};
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State};
@@ -316,6 +317,7 @@ pub async fn run(
                 tracked.insert(key);
                 session_pids.insert(f.info.id.pid);
                 ctx.save(&rec);
+                failpoint::hit("record.seen");
                 sessions.spawn(session_task(ctx.clone(), rec));
             } else {
                 // Out of scope or not parseable: not again (until a reload).
@@ -598,6 +600,7 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     if rec.state != State::Orphaned && rec.state != State::CleaningUp {
         rec.transition(State::Orphaned, "the Telepresence process exited");
         ctx.save(&rec);
+        failpoint::hit("cleanup.orphaned");
     }
     tokio::time::sleep(ctx.cfg().grace_period).await;
     repair::repair(&ctx, &mut rec).await;

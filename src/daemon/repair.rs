@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use super::{Ctx, environ_map, is_running};
 use crate::cluster::{self, ClusterError};
 use crate::config::Config;
+use crate::failpoint;
 use crate::helpers;
 use crate::journal::Journal;
 use crate::plan::{self, Action};
@@ -175,12 +176,20 @@ async fn attempt(
     let plan = plan::plan(rec, &observed);
     if plan.is_empty() {
         stop_helpers(ctx, rec);
-        rec.transition(
-            State::Ended,
-            "Telepresence's own cleanup left nothing to repair",
-        );
+        if repair_under_way(rec) {
+            rec.transition(
+                State::Cleaned,
+                "nothing left to repair: the repair begun earlier is complete (its last steps were carried out, but not journaled, before the agent stopped or lost the cluster)",
+            );
+            info!(session = %rec.key, "session repaired");
+        } else {
+            rec.transition(
+                State::Ended,
+                "Telepresence's own cleanup left nothing to repair",
+            );
+            info!(session = %rec.key, "session ended cleanly");
+        }
         ctx.save(rec);
-        info!(session = %rec.key, "session ended cleanly");
         return Ok(());
     }
     if ctx.cfg().dry_run {
@@ -202,10 +211,17 @@ async fn attempt(
         format!("{} repair action(s) planned", plan.actions.len()),
     );
     ctx.save_durably(rec)?;
+    failpoint::hit("cleanup.planned");
     let mut attention = plan.attention.clone();
     for a in &plan.actions {
         match cluster::execute(&client, &rec.cluster.namespace, a).await {
             Ok(()) => {
+                // Done in the cluster, not yet in the journal: a restart re-plans from the
+                // cluster as it is, so the step is not repeated.
+                failpoint::hit(match a {
+                    Action::Restore { .. } => "cleanup.restored",
+                    Action::Delete { .. } => "cleanup.deleted",
+                });
                 info!(session = %rec.key, "{a}: done");
                 rec.act(a.to_string(), "done");
             }
@@ -230,8 +246,10 @@ async fn attempt(
             }
         }
         ctx.save(rec);
+        failpoint::hit("cleanup.action-saved");
     }
     stop_helpers(ctx, rec);
+    failpoint::hit("cleanup.helpers-stopped");
     if attention.is_empty() {
         rec.transition(State::Cleaned, "repaired what the session left");
         info!(session = %rec.key, "session repaired");
@@ -241,6 +259,13 @@ async fn attempt(
     }
     ctx.save(rec);
     Ok(())
+}
+
+/// Whether an earlier attempt (of this agent, or of one that was killed) began carrying out
+/// a repair that is not journaled as finished: then a cluster that needs nothing more was
+/// put back by the agent, not by Telepresence's own cleanup.
+fn repair_under_way(rec: &SessionRecord) -> bool {
+    !rec.state.is_final() && rec.history.iter().any(|t| t.state == State::CleaningUp)
 }
 
 /// Another journaled session whose process is alive and that has the same Telepresence
@@ -435,4 +460,28 @@ pub async fn cleanup(
         ctx.save(&rec);
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repair_is_under_way_from_its_plan_until_a_final_state() {
+        let orphaned = SessionRecord::test().in_state(State::Orphaned, "the process exited");
+        assert!(!repair_under_way(&orphaned), "nothing planned yet");
+        let planned = orphaned
+            .clone()
+            .in_state(State::CleaningUp, "2 repair action(s) planned");
+        assert!(repair_under_way(&planned), "killed while repairing");
+        let retrying = planned
+            .clone()
+            .in_state(State::Orphaned, "cluster unreachable, will retry");
+        assert!(
+            repair_under_way(&retrying),
+            "the cluster was lost while repairing"
+        );
+        let refused = retrying.in_state(State::NeedsAttention, "refused");
+        assert!(!repair_under_way(&refused), "a final state ends it");
+    }
 }

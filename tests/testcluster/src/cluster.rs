@@ -45,10 +45,9 @@ pub struct TestCluster {
     ca_pem: String,
     /// Told `true` on drop; the server, the controllers and every watch stop.
     shutdown: watch::Sender<bool>,
-    /// The reachability switch the listener follows.
-    reachable: watch::Sender<bool>,
-    /// The listener's acknowledgements of reachability switches.
-    acks: std::sync::Mutex<std::sync::mpsc::Receiver<bool>>,
+    /// The listener's acknowledgements of reachability switches, as (switched to, whether
+    /// it took effect). The switch itself is `shared.reachable`.
+    acks: std::sync::Mutex<std::sync::mpsc::Receiver<(bool, bool)>>,
     /// The emulator's thread; joined on drop.
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -69,7 +68,7 @@ impl TestCluster {
             }
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (reachable, reachable_rx) = watch::channel(true);
+        let reachable_rx = shared.reachable.subscribe();
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, std::io::Error>>();
         let tls = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());
@@ -134,7 +133,6 @@ impl TestCluster {
             addr,
             ca_pem: identity.ca_pem,
             shutdown,
-            reachable,
             acks: std::sync::Mutex::new(ack_rx),
             thread: Some(thread),
         })
@@ -199,18 +197,41 @@ impl TestCluster {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         while acks.try_recv().is_ok() {}
-        if *self.reachable.borrow() == up {
+        if *self.shared.reachable.borrow() == up {
             return true;
         }
-        if self.reachable.send(up).is_err() {
+        if self.shared.reachable.send(up).is_err() {
             return false;
         }
-        acks.recv_timeout(Duration::from_secs(10)).unwrap_or(false)
+        // An earlier switch (one made by [`Self::unreachable_after`]) may be acknowledged
+        // late: wait for this one's.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match acks.recv_timeout(left) {
+                Ok((to, ok)) if to == up => return ok,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Whether the server is on the network.
     pub fn is_reachable(&self) -> bool {
-        *self.reachable.borrow()
+        *self.shared.reachable.borrow()
+    }
+
+    /// Carries out the next request for `verb` on `resource` (as in [`Self::fail`]), then
+    /// takes the server off the network before answering it: the client sees its connection
+    /// drop without an answer, as when the network fails just after the server acted. The
+    /// request is audited with the status it would have been answered. Put the server back
+    /// with [`Self::set_reachable`].
+    pub fn unreachable_after(&self, verb: &str, resource: &str) {
+        self.shared.lock().faults.cuts.push(FailRule {
+            code: 0,
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+        });
     }
 
     /// Delays every answer by `d` (zero to stop).
@@ -228,7 +249,7 @@ impl TestCluster {
         });
     }
 
-    /// Removes every injected error and the latency.
+    /// Removes every injected error, every [`Self::unreachable_after`] rule and the latency.
     pub fn clear_faults(&self) {
         self.shared.lock().faults = Default::default();
     }
@@ -292,7 +313,8 @@ impl TestCluster {
     }
 
     /// Carries out one control line, as the standalone example reads them from stdin:
-    /// `unreachable`, `reachable`, `latency <ms>`, `fail <code> <verb> <resource>`, `clear`.
+    /// `unreachable`, `reachable`, `latency <ms>`, `fail <code> <verb> <resource>`,
+    /// `unreachable-after <verb> <resource>`, `clear`.
     pub fn control(&self, line: &str) -> Result<(), String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -322,13 +344,17 @@ impl TestCluster {
                 self.fail(code, verb, resource);
                 Ok(())
             }
+            ["unreachable-after", verb, resource] => {
+                self.unreachable_after(verb, resource);
+                Ok(())
+            }
             ["clear"] => {
                 self.clear_faults();
                 Ok(())
             }
             [] => Err("empty command".to_string()),
             _ => Err(format!(
-                "unknown command {line:?}; expected unreachable, reachable, latency <ms>, fail <code> <verb> <resource>, clear"
+                "unknown command {line:?}; expected unreachable, reachable, latency <ms>, fail <code> <verb> <resource>, unreachable-after <verb> <resource>, clear"
             )),
         }
     }

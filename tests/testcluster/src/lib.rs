@@ -5,8 +5,8 @@
 //! `k8s-openapi` objects, `resourceVersion` and 409 conflicts, preconditions, watches with
 //! replay and 410s, the scale subresource, label and field selectors, `Table` answers, a
 //! deployment controller that makes pods, and owner-reference garbage collection. Tests
-//! can take it off the network, slow it down, make chosen verbs fail, and read an audit log
-//! of every request.
+//! can take it off the network (at once, or just after carrying out a chosen request), slow
+//! it down, make chosen verbs fail, and read an audit log of every request.
 //!
 //! ```no_run
 //! let cluster = testcluster::TestCluster::start(Default::default())?;

@@ -27,13 +27,14 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections while `reachable` is true. When it turns false the listening socket
 /// is closed (new connections are refused) and every open connection, watches included, is
 /// dropped; when it turns true again the same address is bound anew. Each switch is
-/// acknowledged on `ack` once done. Ends when `shutdown` turns true.
+/// acknowledged on `ack` once done, as (the state switched to, whether it took effect).
+/// Ends when `shutdown` turns true.
 pub async fn serve(
     shared: Arc<Shared>,
     first: TcpListener,
     tls: TlsAcceptor,
     mut reachable: watch::Receiver<bool>,
-    ack: std::sync::mpsc::Sender<bool>,
+    ack: std::sync::mpsc::Sender<(bool, bool)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let addr = match first.local_addr() {
@@ -69,13 +70,13 @@ pub async fn serve(
                             }
                         };
                     }
-                    let _ = ack.send(listener.is_some());
+                    let _ = ack.send((true, listener.is_some()));
                 } else {
                     listener = None;
                     // Waits until every connection task is gone, so that nothing more is
                     // written to any client once the switch is acknowledged.
                     connections.shutdown().await;
-                    let _ = ack.send(true);
+                    let _ = ack.send((false, true));
                 }
             }
             accepted = async {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::store::Store;
 
@@ -71,6 +71,9 @@ pub struct Faults {
     pub latency: Duration,
     /// Refusals, first match wins.
     pub rules: Vec<FailRule>,
+    /// Requests (as `verb`, `resource`; the code is unused) after which the server goes off
+    /// the network instead of answering; each is used once.
+    pub cuts: Vec<FailRule>,
 }
 
 /// One request as the server saw it.
@@ -124,6 +127,8 @@ pub struct Shared {
     pub opts: Options,
     /// The bearer token every request must carry.
     pub token: String,
+    /// The reachability switch the listener follows (`true`: on the network).
+    pub reachable: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -139,6 +144,7 @@ impl Shared {
             changed: Notify::new(),
             opts,
             token,
+            reachable: watch::channel(true).0,
         })
     }
 

@@ -313,7 +313,22 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
     };
     entry.status = response.status().as_u16();
-    shared.lock().audit.push(entry);
+    let cut = {
+        let mut st = shared.lock();
+        st.audit.push(entry);
+        let i = st
+            .faults
+            .cuts
+            .iter()
+            .position(|r| !verb.is_empty() && r.matches(verb, &resource));
+        i.map(|i| st.faults.cuts.remove(i)).is_some()
+    };
+    if cut {
+        // The request was carried out; now the network fails before the answer leaves. The
+        // listener drops every connection, this one with it, so this never returns.
+        let _ = shared.reachable.send(false);
+        std::future::pending::<()>().await;
+    }
     response
 }
 
