@@ -53,6 +53,18 @@ pub enum OnShellDeath {
     Ignore,
 }
 
+/// What to do when the machine is about to sleep while sessions are live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnSleep {
+    /// Leave the sessions running; whatever dies during the sleep is repaired after it.
+    #[default]
+    Keep,
+    /// Hold logind's sleep back (a delay inhibitor) and send each live Telepresence
+    /// SIGTERM, so that it cleans up while the network is still up.
+    EndSessions,
+}
+
 /// `config.toml` as written. Every key is optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +87,8 @@ pub struct RawConfig {
     pub dry_run: Option<bool>,
     /// What to do when a session's shell dies.
     pub on_shell_death: Option<OnShellDeath>,
+    /// What to do before the machine sleeps.
+    pub on_sleep: Option<OnSleep>,
     /// Days to keep ended sessions in the journal.
     pub history_days: Option<f64>,
 }
@@ -117,6 +131,8 @@ pub struct Config {
     pub dry_run: bool,
     /// Shell death policy.
     pub on_shell_death: OnShellDeath,
+    /// Sleep policy.
+    pub on_sleep: OnSleep,
     /// How long ended sessions are kept.
     pub history: Duration,
 }
@@ -234,6 +250,7 @@ impl Config {
             ignore_namespaces: raw.ignore_namespaces.unwrap_or_default(),
             dry_run: raw.dry_run.unwrap_or(false),
             on_shell_death: raw.on_shell_death.unwrap_or_default(),
+            on_sleep: raw.on_sleep.unwrap_or_default(),
             paths,
         })
     }
@@ -296,6 +313,7 @@ mod tests {
         assert_eq!(c.grace_period, Duration::from_secs(3));
         assert!(!c.dry_run);
         assert_eq!(c.on_shell_death, OnShellDeath::Terminate);
+        assert_eq!(c.on_sleep, OnSleep::Keep);
         assert!(c.in_scope("any", "thing"));
     }
 
@@ -324,7 +342,7 @@ mod tests {
     #[test]
     fn scope_lists_allow_and_deny() {
         let raw = parse(
-            "contexts = [\"dev\"]\nignore_namespaces = [\"kube-system\"]\non_shell_death = \"ignore\"\n",
+            "contexts = [\"dev\"]\nignore_namespaces = [\"kube-system\"]\non_shell_death = \"ignore\"\non_sleep = \"end-sessions\"\n",
             Path::new("c.toml"),
         )
         .expect("parses");
@@ -333,5 +351,6 @@ mod tests {
         assert!(!c.in_scope("prod", "team"));
         assert!(!c.in_scope("dev", "kube-system"));
         assert_eq!(c.on_shell_death, OnShellDeath::Ignore);
+        assert_eq!(c.on_sleep, OnSleep::EndSessions);
     }
 }

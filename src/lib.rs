@@ -11,6 +11,7 @@
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
 //! - [`session`]: the journaled record of a session and its states.
 //! - [`journal`]: durable, atomic storage of session records.
+//! - `logind`: sleep notifications and the delay inhibitor (Linux).
 //! - [`plan`]: deciding what to repair (pure).
 //! - [`cluster`]: talking to a session's cluster as it did, and acting with preconditions.
 //! - [`helpers`]: a dead session's local helper processes and temp dir.
@@ -30,6 +31,11 @@ mod failpoint;
 pub mod helpers;
 pub mod journal;
 mod logging;
+#[cfg(target_os = "linux")]
+pub mod logind;
+#[cfg(not(target_os = "linux"))]
+#[path = "logind_other.rs"]
+pub mod logind;
 pub mod plan;
 pub mod session;
 mod signals;

@@ -113,7 +113,7 @@ impl Agent {
     }
 
     /// Sends the agent SIGHUP (a reload).
-    fn hangup(&self) {
+    pub(crate) fn hangup(&self) {
         let pid = self.child.as_ref().expect("running").id();
         let sent = Command::new("kill")
             .args(["-HUP", &pid.to_string()])

@@ -6,6 +6,7 @@
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
+//! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
 
 mod agent;
@@ -13,5 +14,6 @@ mod crash;
 mod emulator_kube;
 mod emulator_kubectl;
 mod example;
+mod sleep;
 mod standin;
 mod util;

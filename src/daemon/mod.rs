@@ -32,10 +32,11 @@ use tracing::{debug, info, warn};
 pub use repair::{CleanupError, cleanup};
 
 use crate::cluster;
-use crate::config::Config;
+use crate::config::{Config, OnSleep};
 use crate::discovery::{self, Discovery, Found};
 use crate::failpoint;
 use crate::journal::Journal;
+use crate::logind::{Logind, Sleep};
 use crate::platform::{self, ProcessId};
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State};
 use crate::telepresence;
@@ -349,10 +350,39 @@ pub async fn run(
             None
         }
     };
+    let mut logind = match Logind::connect().await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            info!("{e}; resumes are noticed by the clock check");
+            None
+        }
+    };
+    apply_sleep_policy(&ctx.cfg(), &mut logind).await;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            ev = next_sleep(&mut logind) => match ev {
+                Some(Sleep::Going) => match (ctx.cfg().on_sleep, logind.as_mut()) {
+                    (OnSleep::EndSessions, Some(l)) => {
+                        info!("the machine is going to sleep: ending the live sessions first");
+                        end_sessions_before_sleep(&ctx, l).await;
+                    }
+                    _ => info!("the machine is going to sleep (on_sleep = \"keep\": sessions are left running)"),
+                },
+                Some(Sleep::Woke) => {
+                    info!("the machine woke up; looking at every process again");
+                    // Taken as this resume's notice: the clock check must not repeat it.
+                    let _ = resume.check();
+                    start(discovery.scan_all(), &mut sessions, &mut tracked, &mut passed_over);
+                    ctx.probe_now("the machine woke up");
+                    apply_sleep_policy(&ctx.cfg(), &mut logind).await;
+                }
+                None => {
+                    warn!("lost the connection to logind; resumes are noticed by the clock check");
+                    logind = None;
+                }
+            },
             _ = resume_check.tick() => {
                 if let Some(slept) = resume.check() {
                     info!(
@@ -401,6 +431,7 @@ pub async fn run(
                     safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 }
                 ctx.set_cfg(new);
+                apply_sleep_policy(&ctx.cfg(), &mut logind).await;
                 info!("SIGHUP: configuration reloaded from {path}; sessions already followed keep being followed");
                 // The new scope or programs may take in processes passed over before.
                 for key in passed_over.drain() {
@@ -444,6 +475,92 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+/// The next word from logind, or never without it.
+async fn next_sleep(logind: &mut Option<Logind>) -> Option<Sleep> {
+    match logind {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Holds logind's delay inhibitor when `on_sleep = "end-sessions"`, releases it otherwise.
+async fn apply_sleep_policy(cfg: &Config, logind: &mut Option<Logind>) {
+    let Some(l) = logind.as_mut() else {
+        if cfg.on_sleep == OnSleep::EndSessions {
+            warn!(
+                "on_sleep = \"end-sessions\" needs logind, which is not available: sessions that die during a sleep are repaired after it"
+            );
+        }
+        return;
+    };
+    match cfg.on_sleep {
+        OnSleep::EndSessions => match l.hold().await {
+            Ok(()) => debug!("holding a delay inhibitor for sleep"),
+            Err(e) => warn!(
+                "{e}; on_sleep = \"end-sessions\" cannot end sessions before a sleep, they are repaired after it"
+            ),
+        },
+        OnSleep::Keep => {
+            l.release();
+        }
+    }
+}
+
+/// Before a sleep, with `on_sleep = "end-sessions"`: SIGTERM to every live Telepresence
+/// process the journal knows, so that each runs its own cleanup while the network is up;
+/// then, once they have exited or logind's delay is nearly spent, lets the sleep go on.
+async fn end_sessions_before_sleep(ctx: &Ctx, logind: &mut Logind) {
+    let cfg = ctx.cfg();
+    let limit = logind.delay_limit().await;
+    let deadline = tokio::time::Instant::now() + limit.saturating_sub(Duration::from_millis(500));
+    let live: Vec<SessionRecord> = ctx
+        .journal
+        .load_all()
+        .map(|(records, _)| records)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| matches!(r.state, State::Seen | State::Recorded | State::Active))
+        .filter(|r| platform::is_alive(r.process))
+        .collect();
+    if cfg.dry_run {
+        if !live.is_empty() {
+            info!(
+                "dry run: would send SIGTERM to {} live Telepresence session(s) before the sleep",
+                live.len()
+            );
+        }
+    } else {
+        for r in &live {
+            // The recorded identity (pid and start time): a reused pid is never signalled.
+            match platform::signal(r.process, platform::Signal::Term) {
+                Ok(true) => {
+                    info!(session = %r.key, "SIGTERM to Telepresence: the machine is going to sleep");
+                }
+                Ok(false) => {}
+                Err(e) => warn!(session = %r.key, "ending the session before the sleep: {e}"),
+            }
+        }
+        while live.iter().any(|r| platform::is_alive(r.process))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = live
+            .iter()
+            .filter(|r| platform::is_alive(r.process))
+            .count();
+        if !live.is_empty() {
+            info!(
+                "{} of {} session(s) ended before the sleep",
+                live.len() - left,
+                live.len()
+            );
+        }
+    }
+    logind.release();
+    debug!("released the sleep inhibitor");
 }
 
 /// The next network change, or never when they are not followed.
