@@ -350,18 +350,27 @@ pub async fn run(
             None
         }
     };
-    let mut logind = match Logind::connect().await {
-        Ok(l) => Some(l),
-        Err(e) => {
-            info!("{e}; resumes are noticed by the clock check");
-            None
-        }
-    };
-    apply_sleep_policy(&ctx.cfg(), &mut logind).await;
+    // Connected in the background: a slow system bus must not hold up the loop.
+    let mut logind: Option<Logind> = None;
+    let mut logind_connecting = Some(tokio::spawn(Logind::connect()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            connected = async {
+                match logind_connecting.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                logind_connecting = None;
+                match connected {
+                    Ok(Ok(l)) => logind = Some(l),
+                    Ok(Err(e)) => info!("{e}; resumes are noticed by the clock check"),
+                    Err(e) => warn!("connecting to logind: {e}"),
+                }
+                apply_sleep_policy(&ctx.cfg(), &mut logind).await;
+            }
             ev = next_sleep(&mut logind) => match ev {
                 Some(Sleep::Going) => match (ctx.cfg().on_sleep, logind.as_mut()) {
                     (OnSleep::EndSessions, Some(l)) => {
