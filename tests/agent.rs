@@ -1162,6 +1162,14 @@ fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back
         !agent.log().contains(&token),
         "the token leaked into the agent's stderr"
     );
+    for args in [&["status", "--json", "-v"][..], &["history"][..]] {
+        let out = run_cli(&agent.envs, args);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(&token),
+            "the token leaked into `{}`",
+            args.join(" ")
+        );
+    }
     assert!(
         !all_text_under(&env.path("agent-logs")).is_empty(),
         "the agent writes a log file"
