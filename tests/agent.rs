@@ -1137,6 +1137,10 @@ fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back
             && table.contains("unreachable"),
         "{table}"
     );
+    assert!(
+        !table.contains(env.cluster.token()),
+        "no token in what status says about the failures"
+    );
     assert_eq!(rec["telepresence_id"], id.as_str());
     assert!(env.cluster.set_reachable(true));
     agent.wait_state("Cleaned");
