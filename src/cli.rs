@@ -28,6 +28,9 @@ pub enum Command {
         /// Plan and report repairs without carrying them out.
         #[arg(long)]
         dry_run: bool,
+        /// Log JSON lines (as `log_format = "json"`).
+        #[arg(long)]
+        json_logs: bool,
     },
     /// Show the sessions that are live or need attention.
     Status {
@@ -43,6 +46,12 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the configuration in effect, or print a commented default config file.
+    Config {
+        /// Print the default `config.toml`, every key explained (redirect it to the file).
+        #[arg(long)]
+        default: bool,
     },
     /// Repair a session by hand (one in NeedsAttention), with the same safety rules.
     Cleanup {
@@ -74,7 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     match cli.command {
-        Command::Run { dry_run } => {
+        Command::Run { dry_run, json_logs } => {
             let reload_paths = paths.clone();
             let mut cfg = match Config::load(paths) {
                 Ok(c) => c,
@@ -82,7 +91,15 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             cfg.dry_run |= dry_run;
             crate::platform::private_umask();
-            let (_log_guard, log_problem) = crate::logging::init(&cfg.paths.log_dir);
+            if json_logs {
+                cfg.log_format = crate::config::LogFormat::Json;
+            }
+            let (_log_guard, log_problem) = crate::logging::init(&crate::logging::Settings {
+                dir: &cfg.paths.log_dir,
+                level: &cfg.log_level,
+                format: cfg.log_format,
+                keep_files: usize::try_from(cfg.log_retention_days).unwrap_or(usize::MAX),
+            });
             if let Some(p) = log_problem {
                 tracing::warn!("{p}");
             }
@@ -113,6 +130,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(1, e),
             }
         }
+        Command::Config { default } => show_config(paths, default),
         Command::Status { json, verbose } => show(&paths, json, verbose, false),
         Command::History { json } => show(&paths, json, true, true),
         Command::Cleanup {
@@ -151,6 +169,36 @@ fn cleanup(paths: Paths, session: &str, dry_run: bool, replicas: Option<i32>) ->
             }
         }
         Err(e) => fail(1, e),
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}
+
+fn show_config(paths: Paths, default: bool) -> ExitCode {
+    if default {
+        return print(crate::config::DEFAULT_FILE);
+    }
+    let file = paths.config_file.display().to_string();
+    let exists = paths.config_file.exists();
+    match Config::load(paths) {
+        Ok(cfg) => print(&format!(
+            "# {file}{}\n{}",
+            if exists {
+                ""
+            } else {
+                " does not exist: these are the defaults (`telepolice-agent config --default` prints a commented file)"
+            },
+            cfg.effective()
+        )),
+        Err(e) => fail(2, e),
     }
 }
 
@@ -240,6 +288,12 @@ mod tests {
     #[test]
     fn run_takes_dry_run() {
         let cli = Cli::try_parse_from(["telepolice-agent", "run", "--dry-run"]).expect("parses");
-        assert!(matches!(cli.command, Command::Run { dry_run: true }));
+        assert!(matches!(
+            cli.command,
+            Command::Run {
+                dry_run: true,
+                json_logs: false
+            }
+        ));
     }
 }

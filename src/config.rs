@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum ConfigError {
 pub const DEFAULT_SCAN_INTERVAL_SECS: f64 = if cfg!(target_os = "linux") { 30.0 } else { 2.0 };
 
 /// What to do when the shell that started a session dies while Telepresence lives on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnShellDeath {
     /// Send Telepresence SIGTERM so it runs its own cleanup, then repair what it skipped.
@@ -54,7 +54,7 @@ pub enum OnShellDeath {
 }
 
 /// What to do when the machine is about to sleep while sessions are live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnSleep {
     /// Leave the sessions running; whatever dies during the sleep is repaired after it.
@@ -65,8 +65,19 @@ pub enum OnSleep {
     EndSessions,
 }
 
+/// How log lines are written (stderr and files alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One plain line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `config.toml` as written. Every key is optional.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Seconds to let Telepresence's own cleanup finish after its process exits.
@@ -89,6 +100,14 @@ pub struct RawConfig {
     pub on_shell_death: Option<OnShellDeath>,
     /// What to do before the machine sleeps.
     pub on_sleep: Option<OnSleep>,
+    /// Log verbosity: an `EnvFilter` directive (`info`, `debug`, `telepolice_agent=trace`).
+    pub log_level: Option<String>,
+    /// Log lines as text or JSON.
+    pub log_format: Option<LogFormat>,
+    /// Daily log files kept.
+    pub log_retention_days: Option<u32>,
+    /// Desktop notifications when a session was repaired or needs a person.
+    pub notifications: Option<bool>,
     /// Days to keep ended sessions in the journal.
     pub history_days: Option<f64>,
 }
@@ -133,6 +152,14 @@ pub struct Config {
     pub on_shell_death: OnShellDeath,
     /// Sleep policy.
     pub on_sleep: OnSleep,
+    /// Log verbosity (an `EnvFilter` directive); `TELEPOLICE_LOG` overrides it.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Daily log files kept (at least 1).
+    pub log_retention_days: u32,
+    /// Desktop notifications on.
+    pub notifications: bool,
     /// How long ended sessions are kept.
     pub history: Duration,
 }
@@ -197,6 +224,61 @@ fn default_log_dir(state_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Pa
     state_dir.join("logs")
 }
 
+/// The config file with every key at its default, each explained, commented out: what
+/// `telepolice-agent config --default` prints.
+pub const DEFAULT_FILE: &str = r#"# telepolice-agent configuration. Every key is optional; the values shown are the
+# defaults. Unknown keys are errors. SIGHUP (or saving this file) reloads it; the log_*
+# keys take effect at the next start.
+
+# Seconds to let Telepresence's own cleanup finish after its process exits, before the
+# agent compares the cluster with its record.
+# grace_period_secs = 3
+
+# Seconds between full scans of the process table: a safety net behind inotify and pidfds
+# on Linux (default 30), the way sessions are found elsewhere (default 2).
+# scan_interval_secs = 30
+
+# The Telepresence programs to watch (paths). Empty: every `telepresence` on PATH,
+# /usr/local/bin, /usr/bin, /opt/homebrew/bin and ~/.local/bin.
+# telepresence_programs = []
+
+# Kube contexts to restrict to (empty: all) and to ignore.
+# contexts = []
+# ignore_contexts = []
+
+# Namespaces to restrict to (empty: all) and to ignore.
+# namespaces = []
+# ignore_namespaces = []
+
+# Plan and report repairs, never act.
+# dry_run = false
+
+# When a session's shell dies while Telepresence runs on: "terminate" (SIGTERM, so that
+# Telepresence cleans up) or "ignore".
+# on_shell_death = "terminate"
+
+# Before the machine sleeps: "keep" (sessions run on; whatever died is repaired after the
+# resume) or "end-sessions" (hold the sleep back with a logind delay inhibitor and SIGTERM
+# each live Telepresence, so that it cleans up while the network is up).
+# on_sleep = "keep"
+
+# Days to keep ended sessions in the journal.
+# history_days = 7
+
+# Log verbosity, an EnvFilter directive ("info", "debug", "telepolice_agent=trace");
+# the TELEPOLICE_LOG environment variable overrides it.
+# log_level = "info"
+
+# Log lines as "text" or "json" (stderr and the daily files alike).
+# log_format = "text"
+
+# Daily log files kept.
+# log_retention_days = 7
+
+# A desktop notification when a session was repaired or needs a person.
+# notifications = true
+"#;
+
 /// Parses a config file's text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -251,6 +333,32 @@ impl Config {
             dry_run: raw.dry_run.unwrap_or(false),
             on_shell_death: raw.on_shell_death.unwrap_or_default(),
             on_sleep: raw.on_sleep.unwrap_or_default(),
+            log_level: match raw.log_level {
+                Some(l) => {
+                    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&l) {
+                        return Err(ConfigError::Value {
+                            path: p,
+                            key: "log_level",
+                            message: format!("is not a valid log filter ({e}): {l:?}"),
+                        });
+                    }
+                    l
+                }
+                None => "info".to_string(),
+            },
+            log_format: raw.log_format.unwrap_or_default(),
+            log_retention_days: match raw.log_retention_days {
+                Some(0) => {
+                    return Err(ConfigError::Value {
+                        path: p,
+                        key: "log_retention_days",
+                        message: "must be at least 1".to_string(),
+                    });
+                }
+                Some(n) => n,
+                None => 7,
+            },
+            notifications: raw.notifications.unwrap_or(true),
             paths,
         })
     }
@@ -268,6 +376,28 @@ impl Config {
             }
         };
         Self::resolve(raw, paths)
+    }
+
+    /// The configuration in effect, as a `config.toml` would say it (for `config`).
+    pub fn effective(&self) -> String {
+        let raw = RawConfig {
+            grace_period_secs: Some(self.grace_period.as_secs_f64()),
+            scan_interval_secs: Some(self.scan_interval.as_secs_f64()),
+            telepresence_programs: Some(self.telepresence_programs.clone()),
+            contexts: Some(self.contexts.clone()),
+            ignore_contexts: Some(self.ignore_contexts.clone()),
+            namespaces: Some(self.namespaces.clone()),
+            ignore_namespaces: Some(self.ignore_namespaces.clone()),
+            dry_run: Some(self.dry_run),
+            on_shell_death: Some(self.on_shell_death),
+            on_sleep: Some(self.on_sleep),
+            history_days: Some(self.history.as_secs_f64() / 86_400.0),
+            log_level: Some(self.log_level.clone()),
+            log_format: Some(self.log_format),
+            log_retention_days: Some(self.log_retention_days),
+            notifications: Some(self.notifications),
+        };
+        toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }
 
     /// Whether sessions in this context and namespace are the agent's business.
@@ -337,6 +467,60 @@ mod tests {
         )
         .expect_err("negative");
         assert!(e.to_string().contains("grace_period_secs"), "{e}");
+    }
+
+    /// The default file, uncommented: every key it shows, at the value it shows.
+    fn uncommented_default_file() -> String {
+        DEFAULT_FILE
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_default_file_shows_every_key_at_its_default() {
+        let text = uncommented_default_file();
+        let shown = Config::resolve(parse(&text, Path::new("d.toml")).expect("parses"), paths())
+            .expect("valid");
+        let mut defaults =
+            Config::resolve(RawConfig::default(), paths()).expect("defaults are valid");
+        // The scan interval's default depends on the system; the file shows Linux's.
+        defaults.scan_interval = shown.scan_interval;
+        assert_eq!(shown, defaults);
+        // Every key of the raw config appears: a key added without a line here fails.
+        let all: toml::Value = toml::from_str(&defaults.effective()).expect("valid TOML");
+        let keys: Vec<&String> = all.as_table().expect("a table").keys().collect();
+        for k in keys {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{k} = "))),
+                "the default file does not show `{k}`"
+            );
+        }
+    }
+
+    #[test]
+    fn log_settings_are_checked() {
+        let bad = |t: &str| {
+            Config::resolve(parse(t, Path::new("/c.toml")).expect("parses"), paths())
+                .expect_err("invalid")
+                .to_string()
+        };
+        assert!(bad("log_level = \"info,=[\"").contains("log_level"));
+        assert!(bad("log_retention_days = 0").contains("log_retention_days"));
+        let c = Config::resolve(
+            parse("log_format = \"json\"\nnotifications = false\n", Path::new("c.toml"))
+                .expect("parses"),
+            paths(),
+        )
+        .expect("valid");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(!c.notifications);
     }
 
     #[test]
