@@ -809,22 +809,22 @@ fn a_resume_makes_a_waiting_repair_try_again_at_once() {
 }
 
 #[test]
-fn sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_in_place() {
+fn saving_the_config_or_sighup_reloads_it_and_a_broken_one_leaves_the_running_one_in_place() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
     let config = env.path("agent-config.toml");
     let written = std::fs::read_to_string(&config).expect("the agent's config");
     std::fs::write(&config, format!("{written}grace_period = 3\n")).expect("written");
-    agent.hangup();
-    agent.wait_log("SIGHUP: keeping the running configuration");
+    agent.wait_log("the config file changed: keeping the running configuration");
     assert!(
         agent.log().contains("grace_period") && agent.log().contains(&*config.to_string_lossy()),
         "the message names the key and the file:\n{}",
         agent.log()
     );
-    std::fs::write(&config, format!("{written}dry_run = true\n")).expect("written");
     agent.hangup();
-    agent.wait_log("SIGHUP: configuration reloaded");
+    agent.wait_log("SIGHUP: keeping the running configuration");
+    std::fs::write(&config, format!("{written}dry_run = true\n")).expect("written");
+    agent.wait_log("the config file changed: configuration reloaded");
     let (mut s, _, _) = swap_followed(&env, &agent, &program);
     s.signal("KILL");
     s.wait_exit(&env);
@@ -832,40 +832,6 @@ fn sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_in_place() 
     assert!(last_reason(&rec).contains("dry run"), "{rec:#}");
     assert_eq!(replicas(&env, "app"), 0, "the reloaded dry_run holds");
     agent.stop();
-}
-
-#[test]
-fn a_kubeconfig_gone_at_repair_time_needs_a_person_and_cleanup_finishes_once_it_is_back() {
-    let Some(env) = setup() else { return };
-    let (agent, program) = Agent::start(&env, "");
-    let (mut s, id, rec) = swap_followed(&env, &agent, &program);
-    // The kubeconfig goes away while the session runs (the agent's client for following it
-    // is already built); the repair then finds none.
-    let aside = env.path("kubeconfig.aside");
-    std::fs::rename(&env.kubeconfig, &aside).expect("moved aside");
-    s.signal("KILL");
-    s.wait_exit(&env);
-    let stuck = agent.wait_state("NeedsAttention");
-    let why = last_reason(&stuck);
-    let key = text(&rec, "/key");
-    assert!(
-        why.contains(&*env.kubeconfig.to_string_lossy())
-            && why.ends_with(&format!("run: telepolice-agent cleanup {key}")),
-        "names the kubeconfig and what to run: {why}"
-    );
-    assert_eq!(replicas(&env, "app"), 0, "nothing was done");
-    std::fs::rename(&aside, &env.kubeconfig).expect("moved back");
-    let out = run_cli(&agent.envs, &["cleanup", &key]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(replicas(&env, "app"), 2);
-    env.wait("the proxy is deleted", |c| {
-        c.get("pods", "default", &format!("app-{id}")).is_none()
-    });
 }
 
 #[test]

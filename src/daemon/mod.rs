@@ -183,8 +183,9 @@ impl Ctx {
     }
 }
 
-/// How the daemon reloads its configuration: on each SIGHUP, `load` is called; a config
-/// that loads replaces the running one, one that does not is logged and ignored.
+/// How the daemon reloads its configuration: on each SIGHUP, and when the config file is
+/// saved, `load` is called; a config that loads replaces the running one, one that does not
+/// is logged and ignored.
 pub struct Reload {
     /// The SIGHUP stream (installed before the daemon starts, so that an early SIGHUP does
     /// not kill it).
@@ -243,15 +244,65 @@ fn log_watching(programs: &[PathBuf], scan_interval: Duration) {
     }
 }
 
-/// The next SIGHUP, or never without a reload.
-async fn next_hangup(reload: &mut Option<Reload>) {
-    match reload {
-        Some(r) => {
-            if r.hangups.recv().await.is_none() {
-                std::future::pending::<()>().await;
-            }
+/// Watches the config file's directory (editors replace files rather than write them in
+/// place); a change to the file itself is sent to the returned channel. `None`, with a
+/// debug line, when the directory cannot be watched (it may not exist: no config file).
+fn watch_config_file(
+    path: &Path,
+) -> Option<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
+    use notify::Watcher;
+    let dir = path.parent()?.to_path_buf();
+    let name = path.file_name()?.to_os_string();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+            && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            let _ = tx.send(());
         }
-        None => std::future::pending().await,
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            debug!("not watching the config file: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        debug!(dir = %dir.display(), "not watching the config file's directory: {e}");
+        return None;
+    }
+    Some((watcher, rx))
+}
+
+/// The next request to reload: a SIGHUP, or the config file changed (a burst of editor
+/// events within 300 ms is one change). Never without a reload.
+async fn next_reload(
+    reload: &mut Option<Reload>,
+    edits: &mut Option<mpsc::UnboundedReceiver<()>>,
+) -> &'static str {
+    let hangup = async {
+        let Some(r) = reload else {
+            return std::future::pending().await;
+        };
+        if r.hangups.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let edit = async {
+        let Some(rx) = edits else {
+            return std::future::pending().await;
+        };
+        if rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while rx.try_recv().is_ok() {}
+    };
+    tokio::select! {
+        () = hangup => "SIGHUP",
+        () = edit => "the config file changed",
     }
 }
 
@@ -350,6 +401,12 @@ pub async fn run(
             None
         }
     };
+    // Saving the config file reloads it, as SIGHUP does.
+    let (_config_watch, mut config_edits) = match &reload {
+        Some(_) => watch_config_file(&ctx.cfg().paths.config_file)
+            .map_or((None, None), |(w, rx)| (Some(w), Some(rx))),
+        None => (None, None),
+    };
     // Connected in the background: a slow system bus must not hold up the loop.
     let mut logind: Option<Logind> = None;
     let mut logind_connecting = Some(tokio::spawn(Logind::connect()));
@@ -404,19 +461,19 @@ pub async fn run(
                     ctx.probe_now("the machine woke up");
                 }
             }
-            () = next_hangup(&mut reload) => {
+            why = next_reload(&mut reload, &mut config_edits) => {
                 let Some(r) = &reload else { continue };
                 let old = ctx.cfg();
                 let path = old.paths.config_file.display().to_string();
                 let new = match (r.load)() {
                     Ok(c) => c,
                     Err(e) => {
-                        warn!("SIGHUP: keeping the running configuration: {e}");
+                        warn!("{why}: keeping the running configuration: {e}");
                         continue;
                     }
                 };
                 if new == *old {
-                    info!("SIGHUP: {path} has not changed");
+                    info!("{why}: {path} says nothing new");
                     continue;
                 }
                 if new.telepresence_programs != old.telepresence_programs {
@@ -427,7 +484,7 @@ pub async fn run(
                             log_watching(&programs, new.scan_interval);
                         }
                         Err(e) => {
-                            warn!("SIGHUP: keeping the running configuration: {e}");
+                            warn!("{why}: keeping the running configuration: {e}");
                             continue;
                         }
                     }
@@ -441,7 +498,7 @@ pub async fn run(
                 }
                 ctx.set_cfg(new);
                 apply_sleep_policy(&ctx.cfg(), &mut logind).await;
-                info!("SIGHUP: configuration reloaded from {path}; sessions already followed keep being followed");
+                info!("{why}: configuration reloaded from {path}; sessions already followed keep being followed");
                 // The new scope or programs may take in processes passed over before.
                 for key in passed_over.drain() {
                     tracked.remove(&key);
