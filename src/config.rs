@@ -514,8 +514,11 @@ mod tests {
         assert!(bad("log_level = \"info,=[\"").contains("log_level"));
         assert!(bad("log_retention_days = 0").contains("log_retention_days"));
         let c = Config::resolve(
-            parse("log_format = \"json\"\nnotifications = false\n", Path::new("c.toml"))
-                .expect("parses"),
+            parse(
+                "log_format = \"json\"\nnotifications = false\n",
+                Path::new("c.toml"),
+            )
+            .expect("parses"),
             paths(),
         )
         .expect("valid");

@@ -7,6 +7,7 @@
 //! - [`config`]: `config.toml` and the paths the agent uses.
 //! - [`control`]: the control socket `status` asks the daemon through.
 //! - [`daemon`]: the lock, discovery loop and one task per session.
+//! - [`desktop`]: desktop notifications of repairs and of sessions needing a person.
 //! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
 //! - [`session`]: the journaled record of a session and its states.
@@ -26,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod desktop;
 pub mod discovery;
 mod failpoint;
 pub mod helpers;

@@ -9,9 +9,9 @@ use tracing_appender::non_blocking::WorkerGuard;
 
 use crate::config::LogFormat;
 use tracing_appender::rolling::{Builder, Rotation};
-use tracing_subscriber::{EnvFilter, Layer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// How to log.
 #[derive(Debug, Clone)]

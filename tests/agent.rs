@@ -56,10 +56,16 @@ impl Agent {
             AGENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let config = env.path("agent-config.toml");
+        // No desktop notifications from the tests unless a test asks for them.
+        let quiet = if extra_config.contains("notifications") {
+            ""
+        } else {
+            "notifications = false\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{extra_config}\n",
+                "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{quiet}{extra_config}\n",
                 program.display().to_string()
             ),
         )
@@ -832,6 +838,79 @@ fn saving_the_config_or_sighup_reloads_it_and_a_broken_one_leaves_the_running_on
     assert!(last_reason(&rec).contains("dry run"), "{rec:#}");
     assert_eq!(replicas(&env, "app"), 0, "the reloaded dry_run holds");
     agent.stop();
+}
+
+#[test]
+fn repairs_are_announced_on_the_desktop_unless_turned_off() {
+    let Some(env) = setup() else { return };
+    // A stand-in `notify-send` that writes down its arguments.
+    let bin = env.path("fake-bin");
+    std::fs::create_dir_all(&bin).expect("dir");
+    let said = env.path("notifications.txt");
+    let fake = bin.join("notify-send");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s|' \"$@\" >> '{}'\necho >> '{}'\n",
+            said.display(),
+            said.display()
+        ),
+    )
+    .expect("written");
+    let chmod = Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .expect("chmod");
+    assert!(chmod.success());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let program = Agent::program(&env);
+    let agent = Agent::start_with_env(&env, &program, "notifications = true", &[("PATH", &path)]);
+    let (mut s, id, _) = swap_followed(&env, &agent, &program);
+    s.signal("KILL");
+    s.wait_exit(&env);
+    agent.wait_state("Cleaned");
+    wait_for("the repair is announced", || {
+        std::fs::read_to_string(&said).is_ok_and(|t| t.contains("repaired"))
+    });
+    let text = std::fs::read_to_string(&said).expect("notifications");
+    assert!(
+        text.contains("Telepresence session repaired: swap deployment/app")
+            && text.contains(&format!(
+                "testcluster/default: scale deployment/app to 2; delete pod/app-{id}|"
+            ))
+            && text.contains("--urgency=normal"),
+        "{text}"
+    );
+
+    // Turned off: the next repair says nothing.
+    let config = env.path("agent-config.toml");
+    let written = std::fs::read_to_string(&config).expect("the agent's config");
+    std::fs::write(
+        &config,
+        written.replace("notifications = true", "notifications = false"),
+    )
+    .expect("written");
+    agent.wait_log("configuration reloaded");
+    let (mut s, _, rec) = swap_followed(&env, &agent, &program);
+    s.signal("KILL");
+    s.wait_exit(&env);
+    wait_for("the second session is repaired", || {
+        agent
+            .sessions()
+            .iter()
+            .any(|r| r["key"] == rec["key"] && r["state"] == "Cleaned")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&said).expect("notifications"),
+        text,
+        "nothing more was announced"
+    );
 }
 
 #[test]

@@ -257,7 +257,10 @@ fn watch_config_file(
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && !matches!(ev.kind, notify::EventKind::Access(_))
-            && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
         {
             let _ = tx.send(());
         }
@@ -278,9 +281,12 @@ fn watch_config_file(
 
 /// The next request to reload: a SIGHUP, or the config file changed (a burst of editor
 /// events within 300 ms is one change). Never without a reload.
+///
+/// Cancel-safe: a change already seen waits in `edit_due` for the next call.
 async fn next_reload(
     reload: &mut Option<Reload>,
     edits: &mut Option<mpsc::UnboundedReceiver<()>>,
+    edit_due: &mut Option<tokio::time::Instant>,
 ) -> &'static str {
     let hangup = async {
         let Some(r) = reload else {
@@ -291,14 +297,21 @@ async fn next_reload(
         }
     };
     let edit = async {
-        let Some(rx) = edits else {
-            return std::future::pending().await;
-        };
-        if rx.recv().await.is_none() {
-            std::future::pending::<()>().await;
+        loop {
+            if let Some(due) = *edit_due {
+                tokio::time::sleep_until(due).await;
+                *edit_due = None;
+                return;
+            }
+            let Some(rx) = edits.as_mut() else {
+                return std::future::pending().await;
+            };
+            if rx.recv().await.is_none() {
+                return std::future::pending().await;
+            }
+            while rx.try_recv().is_ok() {}
+            *edit_due = Some(tokio::time::Instant::now() + Duration::from_millis(300));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        while rx.try_recv().is_ok() {}
     };
     tokio::select! {
         () = hangup => "SIGHUP",
@@ -350,6 +363,13 @@ pub async fn run(
         sessions.spawn(session_task(ctx.clone(), rec));
     }
 
+    // Saving the config file reloads it, as SIGHUP does (watched before "watching" is said).
+    let (_config_watch, mut config_edits) = match &reload {
+        Some(_) => watch_config_file(&ctx.cfg().paths.config_file)
+            .map_or((None, None), |(w, rx)| (Some(w), Some(rx))),
+        None => (None, None),
+    };
+    let mut config_edit_due = None;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let (mut _watcher, programs) = watch_programs(&ctx.cfg(), tx.clone())?;
     let mut discovery = Discovery::new(&programs);
@@ -400,12 +420,6 @@ pub async fn run(
             info!("{e}: unreachable clusters are retried on a timer only");
             None
         }
-    };
-    // Saving the config file reloads it, as SIGHUP does.
-    let (_config_watch, mut config_edits) = match &reload {
-        Some(_) => watch_config_file(&ctx.cfg().paths.config_file)
-            .map_or((None, None), |(w, rx)| (Some(w), Some(rx))),
-        None => (None, None),
     };
     // Connected in the background: a slow system bus must not hold up the loop.
     let mut logind: Option<Logind> = None;
@@ -461,7 +475,7 @@ pub async fn run(
                     ctx.probe_now("the machine woke up");
                 }
             }
-            why = next_reload(&mut reload, &mut config_edits) => {
+            why = next_reload(&mut reload, &mut config_edits, &mut config_edit_due) => {
                 let Some(r) = &reload else { continue };
                 let old = ctx.cfg();
                 let path = old.paths.config_file.display().to_string();
@@ -772,6 +786,7 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
         follow::follow_live(&ctx, &mut rec, &mut exit).await;
     }
     if rec.state.is_final() {
+        announce(&ctx, &rec);
         return key;
     }
     // Whatever made following stop, nothing is repaired while the process lives. (If the
@@ -787,7 +802,17 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     }
     tokio::time::sleep(ctx.cfg().grace_period).await;
     repair::repair(&ctx, &mut rec).await;
+    announce(&ctx, &rec);
     key
+}
+
+/// A desktop notification for a session repaired or needing a person (if they are on).
+fn announce(ctx: &Ctx, rec: &SessionRecord) {
+    if ctx.cfg().notifications
+        && let Some(m) = crate::desktop::message(rec)
+    {
+        crate::desktop::show(&m);
+    }
 }
 
 /// Completes when the process has exited, and only then (the OS layer falls back to
