@@ -1,5 +1,6 @@
-//! Logging set-up: lines on stderr (journald and Console keep them) and a daily rolling
-//! file in the log dir (`log_retention_days` kept), as plain text or JSON (`log_format`).
+//! Logging set-up: lines on stderr (journald and Console keep them; under journald without
+//! a timestamp of our own, as the journal stamps them) and a daily rolling file in the log
+//! dir (`log_retention_days` kept), as plain text or JSON (`log_format`).
 //! The level is `TELEPOLICE_LOG` if set (an `EnvFilter` directive such as `debug`), else
 //! the config's `log_level`.
 
@@ -32,8 +33,9 @@ fn filter(level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// A formatting layer writing to `w`, in the chosen format.
-fn layer<S, W>(format: LogFormat, w: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+/// A formatting layer writing to `w`, in the chosen format; without timestamps when
+/// whatever reads it stamps lines itself (journald).
+fn layer<S, W>(format: LogFormat, w: W, ansi: bool, time: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'l> tracing_subscriber::registry::LookupSpan<'l>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -42,9 +44,11 @@ where
         .with_writer(w)
         .with_ansi(ansi)
         .with_target(false);
-    match format {
-        LogFormat::Text => Box::new(l),
-        LogFormat::Json => Box::new(l.json()),
+    match (format, time) {
+        (LogFormat::Text, true) => Box::new(l),
+        (LogFormat::Text, false) => Box::new(l.without_time()),
+        (LogFormat::Json, true) => Box::new(l.json()),
+        (LogFormat::Json, false) => Box::new(l.json().without_time()),
     }
 }
 
@@ -67,20 +71,22 @@ pub fn init(s: &Settings<'_>) -> (Option<WorkerGuard>, Option<String>) {
             .map_err(|e| e.to_string())
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal, which stamps each line.
+    let stamped = std::env::var_os("JOURNAL_STREAM").is_none();
     match appender {
         Ok(a) => {
             let (writer, guard) = tracing_appender::non_blocking(a);
             let _ = tracing_subscriber::registry()
                 .with(filter(s.level))
-                .with(layer(s.format, std::io::stderr, ansi))
-                .with(layer(s.format, writer, false))
+                .with(layer(s.format, std::io::stderr, ansi, stamped))
+                .with(layer(s.format, writer, false, true))
                 .try_init();
             (Some(guard), None)
         }
         Err(e) => {
             let _ = tracing_subscriber::registry()
                 .with(filter(s.level))
-                .with(layer(s.format, std::io::stderr, ansi))
+                .with(layer(s.format, std::io::stderr, ansi, stamped))
                 .try_init();
             (
                 None,

@@ -914,6 +914,52 @@ fn repairs_are_announced_on_the_desktop_unless_turned_off() {
 }
 
 #[test]
+fn json_logs_are_one_object_per_line_on_stderr_and_in_the_file() {
+    let Some(env) = setup() else { return };
+    let logs = env.path("json-logs");
+    let err = env.path("json.err");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"))
+        .args(["run", "--json-logs"])
+        .env("TELEPOLICE_CONFIG", env.path("none.toml"))
+        .env("TELEPOLICE_STATE_DIR", env.path("json-state"))
+        .env("TELEPOLICE_RUNTIME_DIR", env.path("json-run"))
+        .env("TELEPOLICE_LOG_DIR", &logs)
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("the agent starts");
+    wait_for("the agent has started", || {
+        std::fs::read_to_string(&err).is_ok_and(|t| t.contains("telepolice-agent started"))
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{status}");
+    let file = std::fs::read_dir(&logs)
+        .expect("log dir")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    for (what, text) in [
+        ("stderr", std::fs::read_to_string(&err).unwrap_or_default()),
+        ("file", file),
+    ] {
+        assert!(text.contains("telepolice-agent started"), "{what}: {text}");
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"));
+            assert!(
+                v["level"].is_string() && v["timestamp"].is_string(),
+                "{what}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
 fn when_the_shell_dies_telepresence_is_asked_to_clean_up() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
