@@ -23,7 +23,11 @@ pub const ALLOWED_REASON: &str = "RBAC: allowed by ClusterRoleBinding \"testclus
 
 /// What a review asks about, as `(verb, resource)`, the resource with any subresource
 /// (`deployments/scale`), both possibly `*`; `None` for a non-resource request (a URL path).
-fn asked(spec: &Value) -> Result<Option<(String, String)>, Vec<(String, String)>> {
+/// A review must ask about exactly one of the two (else 422, worded as the real server).
+fn asked(rt: &ResourceType, spec: &Value) -> Result<Option<(String, String)>, ApiError> {
+    let invalid = |field: &str, message: &str| {
+        ApiError::invalid(rt, "", &[(field.to_string(), message.to_string())])
+    };
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let resource = spec.get("resourceAttributes").filter(|v| !v.is_null());
     let non_resource = spec.get("nonResourceAttributes").filter(|v| !v.is_null());
@@ -37,14 +41,14 @@ fn asked(spec: &Value) -> Result<Option<(String, String)>, Vec<(String, String)>
             Ok(Some((text(r, "verb"), res)))
         }
         (None, Some(_)) => Ok(None),
-        (None, None) => Err(vec![(
-            "spec.resourceAttributes".to_string(),
-            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".to_string(),
-        )]),
-        (Some(_), Some(_)) => Err(vec![(
-            "spec.nonResourceAttributes".to_string(),
-            "Invalid value: \"non-null\": cannot be specified in combination with resourceAttributes".to_string(),
-        )]),
+        (None, None) => Err(invalid(
+            "spec.resourceAttributes",
+            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        )),
+        (Some(_), Some(_)) => Err(invalid(
+            "spec.nonResourceAttributes",
+            "Invalid value: \"non-null\": cannot be specified in combination with resourceAttributes",
+        )),
     }
 }
 
@@ -89,7 +93,7 @@ pub fn review(
         return Err(field_validation_error(&dropped));
     }
     let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let asked = asked(&spec).map_err(|causes| ApiError::invalid(rt, "", &causes))?;
+    let asked = asked(rt, &spec)?;
     let (allowed, reason) = match asked {
         Some((verb, resource)) => decide(faults, &verb, &resource),
         None => (true, ALLOWED_REASON.to_string()),
