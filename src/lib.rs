@@ -8,6 +8,7 @@
 //! - [`control`]: the control socket `status` asks the daemon through.
 //! - [`daemon`]: the lock, discovery loop and one task per session.
 //! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
+//! - [`doctor`]: checking that the agent can do its work here, one line per check.
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
 //! - [`session`]: the journaled record of a session and its states.
 //! - [`journal`]: durable, atomic storage of session records.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
+pub mod doctor;
 mod failpoint;
 pub mod helpers;
 pub mod journal;
