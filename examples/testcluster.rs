@@ -7,8 +7,8 @@
 //!
 //! Writes a kubeconfig to PATH, prints `ready <server-url>` once it serves, then reads
 //! fault controls from standard input, one per line (`unreachable`, `reachable`,
-//! `latency <ms>`, `fail <code> <verb> <resource>`, `unreachable-after <verb> <resource>`,
-//! `clear`), answering `ok` or
+//! `latency <ms>`, `fail <code> <verb> <resource>`, `deny <verb> <resource>`,
+//! `unreachable-after <verb> <resource>`, `clear`), answering `ok` or
 //! `error: <why>` for each. Serves until SIGINT or SIGTERM.
 
 use std::io::{BufRead, Write};

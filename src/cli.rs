@@ -64,6 +64,40 @@ pub enum Command {
         #[arg(long)]
         replicas: Option<i32>,
     },
+    /// Check that the agent can do its work here: config, kubeconfig, each cluster's
+    /// reachability and permissions, Telepresence, the daemon, the service, the journal.
+    /// Exits 1 when a check fails (warnings alone exit 0).
+    Doctor(DoctorArgs),
+}
+
+/// `doctor`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Check only this kube context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Check permissions in this namespace (default: the config's `namespaces`, else each
+    /// context's namespace).
+    #[arg(long, short)]
+    pub namespace: Option<String>,
+    /// Seconds to wait for each cluster and each Telepresence program.
+    #[arg(long, default_value = "5", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A positive number of seconds, at most an hour.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => {
+            Ok(std::time::Duration::from_secs_f64(v))
+        }
+        _ => Err(format!(
+            "expected a number of seconds above 0 and at most 3600, got {s:?}"
+        )),
+    }
 }
 
 fn env_lookup(k: &str) -> Option<String> {
@@ -78,9 +112,11 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 
 /// Carries out a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let paths = match Paths::resolve(&env_lookup) {
-        Ok(p) => p,
-        Err(e) => return fail(2, e),
+    let paths = match (Paths::resolve(&env_lookup), &cli.command) {
+        (Ok(p), _) => p,
+        // Unresolvable paths are one of the things doctor reports, not a reason to stop.
+        (Err(e), Command::Doctor(args)) => return doctor(Err(e), args),
+        (Err(e), _) => return fail(2, e),
     };
     match cli.command {
         Command::Run { dry_run, json_logs } => {
@@ -138,6 +174,38 @@ pub fn run(cli: Cli) -> ExitCode {
             dry_run,
             replicas,
         } => cleanup(paths, &session, dry_run, replicas),
+        Command::Doctor(args) => doctor(Ok(paths), &args),
+    }
+}
+
+fn doctor(paths: Result<Paths, crate::config::ConfigError>, args: &DoctorArgs) -> ExitCode {
+    let opts = crate::doctor::Options {
+        context: args.context.clone(),
+        namespace: args.namespace.clone(),
+        timeout: args.timeout,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("starting the runtime: {e}")),
+    };
+    let env = crate::doctor::Environment::current();
+    let report = rt.block_on(crate::doctor::run(paths, &env, &opts));
+    // The runtime may hold a Telepresence `--version` that timed out: do not wait for it.
+    rt.shutdown_background();
+    let text = if args.json {
+        serde_json::to_string_pretty(&report.to_json()).unwrap_or_default() + "\n"
+    } else {
+        report.render()
+    };
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::from(report.exit_code()),
+        // A closed pipe (`| head`) still reports the outcome.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(report.exit_code()),
+        Err(e) => fail(1, e),
     }
 }
 
@@ -283,6 +351,42 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn doctor_takes_a_context_a_namespace_a_timeout_and_json() {
+        let cli = Cli::try_parse_from([
+            "telepolice-agent",
+            "doctor",
+            "--context",
+            "dev",
+            "-n",
+            "team",
+            "--timeout",
+            "2.5",
+            "--json",
+        ])
+        .expect("parses");
+        let Command::Doctor(args) = cli.command else {
+            panic!("not doctor: {:?}", cli.command)
+        };
+        assert_eq!(args.context.as_deref(), Some("dev"));
+        assert_eq!(args.namespace.as_deref(), Some("team"));
+        assert_eq!(args.timeout, std::time::Duration::from_millis(2500));
+        assert!(args.json);
+        let Command::Doctor(args) = Cli::try_parse_from(["telepolice-agent", "doctor"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not doctor")
+        };
+        assert_eq!(args.timeout, std::time::Duration::from_secs(5));
+        for bad in ["0", "-1", "soon", "NaN"] {
+            assert!(
+                Cli::try_parse_from(["telepolice-agent", "doctor", "--timeout", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

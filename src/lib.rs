@@ -9,6 +9,7 @@
 //! - [`daemon`]: the lock, discovery loop and one task per session.
 //! - [`desktop`]: desktop notifications of repairs and of sessions needing a person.
 //! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
+//! - [`doctor`]: checking that the agent can do its work here, one line per check.
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
 //! - [`session`]: the journaled record of a session and its states.
 //! - [`journal`]: durable, atomic storage of session records.
@@ -29,6 +30,7 @@ pub mod control;
 pub mod daemon;
 pub mod desktop;
 pub mod discovery;
+pub mod doctor;
 mod failpoint;
 pub mod helpers;
 pub mod journal;

@@ -55,28 +55,8 @@ impl Agent {
             "agent-{}.err",
             AGENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let config = env.path("agent-config.toml");
-        // No desktop notifications from the tests unless a test asks for them.
-        let quiet = if extra_config.contains("notifications") {
-            ""
-        } else {
-            "notifications = false\n"
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{quiet}{extra_config}\n",
-                program.display().to_string()
-            ),
-        )
-        .expect("config written");
-        let envs = vec![
-            ("TELEPOLICE_CONFIG", config),
-            ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
-            ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
-            ("TELEPOLICE_LOG_DIR", env.path("agent-logs")),
-            ("TELEPOLICE_TMPDIR", env.path("tmp")),
-        ];
+        write_config(env, program, extra_config);
+        let envs = agent_envs(env);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
         cmd.arg("run")
             .env("TELEPOLICE_LOG", "debug")
@@ -229,6 +209,37 @@ impl Agent {
             self.log()
         );
     }
+}
+
+/// Writes the agents' config file for this test: it watches only `program`, with short
+/// grace and scan intervals, plus `extra_config` (TOML lines).
+pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
+    // No desktop notifications from the tests unless a test asks for them.
+    let quiet = if extra_config.contains("notifications") {
+        ""
+    } else {
+        "notifications = false\n"
+    };
+    std::fs::write(
+        env.path("agent-config.toml"),
+        format!(
+            "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{quiet}{extra_config}\n",
+            program.display().to_string()
+        ),
+    )
+    .expect("config written");
+}
+
+/// The variables that give an agent (or another command of the binary) this test's own
+/// config file, state, runtime, log and temp dirs.
+pub(crate) fn agent_envs(env: &Env) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("TELEPOLICE_CONFIG", env.path("agent-config.toml")),
+        ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
+        ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
+        ("TELEPOLICE_LOG_DIR", env.path("agent-logs")),
+        ("TELEPOLICE_TMPDIR", env.path("tmp")),
+    ]
 }
 
 impl Drop for Agent {

@@ -581,3 +581,78 @@ fn deleting_a_namespace_deletes_what_it_holds() {
     let gone = env.kubectl(&["create", "configmap", "x", "-n", "team"]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("namespaces \"team\" not found"));
 }
+
+#[test]
+fn auth_can_i_follows_denials_and_the_requests_agree() {
+    let Some(env) = Env::new() else { return };
+    env.deployment("default", "web", 1);
+    let can_i = |args: &[&str]| {
+        let mut a = vec!["auth", "can-i"];
+        a.extend(args);
+        let out = env.kubectl(&a);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, said, err) = can_i(&["patch", "deployments"]);
+    assert!(ok && said == "yes", "{said}\n{err}");
+
+    env.cluster.deny("patch", "deployments");
+    let (ok, said, err) = can_i(&["patch", "deployments"]);
+    assert!(!ok, "kubectl auth can-i exits 1 for no: {said}\n{err}");
+    assert!(
+        said.starts_with("no") && said.contains("denied"),
+        "kubectl prints no and the reason: {said}\n{err}"
+    );
+    // Other verbs, resources and namespaces are as before.
+    let (ok, said, _) = can_i(&["get", "deployments"]);
+    assert!(ok && said == "yes", "{said}");
+    let (ok, said, _) = can_i(&["delete", "pods", "--namespace", "kube-system"]);
+    assert!(ok && said == "yes", "{said}");
+    // The request itself gets RBAC's 403, as the review said.
+    let out = env.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot patch resource \"deployments\" in API group \"apps\""),
+        "{err}"
+    );
+
+    // An injected 403 reads the same way in a review.
+    env.cluster.fail(403, "delete", "services");
+    let (ok, said, _) = can_i(&["delete", "services"]);
+    assert!(!ok && said.starts_with("no"), "{said}");
+
+    // A cluster that refuses the review itself answers as RBAC does for that API.
+    env.cluster.fail(403, "create", "selfsubjectaccessreviews");
+    let (ok, said, err) = can_i(&["get", "pods"]);
+    assert!(!ok, "{said}");
+    assert!(
+        err.contains("cannot create resource \"selfsubjectaccessreviews\" in API group \"authorization.k8s.io\" at the cluster scope"),
+        "{err}"
+    );
+
+    env.cluster.clear_faults();
+    let (ok, said, _) = can_i(&["patch", "deployments"]);
+    assert!(ok && said == "yes", "{said}");
+    let reviews = env
+        .cluster
+        .audit()
+        .into_iter()
+        .filter(|e| e.resource == "selfsubjectaccessreviews")
+        .map(|e| (e.verb, e.status))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        reviews,
+        [201, 201, 201, 201, 201, 403, 201].map(|s| ("create".to_string(), s))
+    );
+}

@@ -3,6 +3,8 @@
 //! - `agent`: the real binary repairing sessions of the stand-in against the emulator.
 //! - `crash`: the agent killed at each failpoint, or losing the cluster mid-repair, and
 //!   restarted: every repair write carried out exactly once.
+//! - `doctor`: `telepolice-agent doctor` against the emulator, a running agent and the
+//!   stand-in.
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
@@ -11,6 +13,7 @@
 
 mod agent;
 mod crash;
+mod doctor;
 mod emulator_kube;
 mod emulator_kubectl;
 mod example;

@@ -249,7 +249,22 @@ impl TestCluster {
         });
     }
 
-    /// Removes every injected error, every [`Self::unreachable_after`] rule and the latency.
+    /// Denies `verb` on `resource` (either may be `*`; the resource may name a subresource)
+    /// as RBAC would, until [`Self::clear_faults`]: such requests are answered with RBAC's
+    /// 403, and a `SelfSubjectAccessReview` asking about them answers `allowed: false` with
+    /// a reason. (A 403 from [`Self::fail`] is also reflected in reviews; this differs only
+    /// in the reason given, and in that a `fail` rule of another code that matches first
+    /// still wins for the request itself.)
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.shared.lock().faults.denials.push(FailRule {
+            code: 403,
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+        });
+    }
+
+    /// Removes every injected error and denial, every [`Self::unreachable_after`] rule and
+    /// the latency.
     pub fn clear_faults(&self) {
         self.shared.lock().faults = Default::default();
     }
@@ -314,7 +329,7 @@ impl TestCluster {
 
     /// Carries out one control line, as the standalone example reads them from stdin:
     /// `unreachable`, `reachable`, `latency <ms>`, `fail <code> <verb> <resource>`,
-    /// `unreachable-after <verb> <resource>`, `clear`.
+    /// `deny <verb> <resource>`, `unreachable-after <verb> <resource>`, `clear`.
     pub fn control(&self, line: &str) -> Result<(), String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -344,6 +359,10 @@ impl TestCluster {
                 self.fail(code, verb, resource);
                 Ok(())
             }
+            ["deny", verb, resource] => {
+                self.deny(verb, resource);
+                Ok(())
+            }
             ["unreachable-after", verb, resource] => {
                 self.unreachable_after(verb, resource);
                 Ok(())
@@ -354,7 +373,7 @@ impl TestCluster {
             }
             [] => Err("empty command".to_string()),
             _ => Err(format!(
-                "unknown command {line:?}; expected unreachable, reachable, latency <ms>, fail <code> <verb> <resource>, unreachable-after <verb> <resource>, clear"
+                "unknown command {line:?}; expected unreachable, reachable, latency <ms>, fail <code> <verb> <resource>, deny <verb> <resource>, unreachable-after <verb> <resource>, clear"
             )),
         }
     }

@@ -57,7 +57,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "singularName": rt.singular,
             "namespaced": rt.namespaced,
             "kind": rt.kind,
-            "verbs": rt.verbs(),
+            "verbs": rt.verbs,
         });
         if !rt.short_names.is_empty() {
             r["shortNames"] = json!(rt.short_names);
@@ -163,14 +163,22 @@ pub fn openapi_group(path: &str, minor: u32) -> Option<Value> {
         } else {
             format!("{prefix}/{}", rt.plural)
         };
-        paths.insert(
-            base.clone(),
-            json!({"post": op("post", "create"), "get": op("list", "list")}),
-        );
-        paths.insert(
-            format!("{base}/{{name}}"),
-            json!({"put": op("put", "replace"), "patch": op("patch", "patch"), "get": op("get", "read")}),
-        );
+        let serves = |verb: &str| rt.verbs.contains(&verb);
+        let mut collection = serde_json::Map::new();
+        if serves("create") {
+            collection.insert("post".to_string(), op("post", "create"));
+        }
+        if serves("list") {
+            collection.insert("get".to_string(), op("list", "list"));
+        }
+        paths.insert(base.clone(), Value::Object(collection));
+        // A review (create only) has no object path, as on a real server.
+        if serves("get") {
+            paths.insert(
+                format!("{base}/{{name}}"),
+                json!({"put": op("put", "replace"), "patch": op("patch", "patch"), "get": op("get", "read")}),
+            );
+        }
     }
     Some(json!({
         "openapi": "3.0.0",
@@ -220,6 +228,28 @@ mod tests {
         assert_eq!(scale["group"], "autoscaling");
         assert_eq!(scale["kind"], "Scale");
         assert!(resource_list("batch", "v1").is_none());
+    }
+
+    #[test]
+    fn access_reviews_are_listed_as_create_only_and_have_no_object_path() {
+        let l = resource_list("authorization.k8s.io", "v1").expect("served");
+        let r = &l["resources"][0];
+        assert_eq!(r["name"], "selfsubjectaccessreviews");
+        assert_eq!(r["namespaced"], false);
+        assert_eq!(r["verbs"], json!(["create"]));
+        assert!(
+            groups()["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["name"] == "authorization.k8s.io"))
+        );
+        let doc = openapi_group("apis/authorization.k8s.io/v1", 31).expect("document");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        let ops = &paths["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"];
+        assert!(
+            ops.get("post").is_some() && ops.get("get").is_none(),
+            "{ops}"
+        );
     }
 
     #[test]

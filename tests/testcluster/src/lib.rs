@@ -6,7 +6,8 @@
 //! replay and 410s, the scale subresource, label and field selectors, `Table` answers, a
 //! deployment controller that makes pods, and owner-reference garbage collection. Tests
 //! can take it off the network (at once, or just after carrying out a chosen request), slow
-//! it down, make chosen verbs fail, and read an audit log of every request.
+//! it down, make chosen verbs fail or deny them as RBAC would (access reviews agree), and
+//! read an audit log of every request.
 //!
 //! ```no_run
 //! let cluster = testcluster::TestCluster::start(Default::default())?;
@@ -20,6 +21,7 @@
 //! - `server`: the listener, connections, reachability switch and controller loop.
 //! - `http`: routing, authentication, faults, content negotiation, watches, pod logs, audit.
 //! - `api`: what each verb does to the store (create, update, patch, scale, delete).
+//! - `access`: `SelfSubjectAccessReview` answers, from the denials and injected 403s.
 //! - `controllers`: deployments, replica sets, the kubelet, garbage collection, namespaces.
 //! - `store`: objects, the `resourceVersion` counter and the change log watches replay.
 //! - `resources`: the served resource types and their validation.
@@ -29,6 +31,7 @@
 //! - `status`: `Status` errors as the real server words them.
 //! - `state`, `tls`, `ids`: shared state and options, the TLS identity, server-made names.
 
+pub mod access;
 pub mod api;
 pub mod cluster;
 pub mod controllers;

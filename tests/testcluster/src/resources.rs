@@ -27,6 +27,8 @@ pub struct ResourceType {
     pub has_status: bool,
     /// Whether `metadata.generation` tracks spec changes.
     pub tracks_generation: bool,
+    /// The verbs served (and listed by discovery); any other verb is a 405.
+    pub verbs: &'static [&'static str],
 }
 
 const VERBS: &[&str] = &[
@@ -53,6 +55,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &[],
         has_status: true,
         tracks_generation: false,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "pods",
@@ -65,6 +68,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &["all"],
         has_status: true,
         tracks_generation: true,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "services",
@@ -77,6 +81,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &["all"],
         has_status: true,
         tracks_generation: false,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "configmaps",
@@ -89,6 +94,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &[],
         has_status: false,
         tracks_generation: false,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "events",
@@ -101,6 +107,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &[],
         has_status: false,
         tracks_generation: false,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "deployments",
@@ -113,6 +120,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &["all"],
         has_status: true,
         tracks_generation: true,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "replicasets",
@@ -125,6 +133,7 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &["all"],
         has_status: true,
         tracks_generation: true,
+        verbs: VERBS,
     },
     ResourceType {
         plural: "leases",
@@ -137,11 +146,30 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: &[],
         has_status: false,
         tracks_generation: false,
+        verbs: VERBS,
+    },
+    // Not stored: a review is answered from the access rules and forgotten (see `access`).
+    ResourceType {
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        group: "authorization.k8s.io",
+        version: "v1",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        has_status: false,
+        tracks_generation: false,
+        verbs: &["create"],
     },
 ];
 
 /// The API groups served besides the core group, with their one version.
-pub static GROUPS: &[(&str, &str)] = &[("apps", "v1"), ("coordination.k8s.io", "v1")];
+pub static GROUPS: &[(&str, &str)] = &[
+    ("apps", "v1"),
+    ("authorization.k8s.io", "v1"),
+    ("coordination.k8s.io", "v1"),
+];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -188,15 +216,13 @@ impl ResourceType {
         }
     }
 
-    /// The verbs discovery lists.
-    pub fn verbs(&self) -> &'static [&'static str] {
-        VERBS
-    }
-
     /// Decodes `body` as this type and encodes it again: the result holds only fields the
     /// type knows. The second value lists the paths of fields that were dropped.
     pub fn normalize(&self, body: &Value) -> Result<(Value, Vec<String>), String> {
-        use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+        use k8s_openapi::api::{
+            apps::v1 as apps, authorization::v1 as authz, coordination::v1 as coord,
+            core::v1 as core,
+        };
         fn round<T: serde::de::DeserializeOwned + serde::Serialize>(
             v: &Value,
         ) -> Result<Value, String> {
@@ -212,6 +238,7 @@ impl ResourceType {
             "deployments" => round::<apps::Deployment>(body),
             "replicasets" => round::<apps::ReplicaSet>(body),
             "leases" => round::<coord::Lease>(body),
+            "selfsubjectaccessreviews" => round::<authz::SelfSubjectAccessReview>(body),
             other => Err(format!("no type for {other}")),
         }?;
         let mut dropped = Vec::new();

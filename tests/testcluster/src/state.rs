@@ -71,6 +71,9 @@ pub struct Faults {
     pub latency: Duration,
     /// Refusals, first match wins.
     pub rules: Vec<FailRule>,
+    /// Verb and resource pairs RBAC would deny (the code is unused: always 403). Requests
+    /// get RBAC's 403 and access reviews answer `allowed: false`; see `access`.
+    pub denials: Vec<FailRule>,
     /// Requests (as `verb`, `resource`; the code is unused) after which the server goes off
     /// the network instead of answering; each is used once.
     pub cuts: Vec<FailRule>,

@@ -77,7 +77,7 @@ fn check_namespace(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Resul
 }
 
 /// Decodes, validates and defaults `body` for `rt`; the kind and apiVersion must match.
-fn admit(rt: &ResourceType, body: &Value) -> Result<(Value, Vec<String>), ApiError> {
+pub(crate) fn admit(rt: &ResourceType, body: &Value) -> Result<(Value, Vec<String>), ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request was not a JSON object",
@@ -101,7 +101,7 @@ fn admit(rt: &ResourceType, body: &Value) -> Result<(Value, Vec<String>), ApiErr
     Ok((obj, dropped))
 }
 
-fn field_validation_error(dropped: &[String]) -> ApiError {
+pub(crate) fn field_validation_error(dropped: &[String]) -> ApiError {
     let list = dropped
         .iter()
         .map(|f| format!("unknown field \"{f}\""))

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::access;
 use crate::api::{self, DeleteOptions, Part, PatchType};
 use crate::discovery;
 use crate::resources::{self, ResourceType};
@@ -251,10 +252,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     };
     let (latency, fault) = {
         let st = shared.lock();
+        // An injected error matching first wins; then a denial, always RBAC's 403.
         let fault = st
             .faults
             .rules
             .iter()
+            .chain(&st.faults.denials)
             .find(|r| !verb.is_empty() && r.matches(verb, &resource))
             .map(|r| r.code);
         (st.faults.latency, fault)
@@ -388,6 +391,17 @@ fn resource_request(
         return error_response(&ApiError::not_acceptable(accept));
     }
     let verb = verb_of(method, t, q);
+    if t.sub.is_none() && !t.rt.verbs.contains(&verb) {
+        return error_response(&ApiError::method_not_allowed());
+    }
+    if verb == "create" && t.rt.kind == "SelfSubjectAccessReview" {
+        let answer = read_json(content_type, body)
+            .and_then(|v| access::review(t.rt, &shared.lock().faults, &v, strict(q)));
+        return match answer {
+            Ok(v) => json_response(201, &v),
+            Err(e) => error_response(&e),
+        };
+    }
     if verb == "get" && t.sub.as_deref() == Some("log") && t.rt.plural == "pods" {
         return pod_log(shared, t, q);
     }
