@@ -9,6 +9,8 @@
 //! - [`daemon`]: the lock, discovery loop and one task per session.
 //! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
+//! - [`service`]: the systemd unit and launchd plist, `install`/`uninstall`, and telling
+//!   systemd the daemon is ready and alive (`NOTIFY_SOCKET`).
 //! - [`session`]: the journaled record of a session and its states.
 //! - [`journal`]: durable, atomic storage of session records.
 //! - `logind`: sleep notifications and the delay inhibitor (Linux).
@@ -37,6 +39,7 @@ pub mod logind;
 #[path = "logind_other.rs"]
 pub mod logind;
 pub mod plan;
+pub mod service;
 pub mod session;
 mod signals;
 pub mod status;
