@@ -1,6 +1,7 @@
 //! The command line: parsing (pure, with clap) and what each command does.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -68,6 +69,36 @@ pub enum Command {
     /// reachability and permissions, Telepresence, the daemon, the service, the journal.
     /// Exits 1 when a check fails (warnings alone exit 0).
     Doctor(DoctorArgs),
+    /// Print the systemd user unit and the launchd plist (or write them into a directory).
+    ServiceFiles {
+        /// Write `DIR/systemd/telepolice-agent.service` and
+        /// `DIR/launchd/dev.telepolice.agent.plist` instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The binary the service starts (default: this one).
+        #[arg(long, value_name = "PATH", conflicts_with = "canonical")]
+        binary: Option<PathBuf>,
+        /// The copies committed in the repository: the unit for
+        /// ~/.cargo/bin/telepolice-agent, the plist for /usr/local/bin/telepolice-agent
+        /// and a home of /Users/example.
+        #[arg(long)]
+        canonical: bool,
+    },
+    /// Install the agent as a user service (systemd on Linux, launchd on macOS) and start it.
+    Install {
+        /// Print the steps without taking them.
+        #[arg(long)]
+        dry_run: bool,
+        /// The binary the service starts (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
+    /// Stop the user service and remove it (the journal, logs and config are kept).
+    Uninstall {
+        /// Print the steps without taking them.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `doctor`'s arguments.
@@ -112,6 +143,26 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 
 /// Carries out a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    // Needs none of the agent's paths (a packager runs it anywhere).
+    if let Command::ServiceFiles {
+        out,
+        binary,
+        canonical,
+    } = &cli.command
+    {
+        let render = if *canonical {
+            crate::service::Render::Canonical
+        } else {
+            crate::service::Render::For {
+                binary: binary.clone(),
+            }
+        };
+        return service_result(crate::service::service_files(
+            &render,
+            out.as_deref(),
+            &mut std::io::stdout().lock(),
+        ));
+    }
     let paths = match (Paths::resolve(&env_lookup), &cli.command) {
         (Ok(p), _) => p,
         // Unresolvable paths are one of the things doctor reports, not a reason to stop.
@@ -175,6 +226,17 @@ pub fn run(cli: Cli) -> ExitCode {
             replicas,
         } => cleanup(paths, &session, dry_run, replicas),
         Command::Doctor(args) => doctor(Ok(paths), &args),
+        Command::ServiceFiles { .. } => ExitCode::SUCCESS,
+        Command::Install { dry_run, binary } => service_result(crate::service::install(
+            dry_run,
+            binary.as_deref(),
+            &paths.runtime_dir,
+            &mut std::io::stdout().lock(),
+        )),
+        Command::Uninstall { dry_run } => service_result(crate::service::uninstall(
+            dry_run,
+            &mut std::io::stdout().lock(),
+        )),
     }
 }
 
@@ -205,6 +267,24 @@ fn doctor(paths: Result<Paths, crate::config::ConfigError>, args: &DoctorArgs) -
         Ok(()) => ExitCode::from(report.exit_code()),
         // A closed pipe (`| head`) still reports the outcome.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(report.exit_code()),
+        Err(e) => fail(1, e),
+    }
+}
+
+/// Exit codes of the service commands: a path that cannot be used is bad usage (2), a
+/// closed output pipe is fine, anything else failed (1).
+fn service_result(result: crate::service::Result<()>) -> ExitCode {
+    use crate::service::ServiceError;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ServiceError::Output { source }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ (ServiceError::UnusablePath { .. }
+            | ServiceError::BinaryMissing { .. }
+            | ServiceError::UnknownManager { .. }),
+        ) => fail(2, e),
         Err(e) => fail(1, e),
     }
 }
@@ -387,6 +467,38 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn service_commands_parse() {
+        let cli = Cli::try_parse_from(["telepolice-agent", "install", "--dry-run"]).expect("ok");
+        assert!(matches!(
+            cli.command,
+            Command::Install {
+                dry_run: true,
+                binary: None
+            }
+        ));
+        let cli = Cli::try_parse_from(["telepolice-agent", "service-files", "--canonical"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::ServiceFiles {
+                canonical: true,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "telepolice-agent",
+                "service-files",
+                "--canonical",
+                "--binary",
+                "/x"
+            ])
+            .is_err(),
+            "a canonical copy names its own binary"
+        );
     }
 
     #[test]

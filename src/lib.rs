@@ -11,6 +11,8 @@
 //! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
 //! - [`doctor`]: checking that the agent can do its work here, one line per check.
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
+//! - [`service`]: the systemd unit and launchd plist, `install`/`uninstall`, and telling
+//!   systemd the daemon is ready and alive (`NOTIFY_SOCKET`).
 //! - [`session`]: the journaled record of a session and its states.
 //! - [`journal`]: durable, atomic storage of session records.
 //! - `logind`: sleep notifications and the delay inhibitor (Linux).
@@ -41,6 +43,7 @@ pub mod logind;
 #[path = "logind_other.rs"]
 pub mod logind;
 pub mod plan;
+pub mod service;
 pub mod session;
 mod signals;
 pub mod status;

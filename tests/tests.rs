@@ -8,6 +8,8 @@
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
+//! - `service`: the generated unit and plist, `install`/`uninstall` with stand-ins for
+//!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
 
@@ -17,6 +19,7 @@ mod doctor;
 mod emulator_kube;
 mod emulator_kubectl;
 mod example;
+mod service;
 mod sleep;
 mod standin;
 mod util;

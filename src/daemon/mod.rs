@@ -326,6 +326,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     mut reload: Option<Reload>,
 ) -> Result<(), DaemonError> {
+    // Started by systemd (`Type=notify`), the daemon says when it is ready, pings the
+    // watchdog and says when it stops; otherwise this does nothing.
+    let notifier = crate::service::Notifier::from_env();
     let _lock = take_lock(&cfg.paths.runtime_dir)?;
     let journal = Journal::open(&cfg.paths.state_dir)?;
     let control = crate::control::bind(&cfg.paths.runtime_dir)?;
@@ -406,6 +409,17 @@ pub async fn run(
     );
     // Said only now: from here on, every session that starts is seen.
     log_watching(&programs, ctx.cfg().scan_interval);
+    notifier.ready(&if programs.is_empty() {
+        "no telepresence program found; scanning the processes now and then".to_string()
+    } else {
+        format!("watching {} Telepresence program(s)", programs.len())
+    });
+    // Pinged from this loop, so that a loop that no longer turns stops the pings.
+    let mut watchdog = notifier.watchdog_interval().map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
 
     let mut safety = tokio::time::interval(ctx.cfg().scan_interval);
     safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -428,6 +442,14 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => notifier.watchdog(),
             connected = async {
                 match logind_connecting.as_mut() {
                     Some(task) => task.await,
@@ -548,6 +570,7 @@ pub async fn run(
         }
     }
     info!("stopping");
+    notifier.stopping();
     let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg().paths.runtime_dir));
     sessions.abort_all();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
