@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use super::{Check, Environment};
 
-/// The systemd user unit's file name.
-pub const SYSTEMD_UNIT: &str = "telepolice-agent.service";
+/// The systemd user unit's file name (what `install` writes).
+pub const SYSTEMD_UNIT: &str = crate::service::files::UNIT_NAME;
 
 /// Whether a file name is the agent's service definition on this OS: the systemd user unit,
-/// or on macOS a launchd plist whose name (its label) mentions `telepolice-agent`.
+/// or on macOS the LaunchAgent plist `install` writes.
 fn is_service_file(name: &str) -> bool {
     if cfg!(target_os = "macos") {
-        name.ends_with(".plist") && name.contains("telepolice-agent")
+        name == crate::service::files::PLIST_NAME
     } else {
         name == SYSTEMD_UNIT
     }
@@ -21,7 +21,7 @@ fn is_service_file(name: &str) -> bool {
 /// Where `telepolice-agent install` (or a package) puts the service definition, first the
 /// user's own: on Linux the systemd user unit directories (`$XDG_CONFIG_HOME/systemd/user`,
 /// else `~/.config/systemd/user`, then the system-wide ones packages use); on macOS
-/// `~/Library/LaunchAgents`. Adjust here when `install` changes.
+/// `~/Library/LaunchAgents`.
 pub fn service_dirs(home: &Path, xdg_config_home: Option<&Path>) -> Vec<PathBuf> {
     if cfg!(target_os = "macos") {
         return vec![home.join("Library/LaunchAgents")];
@@ -76,7 +76,7 @@ fn check_service(dirs: &[PathBuf]) -> Check {
     let (found, enabled) = find_service(dirs);
     let Some(first) = found.first() else {
         let wanted = if cfg!(target_os = "macos") {
-            "a telepolice-agent launchd plist".to_string()
+            crate::service::files::PLIST_NAME.to_string()
         } else {
             SYSTEMD_UNIT.to_string()
         };
