@@ -17,6 +17,7 @@
 //! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
 //! - [`status`]: rendering the journal for `status` and `history`.
 //! - `logging`, `signals`: process set-up.
+//! - `fuzz` (tests only): generated-input tests of every parser of untrusted input.
 
 pub mod cli;
 pub mod cluster;
@@ -24,6 +25,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod discovery;
+#[cfg(test)]
+mod fuzz;
 pub mod helpers;
 pub mod journal;
 mod logging;
