@@ -319,7 +319,12 @@ fn odd_value(rng: &mut Rng) -> Value {
         // Within serde_json's nesting limit, so that it can be built; the bytes target
         // goes past it.
         10 => deep(rng.between(1, 100)),
-        _ => json!({"schema": rng.pick(&[json!(2), json!(-1), json!("1"), json!(1.0)]).clone()}),
+        _ => {
+            let schema = rng
+                .pick(&[json!(2), json!(-1), json!("1"), json!(1.0)])
+                .clone();
+            json!({ "schema": schema })
+        }
     }
 }
 

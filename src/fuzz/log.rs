@@ -183,7 +183,8 @@ fn written(rng: &mut Rng) -> Written {
                 lines.extend(object_lines(rng, Some(&t), &pod));
             }
             1 => {
-                let other = json!({"kind": "Deployment", "metadata": {"name": format!("{deployment}x")},
+                let name = format!("{deployment}x");
+                let other = json!({"kind": "Deployment", "metadata": {"name": name},
                     "spec": {"replicas": 7}});
                 lines.extend(object_lines(rng, Some(&t), &other));
             }
