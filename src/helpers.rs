@@ -482,7 +482,9 @@ pub fn container_matches(name: &str, pid: u32, start_secs: u64) -> bool {
         return false;
     }
     let secs = time.split('-').next().and_then(|s| s.parse::<u64>().ok());
-    secs.is_some_and(|t| t + 5 >= start_secs)
+    // Subtracting from the start rather than adding to the name's time: the name is
+    // anyone's text, and `u64::MAX + 5` overflows.
+    secs.is_some_and(|t| t >= start_secs.saturating_sub(5))
 }
 
 /// The session's containers (id, name), from `docker ps`. Empty when Docker is not there
@@ -558,5 +560,22 @@ mod container_tests {
             start
         ));
         assert!(!container_matches("telepresence-x-4242", 4242, start));
+    }
+
+    /// Found by `fuzz::processes::container_names`: a time of `u64::MAX` in the name made
+    /// the slack addition overflow (a panic in debug builds, a wrong "no" in release).
+    #[test]
+    fn a_time_at_the_top_of_u64_is_later_not_an_overflow() {
+        let name = "telepresence-18446744073709551615-583341-2977557";
+        assert!(container_matches(
+            name,
+            2_977_557,
+            18_446_744_073_709_551_609
+        ));
+        assert!(container_matches(name, 2_977_557, 1_764_000_000));
+        assert!(!container_matches(name, 2_977_556, 1_764_000_000));
+        // Within the 5 s of slack at the bottom of the range too.
+        assert!(container_matches("telepresence-0-1", 1, 5));
+        assert!(!container_matches("telepresence-0-1", 1, 6));
     }
 }

@@ -8,6 +8,9 @@
 //! - A record that cannot be decoded is moved to `<state dir>/quarantine/` and reported; the
 //!   others keep working.
 //! - A record written by a newer schema is refused, not misread, and left in place.
+//! - Reading a record is a pure function of its bytes and file name ([`decode`]), which
+//!   never panics and returns either the record or a [`DecodeError`]; the generated-input
+//!   tests in `src/fuzz/journal.rs` hold it to that.
 //!
 //! # Caveats
 //! Files are 0600 in a 0700 directory; the journal trusts its own directory.
@@ -49,6 +52,69 @@ pub enum JournalError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Why the bytes of a record file are not a record this agent can use.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Written by a newer agent: leave it for that agent.
+    #[error("schema {found} is newer than this agent's {SCHEMA}")]
+    NewerSchema {
+        /// The record's schema number.
+        found: u64,
+    },
+    /// Not JSON, or not the shape of a [`SessionRecord`].
+    #[error("{source}")]
+    Invalid {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A valid record stored under another session's file name.
+    #[error("its key {key} does not match its file name")]
+    KeyMismatch {
+        /// The key inside the record.
+        key: String,
+    },
+}
+
+/// The bytes [`Journal::write`] stores for `rec`.
+///
+/// # Errors
+/// [`JournalError::Encode`] when the record holds something JSON cannot (a path that is
+/// not UTF-8).
+pub fn encode(rec: &SessionRecord) -> Result<Vec<u8>, JournalError> {
+    serde_json::to_vec_pretty(rec).map_err(|source| JournalError::Encode {
+        key: rec.key.clone(),
+        source,
+    })
+}
+
+/// Reads a record from the bytes of the file `<file_stem>.json`.
+///
+/// # Guarantees
+/// Never panics. A record comes back only when the bytes are a whole record of this schema
+/// or an older one whose key is `file_stem`: a file cut short is an error, never a shorter
+/// record. (A byte changed inside a value, such as one digit of a pid, can still give a
+/// valid record; nothing short of a checksum would tell.)
+///
+/// # Errors
+/// [`DecodeError::NewerSchema`] when the bytes are JSON whose `schema` is above
+/// [`SCHEMA`], whatever their shape; [`DecodeError::Invalid`] or
+/// [`DecodeError::KeyMismatch`] for a record to quarantine.
+pub fn decode(bytes: &[u8], file_stem: &str) -> Result<SessionRecord, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|source| DecodeError::Invalid { source })?;
+    if let Some(found) = value.get("schema").and_then(serde_json::Value::as_u64)
+        && found > u64::from(SCHEMA)
+    {
+        return Err(DecodeError::NewerSchema { found });
+    }
+    let rec = serde_json::from_value::<SessionRecord>(value)
+        .map_err(|source| DecodeError::Invalid { source })?;
+    if rec.key != file_stem {
+        return Err(DecodeError::KeyMismatch { key: rec.key });
+    }
+    Ok(rec)
 }
 
 /// A problem with one record found while loading; the record was not loaded.
@@ -133,10 +199,7 @@ impl Journal {
 
     /// Writes `rec` durably. Returns once the record survives a power loss.
     pub fn write(&self, rec: &SessionRecord) -> Result<(), JournalError> {
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|source| JournalError::Encode {
-            key: rec.key.clone(),
-            source,
-        })?;
+        let bytes = encode(rec)?;
         let path = self.path_of(&rec.key);
         let tmp = self.dir.join(format!(".{}.json.tmp", rec.key));
         let err = |source| JournalError::Write {
@@ -201,28 +264,15 @@ impl Journal {
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
-        let value: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
-        if let Ok(v) = &value
-            && let Some(found) = v.get("schema").and_then(serde_json::Value::as_u64)
-            && found > u64::from(SCHEMA)
-        {
-            return Err(LoadProblem::NewerSchema {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        match decode(&bytes, &stem) {
+            Ok(rec) => Ok(rec),
+            Err(DecodeError::NewerSchema { found }) => Err(LoadProblem::NewerSchema {
                 path: path.to_path_buf(),
                 found,
-            });
+            }),
+            Err(e) => Err(self.quarantine(path, e.to_string())),
         }
-        let why = match value.and_then(serde_json::from_value::<SessionRecord>) {
-            Ok(r)
-                if path
-                    .file_stem()
-                    .is_some_and(|s| s.to_string_lossy() == r.key) =>
-            {
-                return Ok(r);
-            }
-            Ok(r) => format!("its key {} does not match its file name", r.key),
-            Err(e) => e.to_string(),
-        };
-        Err(self.quarantine(path, why))
     }
 
     fn quarantine(&self, path: &Path, why: String) -> LoadProblem {

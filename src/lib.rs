@@ -24,6 +24,7 @@
 //! - [`wake`]: noticing a resume, and what waiting repairs show in `status`.
 //! - `logging`, `signals`: process set-up.
 //! - `failpoint`: test builds only: named instants at which a test can kill the agent.
+//! - `fuzz` (tests only): generated-input tests of every parser of untrusted input.
 
 pub mod cli;
 pub mod cluster;
@@ -34,6 +35,8 @@ pub mod desktop;
 pub mod discovery;
 pub mod doctor;
 mod failpoint;
+#[cfg(test)]
+mod fuzz;
 pub mod helpers;
 pub mod journal;
 mod logging;

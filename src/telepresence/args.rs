@@ -216,6 +216,13 @@ const FLAGS: &[(&str, Option<char>, Flag)] = &[
     ("help", Some('h'), Flag::SkipSwitch),
 ];
 
+/// Every flag this parser knows, as long name and short letter, for the generators of the
+/// fuzz tests.
+#[cfg(test)]
+pub(crate) fn known_flags() -> impl Iterator<Item = (&'static str, Option<char>)> {
+    FLAGS.iter().map(|&(long, short, _)| (long, short))
+}
+
 /// Parses the arguments of a 0.x command line: everything after the program
 /// (`argv[index + 1..]` with the index from [`classify`](super::classify)).
 ///

@@ -19,6 +19,8 @@ mod args;
 mod log;
 mod program;
 
+#[cfg(test)]
+pub(crate) use args::known_flags;
 pub use args::{ArgsError, Invocation, Mode, parse_legacy_args};
 pub use log::{LogFacts, MAX_LOG_BYTES, read_log};
 pub use program::{DEFAULT_NAMES, Flavor, classify, program_index};
