@@ -29,12 +29,18 @@ fn log_path(rec: &SessionRecord) -> Option<PathBuf> {
     }
 }
 
+/// What the session's `telepresence.log` says; only its first [`telepresence::MAX_LOG_BYTES`]
+/// are read (the rest is the proxy's log, which grows as long as the session lives).
 fn read_log(rec: &SessionRecord, deployment: Option<&str>) -> telepresence::LogFacts {
-    let text = log_path(rec)
-        .and_then(|p| std::fs::read(p).ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    telepresence::read_log(&text, deployment)
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if let Some(f) = log_path(rec).and_then(|p| std::fs::File::open(p).ok()) {
+        let limit = u64::try_from(telepresence::MAX_LOG_BYTES).unwrap_or(u64::MAX);
+        if let Err(e) = f.take(limit).read_to_end(&mut bytes) {
+            debug!(session = %rec.key, "reading telepresence.log: {e}");
+        }
+    }
+    telepresence::read_log(&String::from_utf8_lossy(&bytes), deployment)
 }
 
 /// Records the original workload of a swap, before Telepresence scales it down if the agent
