@@ -271,7 +271,6 @@ impl SessionRecord {
     /// context `dev` and namespace `ns`, with no Telepresence id, no original and no proxies
     /// yet, in state `Recorded`.
     pub(crate) fn test() -> Self {
-        use crate::telepresence::Mode;
         let process = ProcessId {
             pid: 4242,
             start_ticks: 1000,
@@ -290,17 +289,8 @@ impl SessionRecord {
             sid: 4000,
             uid: 1000,
             invocation: Invocation {
-                mode: Mode::NewDeployment { name: None },
-                context: None,
-                namespace: None,
-                expose: vec![],
-                method: None,
-                logfile: None,
-                run: None,
                 run_shell: true,
-                docker_run: false,
-                verbose: false,
-                unknown: vec![],
+                ..Invocation::default()
             },
             cluster: ClusterBinding {
                 kubeconfig: vec![PathBuf::from("/home/dev/.kube/config")],

@@ -115,19 +115,11 @@ fn service_files_prints_both_for_this_binary_and_home() {
     );
 }
 
-/// `systemd-analyze`, or `None` (printed as a skip) when it is not installed. `.ci/run`
+/// `systemd-analyze`, or `None` (printed as a skip; in CI a failure) when it is not installed. `.ci/run`
 /// installs it and verifies the committed unit itself.
 fn systemd_analyze() -> Option<&'static str> {
-    let ok = Command::new("systemd-analyze")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: systemd-analyze not found (Debian: apt-get install systemd)");
-    }
-    ok.then_some("systemd-analyze")
+    crate::util::tool_available("systemd-analyze", "checking the generated unit", "systemd")
+        .then_some("systemd-analyze")
 }
 
 /// Runs `systemd-analyze --user verify` on `unit` with `home` as the home directory;

@@ -34,9 +34,10 @@ pub fn kubectl_binary() -> Option<PathBuf> {
     }
 }
 
-/// Like [`kubectl_binary`], for `python3` (the Telepresence stand-in is a Python script).
-pub fn python3_available() -> bool {
-    let ok = Command::new("python3")
+/// Whether `program --version` runs. Outside CI a missing tool makes the caller skip, with
+/// a line saying so; in CI (which installs every tool the tests use) it fails the test.
+pub fn tool_available(program: &str, needed_for: &str, debian_package: &str) -> bool {
+    let ok = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -45,11 +46,16 @@ pub fn python3_available() -> bool {
     if !ok {
         assert!(
             !in_ci(),
-            "python3 is required in CI for the Telepresence stand-in"
+            "{program} is required in CI for {needed_for} (Debian: apt-get install {debian_package})"
         );
-        eprintln!("SKIPPED: python3 not found");
+        eprintln!("SKIPPED: {program} not found (Debian: apt-get install {debian_package})");
     }
     ok
+}
+
+/// Like [`kubectl_binary`], for `python3` (the Telepresence stand-in is a Python script).
+pub fn python3_available() -> bool {
+    tool_available("python3", "the Telepresence stand-in", "python3")
 }
 
 /// A running emulator with a kubeconfig and a kubectl cache of its own.

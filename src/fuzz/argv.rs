@@ -296,19 +296,7 @@ pub(super) fn invocation(rng: &mut Rng) -> Invocation {
 }
 
 fn intent(rng: &mut Rng) -> Written {
-    let mut want = Invocation {
-        mode: Mode::NewDeployment { name: None },
-        context: None,
-        namespace: None,
-        expose: vec![],
-        method: None,
-        logfile: None,
-        run: None,
-        run_shell: false,
-        docker_run: false,
-        verbose: false,
-        unknown: vec![],
-    };
+    let mut want = Invocation::default();
     let mut flags: Vec<Occurrences> = Vec::new();
     for (long, short, field) in [
         ("context", None, 0),

@@ -148,6 +148,26 @@ pub struct Invocation {
     pub unknown: Vec<String>,
 }
 
+impl Default for Invocation {
+    /// A command line without flags: Telepresence then makes a new deployment with a
+    /// random name.
+    fn default() -> Self {
+        Self {
+            mode: Mode::NewDeployment { name: None },
+            context: None,
+            namespace: None,
+            expose: vec![],
+            method: None,
+            logfile: None,
+            run: None,
+            run_shell: false,
+            docker_run: false,
+            verbose: false,
+            unknown: vec![],
+        }
+    }
+}
+
 /// The flags that matter, and the known ones that do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flag {
@@ -543,19 +563,7 @@ mod tests {
 
     /// The invocation with no flags at all, to build expectations from.
     fn plain() -> Invocation {
-        Invocation {
-            mode: Mode::NewDeployment { name: None },
-            context: None,
-            namespace: None,
-            expose: vec![],
-            method: None,
-            logfile: None,
-            run: None,
-            run_shell: false,
-            docker_run: false,
-            verbose: false,
-            unknown: vec![],
-        }
+        Invocation::default()
     }
 
     fn swap(deployment: &str, container: Option<&str>) -> Mode {
