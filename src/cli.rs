@@ -99,6 +99,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a shell completion script (the packages install the bash, zsh and fish ones).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff: `telepolice-agent man | man -l -` shows it).
+    Man,
 }
 
 /// `doctor`'s arguments.
@@ -162,6 +169,13 @@ pub fn run(cli: Cli) -> ExitCode {
             out.as_deref(),
             &mut std::io::stdout().lock(),
         ));
+    }
+    // These need only the command definition, so they answer before the paths are resolved:
+    // a package build may run them with no home directory.
+    match cli.command {
+        Command::Completions { shell } => return print(&crate::manual::completions(shell)),
+        Command::Man => return print_man(),
+        _ => {}
     }
     let paths = match (Paths::resolve(&env_lookup), &cli.command) {
         (Ok(p), _) => p,
@@ -237,6 +251,8 @@ pub fn run(cli: Cli) -> ExitCode {
             dry_run,
             &mut std::io::stdout().lock(),
         )),
+        Command::Completions { shell } => print(&crate::manual::completions(shell)),
+        Command::Man => print_man(),
     }
 }
 
@@ -285,6 +301,13 @@ fn service_result(result: crate::service::Result<()>) -> ExitCode {
             | ServiceError::BinaryMissing { .. }
             | ServiceError::UnknownManager { .. }),
         ) => fail(2, e),
+        Err(e) => fail(1, e),
+    }
+}
+
+fn print_man() -> ExitCode {
+    match crate::manual::man_page() {
+        Ok(page) => print(&page),
         Err(e) => fail(1, e),
     }
 }

@@ -22,6 +22,7 @@
 //! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
 //! - [`status`]: rendering the journal for `status` and `history`.
 //! - [`wake`]: noticing a resume, and what waiting repairs show in `status`.
+//! - [`manual`]: the man page and shell completions, generated from the CLI definition.
 //! - `logging`, `signals`: process set-up.
 //! - `failpoint`: test builds only: named instants at which a test can kill the agent.
 //! - `fuzz` (tests only): generated-input tests of every parser of untrusted input.
@@ -45,6 +46,7 @@ pub mod logind;
 #[cfg(not(target_os = "linux"))]
 #[path = "logind_other.rs"]
 pub mod logind;
+pub mod manual;
 pub mod plan;
 pub mod service;
 pub mod session;

@@ -8,6 +8,7 @@
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
+//! - `manual`: `completions` and `man` run as a packager runs them.
 //! - `service`: the generated unit and plist, `install`/`uninstall` with stand-ins for
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
@@ -19,6 +20,7 @@ mod doctor;
 mod emulator_kube;
 mod emulator_kubectl;
 mod example;
+mod manual;
 mod service;
 mod sleep;
 mod standin;
