@@ -138,10 +138,6 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn env_lookup(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
-
 /// Exit codes: 0 fine, 1 the command failed, 2 bad usage or configuration, 3 already running.
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("telepolice-agent: {msg}");
@@ -177,7 +173,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Man => return print_man(),
         _ => {}
     }
-    let paths = match (Paths::resolve(&env_lookup), &cli.command) {
+    let paths = match (Paths::resolve(&crate::config::env_lookup), &cli.command) {
         (Ok(p), _) => p,
         // Unresolvable paths are one of the things doctor reports, not a reason to stop.
         (Err(e), Command::Doctor(args)) => return doctor(Err(e), args),
@@ -221,12 +217,24 @@ pub fn run(cli: Cli) -> ExitCode {
                 load: Box::new(move || {
                     Config::load(reload_paths.clone()).map(|mut c| {
                         c.dry_run |= dry_run;
+                        if json_logs {
+                            c.log_format = crate::config::LogFormat::Json;
+                        }
                         c
                     })
                 }),
             });
             match rt.block_on(crate::daemon::run(cfg, shutdown, reload)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // launchd restarts an agent that exits non-zero, every 10 s, forever: when
+                // it started this one, another agent already doing the work is no failure.
+                Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. })
+                    if std::env::var("XPC_SERVICE_NAME").as_deref()
+                        == Ok(crate::service::LAUNCHD_LABEL) =>
+                {
+                    eprintln!("telepolice-agent: {e}; leaving the work to it");
+                    ExitCode::SUCCESS
+                }
                 Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. }) => fail(3, e),
                 Err(e) => fail(1, e),
             }

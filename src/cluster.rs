@@ -343,11 +343,33 @@ pub async fn client_for(b: &ClusterBinding) -> Result<Client, ClusterError> {
             context: b.context.clone(),
             source: Box::new(e),
         })?;
-    Client::try_from(config).map_err(|e| ClusterError::Client {
-        context: b.context.clone(),
-        source: Box::new(e),
-    })
+    // Building the client runs an exec credential plugin (`aws`, `gcloud`, ...) with a
+    // blocking wait: on a blocking thread, bounded, so that a plugin that hangs (or waits for
+    // a login on a terminal) stalls neither the daemon nor `doctor`.
+    let context = b.context.clone();
+    let build = tokio::task::spawn_blocking(move || Client::try_from(config));
+    match tokio::time::timeout(CLIENT_BUILD_TIMEOUT, build).await {
+        Ok(Ok(Ok(client))) => Ok(client),
+        Ok(Ok(Err(e))) => Err(ClusterError::Client {
+            context,
+            source: Box::new(e),
+        }),
+        Ok(Err(join)) => Err(ClusterError::Client {
+            context,
+            source: Box::new(join),
+        }),
+        Err(_) => Err(ClusterError::Client {
+            context,
+            source: format!(
+                "no client after {CLIENT_BUILD_TIMEOUT:?}: its credential plugin did not finish"
+            )
+            .into(),
+        }),
+    }
 }
+
+/// How long building a client (and running its credential plugin) may take.
+const CLIENT_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn resolve_server(kc: &Kubeconfig, context: &str) -> Result<String, ClusterError> {
     let ctx = kc

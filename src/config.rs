@@ -164,6 +164,11 @@ pub struct Config {
     pub history: Duration,
 }
 
+/// The process environment as the lookups of [`Paths::resolve`] and others take it.
+pub fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
 impl Paths {
     /// Resolves every path from `env` (a lookup, so tests need not touch the process
     /// environment), falling back to the platform's conventional directories.

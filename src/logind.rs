@@ -66,6 +66,8 @@ impl std::fmt::Debug for Logind {
 
 /// How long connecting may take before the agent gives up on logind.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call to logind may take: the daemon's loop waits for it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Logind {
     /// Connects to the system bus and subscribes to `PrepareForSleep`.
@@ -103,16 +105,21 @@ impl Logind {
         if self.inhibitor.is_some() {
             return Ok(());
         }
-        let fd = self
-            .manager
-            .inhibit(
-                "sleep",
-                "telepolice-agent",
-                "ending live Telepresence sessions so that they clean up while the network is up",
-                "delay",
-            )
-            .await
-            .map_err(|e| format!("logind refused a delay inhibitor for sleep: {e}"))?;
+        let ask = self.manager.inhibit(
+            "sleep",
+            "telepolice-agent",
+            "ending live Telepresence sessions so that they clean up while the network is up",
+            "delay",
+        );
+        let fd = match tokio::time::timeout(CALL_TIMEOUT, ask).await {
+            Ok(Ok(fd)) => fd,
+            Ok(Err(e)) => return Err(format!("logind refused a delay inhibitor for sleep: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "logind did not answer a request for a delay inhibitor within {CALL_TIMEOUT:?}"
+                ));
+            }
+        };
         self.inhibitor = Some(fd);
         Ok(())
     }
@@ -122,10 +129,10 @@ impl Logind {
         self.inhibitor.take().is_some()
     }
 
-    /// How long logind waits for delay inhibitors (5 s when it does not say).
+    /// How long logind waits for delay inhibitors (5 s when it does not say in time).
     pub async fn delay_limit(&self) -> Duration {
-        match self.manager.inhibit_delay_max_usec().await {
-            Ok(us) if us > 0 => Duration::from_micros(us),
+        match tokio::time::timeout(CALL_TIMEOUT, self.manager.inhibit_delay_max_usec()).await {
+            Ok(Ok(us)) if us > 0 => Duration::from_micros(us),
             _ => Duration::from_secs(5),
         }
     }

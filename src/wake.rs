@@ -96,7 +96,8 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// "cluster unreachable since 10:42, 6 tries": for a person, in local time.
+    /// "waiting since 10:42:07, 6 tries: cluster unreachable: ...": for a person, in local
+    /// time.
     pub fn summary(&self) -> String {
         let since = self
             .since
@@ -109,7 +110,7 @@ impl Waiting {
             .unwrap_or_else(|_| self.since.clone());
         let tries = if self.tries == 1 { "try" } else { "tries" };
         format!(
-            "waiting for the cluster since {since}, {} {tries}: {}",
+            "waiting since {since}, {} {tries}: {}",
             self.tries, self.why
         )
     }
@@ -198,8 +199,7 @@ mod tests {
         assert!(!b.snapshot().contains_key("a"));
         let text = s["a"].summary();
         assert!(
-            text.starts_with("waiting for the cluster since ")
-                && text.contains(", 2 tries: timed out"),
+            text.starts_with("waiting since ") && text.contains(", 2 tries: timed out"),
             "{text}"
         );
     }

@@ -1234,7 +1234,7 @@ fn a_session_killed_while_the_cluster_is_unreachable_is_repaired_once_it_is_back
     let table = agent.status_table();
     assert!(
         table.contains("Orphaned")
-            && table.contains("waiting for the cluster since")
+            && table.contains("waiting since")
             && table.contains(" tries: ")
             && table.contains("unreachable"),
         "{table}"

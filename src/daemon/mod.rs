@@ -164,7 +164,12 @@ impl Ctx {
     /// Wakes every repair that waits for its cluster.
     fn probe_now(&self, why: &str) {
         if !self.board.snapshot().is_empty() {
-            info!("{why}: trying the unreachable clusters again now");
+            // A chatty network (address refreshes, say) would fill the log at info.
+            if why.contains("network") {
+                debug!("{why}: trying the unreachable clusters again now");
+            } else {
+                info!("{why}: trying the unreachable clusters again now");
+            }
         }
         self.probe.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -253,6 +258,16 @@ fn watch_config_file(
     use notify::Watcher;
     let dir = path.parent()?.to_path_buf();
     let name = path.file_name()?.to_os_string();
+    // Made if missing (private, as a config dir is), so that a file written there later is
+    // seen too.
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    if let Err(e) = b.create(&dir) {
+        info!(dir = %dir.display(), "cannot make the config file's directory ({e}); saving the file will not reload it, SIGHUP will");
+        return None;
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
@@ -273,7 +288,7 @@ fn watch_config_file(
         }
     };
     if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        debug!(dir = %dir.display(), "not watching the config file's directory: {e}");
+        info!(dir = %dir.display(), "not watching the config file's directory ({e}); saving the file will not reload it, SIGHUP will");
         return None;
     }
     Some((watcher, rx))
@@ -616,7 +631,8 @@ async fn apply_sleep_policy(cfg: &Config, logind: &mut Option<Logind>) {
 /// then, once they have exited or logind's delay is nearly spent, lets the sleep go on.
 async fn end_sessions_before_sleep(ctx: &Ctx, logind: &mut Logind) {
     let cfg = ctx.cfg();
-    let limit = logind.delay_limit().await;
+    // Within logind's limit, and well within the service watchdog's 30 s: the loop waits.
+    let limit = logind.delay_limit().await.min(Duration::from_secs(20));
     let deadline = tokio::time::Instant::now() + limit.saturating_sub(Duration::from_millis(500));
     let live: Vec<SessionRecord> = ctx
         .journal

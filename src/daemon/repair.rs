@@ -37,10 +37,14 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
         match result {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
+                let no_client = matches!(e, RepairError::Cluster(ClusterError::Client { .. }));
                 let problem = match (&e, e.status_code()) {
                     (RepairError::Cluster(_), Some(code)) => {
                         format!("the API server answered {code}: {e}")
                     }
+                    (RepairError::Cluster(_), None) if no_client => format!(
+                        "no client for the cluster (if a credential plugin fails, log in again): {e}"
+                    ),
                     (RepairError::Cluster(_), None) => format!("cluster unreachable: {e}"),
                     (RepairError::Journal(_), _) => e.to_string(),
                 };
@@ -64,7 +68,10 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 ));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff + jitter) => {
-                        backoff = (backoff * 2).min(max);
+                        // A credential plugin is a program run per try (often slow, and
+                        // failing until someone logs in): tried less often, unless woken.
+                        let cap = if no_client { max.max(CLIENT_MAX_BACKOFF) } else { max };
+                        backoff = (backoff * 2).min(cap);
                     }
                     Ok(()) = woken.changed() => {
                         // A burst of network messages is one wake: `changed` coalesces.
@@ -100,6 +107,8 @@ fn refusal(e: &dyn std::fmt::Display, code: Option<u16>, key: &str) -> String {
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause between tries (plus up to 300 ms of jitter).
 const MAX_BACKOFF: Duration = Duration::from_millis(1500);
+/// The longest pause between tries when no client could be built.
+const CLIENT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Woken tries are at least this far apart, however chatty the network is.
 const MIN_SPACING: Duration = Duration::from_millis(250);
 
@@ -137,6 +146,9 @@ async fn attempt(
     rec: &mut SessionRecord,
     client: &mut Option<kube::Client>,
 ) -> Result<(), RepairError> {
+    // One reading of the configuration for the whole attempt: a reload in the middle must
+    // not make some steps real and others a dry run.
+    let cfg = ctx.cfg();
     let client = match client {
         Some(c) => c.clone(),
         None => client
@@ -175,7 +187,7 @@ async fn attempt(
     }
     let plan = plan::plan(rec, &observed);
     if plan.is_empty() {
-        stop_helpers(ctx, rec);
+        stop_helpers(ctx, &cfg, rec);
         if repair_under_way(rec) {
             rec.transition(
                 State::Cleaned,
@@ -192,11 +204,14 @@ async fn attempt(
         ctx.save(rec);
         return Ok(());
     }
-    if ctx.cfg().dry_run {
+    if cfg.dry_run {
         for a in &plan.actions {
             rec.act(a.to_string(), "dry-run: not done");
         }
-        let mut why = vec!["dry run: repairs planned but not done".to_string()];
+        let mut why = vec![format!(
+            "dry run: repairs planned but not done (to carry them out: telepolice-agent cleanup {})",
+            rec.key
+        )];
         why.extend(plan.attention.iter().cloned());
         rec.transition(State::NeedsAttention, why.join("; "));
         ctx.save(rec);
@@ -248,7 +263,7 @@ async fn attempt(
         ctx.save(rec);
         failpoint::hit("cleanup.action-saved");
     }
-    stop_helpers(ctx, rec);
+    stop_helpers(ctx, &cfg, rec);
     failpoint::hit("cleanup.helpers-stopped");
     if attention.is_empty() {
         rec.transition(State::Cleaned, "repaired what the session left");
@@ -292,7 +307,7 @@ fn live_twin(ctx: &Ctx, rec: &SessionRecord) -> Option<SessionRecord> {
 
 /// Stops the session's local helpers (processes and, for the container method, its
 /// Docker containers) and removes its temp dir.
-fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
+fn stop_helpers(ctx: &Ctx, cfg: &Config, rec: &mut SessionRecord) {
     let container_method =
         rec.invocation.docker_run || rec.invocation.method.as_deref() == Some("container");
     if container_method
@@ -300,7 +315,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
     {
         for (cid, name) in helpers::find_containers(rec.process.pid, start.as_secs()) {
-            let outcome = if ctx.cfg().dry_run {
+            let outcome = if cfg.dry_run {
                 "dry-run: not done".to_string()
             } else {
                 helpers::stop_container(&cid)
@@ -321,9 +336,10 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             Mode::NewDeployment { name: Some(n) } => Some(n.clone()),
             _ => None,
         });
-    let tmp_root = rec.tmp_root.clone().unwrap_or_else(|| {
-        super::tmp_root_of(&environ_map(rec.process.pid), &ctx.cfg().paths.tmp_dir)
-    });
+    let tmp_root = rec
+        .tmp_root
+        .clone()
+        .unwrap_or_else(|| super::tmp_root_of(&environ_map(rec.process.pid), &cfg.paths.tmp_dir));
     let dir = helpers::session_dir(&tmp_root, ctx.uid, &id);
     let found = helpers::find(
         ctx.uid,
@@ -343,7 +359,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
             h.info.argv.join(" "),
             h.because
         );
-        let outcome = if ctx.cfg().dry_run {
+        let outcome = if cfg.dry_run {
             "dry-run: not done".to_string()
         } else {
             match helpers::stop(&h) {
@@ -355,7 +371,7 @@ fn stop_helpers(ctx: &Ctx, rec: &mut SessionRecord) {
         rec.act(what, outcome);
     }
     if let Some(dir) = dir
-        && !ctx.cfg().dry_run
+        && !cfg.dry_run
         && !platform::is_alive(rec.process)
     {
         let outcome = if helpers::has_mount_inside(&dir) {

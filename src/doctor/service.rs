@@ -9,10 +9,11 @@ use super::{Check, Environment};
 pub const SYSTEMD_UNIT: &str = crate::service::files::UNIT_NAME;
 
 /// Whether a file name is the agent's service definition on this OS: the systemd user unit,
-/// or on macOS the LaunchAgent plist `install` writes.
+/// or on macOS the LaunchAgent plist `install` (or `brew services`) writes.
 fn is_service_file(name: &str) -> bool {
     if cfg!(target_os = "macos") {
-        name == crate::service::files::PLIST_NAME
+        // `install`'s, or the one `brew services` writes for the Homebrew formula.
+        name == crate::service::files::PLIST_NAME || name == "homebrew.mxcl.telepolice-agent.plist"
     } else {
         name == SYSTEMD_UNIT
     }

@@ -214,10 +214,6 @@ pub(crate) fn binary_path(given: Option<&Path>, must_exist: bool) -> Result<Path
     Ok(path)
 }
 
-fn env_lookup(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
-
 /// Whether `binary` lies in a cargo build directory (`target/debug`, `target/release`):
 /// worth a word, since a later build or `cargo clean` changes or removes it.
 fn in_build_dir(binary: &Path) -> bool {
@@ -240,7 +236,7 @@ pub fn install(
     runtime_dir: &Path,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let setup = Setup::resolve(&env_lookup, crate::platform::current_uid())?;
+    let setup = Setup::resolve(&crate::config::env_lookup, crate::platform::current_uid())?;
     let binary = binary_path(binary, true)?;
     let content = setup.render(&binary)?;
     if in_build_dir(&binary) {
@@ -272,7 +268,7 @@ pub fn install(
 /// # Errors
 /// See [`install::observe`] and [`install::execute`].
 pub fn uninstall(dry_run: bool, out: &mut dyn Write) -> Result<()> {
-    let setup = Setup::resolve(&env_lookup, crate::platform::current_uid())?;
+    let setup = Setup::resolve(&crate::config::env_lookup, crate::platform::current_uid())?;
     let now = install::observe(&setup, None)?;
     writeln!(out, "{}", install::describe(&setup, &now))?;
     let plan = install::plan_uninstall(&setup, &now);
