@@ -3,7 +3,9 @@
 //! repairs what it leaves when it dies.
 //!
 //! `follow` handles a live session (recording, proxies, a dying shell); `repair` a dead one
-//! (planning, acting, retrying) and the manual `cleanup` command.
+//! (planning, acting, retrying) and the manual `cleanup` command. `lock` keeps it to one
+//! agent per user, `reload` rereads the config on SIGHUP or a save, and `sleep` handles
+//! logind's sleeps and the network changes that wake waiting repairs.
 //!
 //! # Guarantees
 //! - Every state change and every planned repair is journaled before it is acted on; a
@@ -17,10 +19,12 @@
 //! when a watched Telepresence program is opened and by a slow safety-net scan.
 
 mod follow;
+mod lock;
+mod reload;
 mod repair;
+mod sleep;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +33,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+pub use lock::{is_running, lock_path, take_lock};
+pub use reload::Reload;
+use reload::{next_reload, watch_config_file};
 pub use repair::{CleanupError, cleanup};
+use sleep::{apply_sleep_policy, end_sessions_before_sleep, next_network_change, next_sleep};
 
 use crate::cluster;
 use crate::config::{Config, OnSleep};
@@ -76,48 +84,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// The lock file of the runtime dir.
-pub fn lock_path(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("telepolice-agent.lock")
-}
-
-/// Takes the per-user lock; held as long as the returned file lives.
-pub fn take_lock(runtime_dir: &Path) -> Result<File, DaemonError> {
-    let path = lock_path(runtime_dir);
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(runtime_dir).map_err(|source| DaemonError::Lock {
-        path: path.clone(),
-        source,
-    })?;
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| DaemonError::Lock {
-            path: path.clone(),
-            source,
-        })?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::Lock { path, source }),
-    }
-}
-
-/// Whether a daemon holds the lock in `runtime_dir` now.
-pub fn is_running(runtime_dir: &Path) -> bool {
-    let path = lock_path(runtime_dir);
-    match File::options().read(true).write(true).open(&path) {
-        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
     }
 }
 
@@ -188,23 +154,6 @@ impl Ctx {
     }
 }
 
-/// How the daemon reloads its configuration: on each SIGHUP, and when the config file is
-/// saved, `load` is called; a config that loads replaces the running one, one that does not
-/// is logged and ignored.
-pub struct Reload {
-    /// The SIGHUP stream (installed before the daemon starts, so that an early SIGHUP does
-    /// not kill it).
-    pub hangups: tokio::signal::unix::Signal,
-    /// Reads the config file again (with the command line's overrides).
-    pub load: Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send>,
-}
-
-impl std::fmt::Debug for Reload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Reload")
-    }
-}
-
 /// The watch on the Telepresence programs: inotify open events are sent to `tx`.
 fn watch_programs(
     cfg: &Config,
@@ -246,91 +195,6 @@ fn log_watching(programs: &[PathBuf], scan_interval: Duration) {
         );
     } else {
         info!(programs = ?programs, "watching Telepresence programs");
-    }
-}
-
-/// Watches the config file's directory (editors replace files rather than write them in
-/// place); a change to the file itself is sent to the returned channel. `None`, with a
-/// debug line, when the directory cannot be watched (it may not exist: no config file).
-fn watch_config_file(
-    path: &Path,
-) -> Option<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
-    use notify::Watcher;
-    let dir = path.parent()?.to_path_buf();
-    let name = path.file_name()?.to_os_string();
-    // Made if missing (private, as a config dir is), so that a file written there later is
-    // seen too.
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    if let Err(e) = b.create(&dir) {
-        info!(dir = %dir.display(), "cannot make the config file's directory ({e}); saving the file will not reload it, SIGHUP will");
-        return None;
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev
-            && !matches!(ev.kind, notify::EventKind::Access(_))
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()))
-        {
-            let _ = tx.send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            debug!("not watching the config file: {e}");
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        info!(dir = %dir.display(), "not watching the config file's directory ({e}); saving the file will not reload it, SIGHUP will");
-        return None;
-    }
-    Some((watcher, rx))
-}
-
-/// The next request to reload: a SIGHUP, or the config file changed (a burst of editor
-/// events within 300 ms is one change). Never without a reload.
-///
-/// Cancel-safe: a change already seen waits in `edit_due` for the next call.
-async fn next_reload(
-    reload: &mut Option<Reload>,
-    edits: &mut Option<mpsc::UnboundedReceiver<()>>,
-    edit_due: &mut Option<tokio::time::Instant>,
-) -> &'static str {
-    let hangup = async {
-        let Some(r) = reload else {
-            return std::future::pending().await;
-        };
-        if r.hangups.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let edit = async {
-        loop {
-            if let Some(due) = *edit_due {
-                tokio::time::sleep_until(due).await;
-                *edit_due = None;
-                return;
-            }
-            let Some(rx) = edits.as_mut() else {
-                return std::future::pending().await;
-            };
-            if rx.recv().await.is_none() {
-                return std::future::pending().await;
-            }
-            while rx.try_recv().is_ok() {}
-            *edit_due = Some(tokio::time::Instant::now() + Duration::from_millis(300));
-        }
-    };
-    tokio::select! {
-        () = hangup => "SIGHUP",
-        () = edit => "the config file changed",
     }
 }
 
@@ -593,103 +457,6 @@ pub async fn run(
     })
     .await;
     Ok(())
-}
-
-/// The next word from logind, or never without it.
-async fn next_sleep(logind: &mut Option<Logind>) -> Option<Sleep> {
-    match logind {
-        Some(l) => l.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Holds logind's delay inhibitor when `on_sleep = "end-sessions"`, releases it otherwise.
-async fn apply_sleep_policy(cfg: &Config, logind: &mut Option<Logind>) {
-    let Some(l) = logind.as_mut() else {
-        if cfg.on_sleep == OnSleep::EndSessions {
-            warn!(
-                "on_sleep = \"end-sessions\" needs logind, which is not available: sessions that die during a sleep are repaired after it"
-            );
-        }
-        return;
-    };
-    match cfg.on_sleep {
-        OnSleep::EndSessions => match l.hold().await {
-            Ok(()) => debug!("holding a delay inhibitor for sleep"),
-            Err(e) => warn!(
-                "{e}; on_sleep = \"end-sessions\" cannot end sessions before a sleep, they are repaired after it"
-            ),
-        },
-        OnSleep::Keep => {
-            l.release();
-        }
-    }
-}
-
-/// Before a sleep, with `on_sleep = "end-sessions"`: SIGTERM to every live Telepresence
-/// process the journal knows, so that each runs its own cleanup while the network is up;
-/// then, once they have exited or logind's delay is nearly spent, lets the sleep go on.
-async fn end_sessions_before_sleep(ctx: &Ctx, logind: &mut Logind) {
-    let cfg = ctx.cfg();
-    // Within logind's limit, and well within the service watchdog's 30 s: the loop waits.
-    let limit = logind.delay_limit().await.min(Duration::from_secs(20));
-    let deadline = tokio::time::Instant::now() + limit.saturating_sub(Duration::from_millis(500));
-    let live: Vec<SessionRecord> = ctx
-        .journal
-        .load_all()
-        .map(|(records, _)| records)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| matches!(r.state, State::Seen | State::Recorded | State::Active))
-        .filter(|r| platform::is_alive(r.process))
-        .collect();
-    if cfg.dry_run {
-        if !live.is_empty() {
-            info!(
-                "dry run: would send SIGTERM to {} live Telepresence session(s) before the sleep",
-                live.len()
-            );
-        }
-    } else {
-        for r in &live {
-            // The recorded identity (pid and start time): a reused pid is never signalled.
-            match platform::signal(r.process, platform::Signal::Term) {
-                Ok(true) => {
-                    info!(session = %r.key, "SIGTERM to Telepresence: the machine is going to sleep");
-                }
-                Ok(false) => {}
-                Err(e) => warn!(session = %r.key, "ending the session before the sleep: {e}"),
-            }
-        }
-        while live.iter().any(|r| platform::is_alive(r.process))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let left = live
-            .iter()
-            .filter(|r| platform::is_alive(r.process))
-            .count();
-        if !live.is_empty() {
-            info!(
-                "{} of {} session(s) ended before the sleep",
-                live.len() - left,
-                live.len()
-            );
-        }
-    }
-    logind.release();
-    debug!("released the sleep inhibitor");
-}
-
-/// The next network change, or never when they are not followed.
-async fn next_network_change(
-    network: &mut Option<platform::NetworkChanges>,
-) -> Result<(), platform::PlatformError> {
-    match network {
-        Some(n) => n.next().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Drops ended sessions older than the history retention from the journal.
