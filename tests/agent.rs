@@ -247,6 +247,14 @@ impl Drop for Agent {
         if let Some(c) = self.child.take() {
             crate::util::stop_child(c);
         }
+        // A failing test's temp dir goes with it: keep what the agent said in the output.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the agent's log ({}):\n{}",
+                self.stderr.display(),
+                self.log()
+            );
+        }
     }
 }
 
