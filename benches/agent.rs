@@ -62,48 +62,38 @@ fn main() {
     let mut notes: Vec<String> = Vec::new();
     let mut failed = false;
 
-    if wanted("sessions") {
-        match bench_sessions(env_usize("BENCH_SESSIONS", 15)) {
+    // Each section: its rows and notes, or a failure that fails the run (the others still run).
+    type Section = Box<dyn FnOnce() -> Result<(Vec<Row>, Vec<String>)>>;
+    let sections: [(&str, Section); 4] = [
+        (
+            "sessions",
+            Box::new(|| bench_sessions(env_usize("BENCH_SESSIONS", 15))),
+        ),
+        (
+            "recovery",
+            Box::new(|| bench_recovery(env_usize("BENCH_RECOVERIES", 10))),
+        ),
+        (
+            "idle",
+            Box::new(|| bench_idle(env_f64("BENCH_IDLE_SECS", 60.0)).map(|n| (Vec::new(), n))),
+        ),
+        (
+            "discovery",
+            Box::new(|| bench_discovery(env_usize("BENCH_POLLS", 50))),
+        ),
+    ];
+    for (name, run) in sections {
+        if !wanted(name) {
+            continue;
+        }
+        match run() {
             Ok((r, n)) => {
                 rows.extend(r);
                 notes.extend(n);
             }
             Err(e) => {
                 failed = true;
-                eprintln!("sessions: FAILED: {e:#}");
-            }
-        }
-    }
-    if wanted("recovery") {
-        match bench_recovery(env_usize("BENCH_RECOVERIES", 10)) {
-            Ok((r, n)) => {
-                rows.extend(r);
-                notes.extend(n);
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("recovery: FAILED: {e:#}");
-            }
-        }
-    }
-    if wanted("idle") {
-        match bench_idle(env_f64("BENCH_IDLE_SECS", 60.0)) {
-            Ok(n) => notes.extend(n),
-            Err(e) => {
-                failed = true;
-                eprintln!("idle: FAILED: {e:#}");
-            }
-        }
-    }
-    if wanted("discovery") {
-        match bench_discovery(env_usize("BENCH_POLLS", 50)) {
-            Ok((r, n)) => {
-                rows.extend(r);
-                notes.extend(n);
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("discovery: FAILED: {e:#}");
+                eprintln!("{name}: FAILED: {e:#}");
             }
         }
     }
