@@ -13,7 +13,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{admit, field_validation_error};
+use crate::api::admit;
 use crate::resources::ResourceType;
 use crate::state::{FailRule, Faults};
 use crate::status::ApiError;
@@ -88,10 +88,7 @@ pub fn review(
     body: &Value,
     strict: bool,
 ) -> Result<Value, ApiError> {
-    let (mut obj, dropped) = admit(rt, body)?;
-    if strict && !dropped.is_empty() {
-        return Err(field_validation_error(&dropped));
-    }
+    let mut obj = admit(rt, body, strict)?;
     let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
     let asked = asked(rt, &spec)?;
     let (allowed, reason) = match asked {

@@ -76,8 +76,9 @@ fn check_namespace(st: &State, rt: &ResourceType, ns: &str, name: &str) -> Resul
     }
 }
 
-/// Decodes, validates and defaults `body` for `rt`; the kind and apiVersion must match.
-pub(crate) fn admit(rt: &ResourceType, body: &Value) -> Result<(Value, Vec<String>), ApiError> {
+/// Decodes, validates and defaults `body` for `rt`; the kind and apiVersion must match, and
+/// with `strict` (field validation) unknown fields are refused rather than dropped.
+pub(crate) fn admit(rt: &ResourceType, body: &Value, strict: bool) -> Result<Value, ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request was not a JSON object",
@@ -96,12 +97,15 @@ pub(crate) fn admit(rt: &ResourceType, body: &Value) -> Result<(Value, Vec<Strin
     let (mut obj, dropped) = rt.normalize(body).map_err(|e| {
         ApiError::bad_request(format!("error decoding the body as {}: {e}", rt.kind))
     })?;
+    if strict && !dropped.is_empty() {
+        return Err(field_validation_error(&dropped));
+    }
     obj["kind"] = json!(rt.kind);
     obj["apiVersion"] = json!(rt.api_version());
-    Ok((obj, dropped))
+    Ok(obj)
 }
 
-pub(crate) fn field_validation_error(dropped: &[String]) -> ApiError {
+fn field_validation_error(dropped: &[String]) -> ApiError {
     let list = dropped
         .iter()
         .map(|f| format!("unknown field \"{f}\""))
@@ -229,10 +233,7 @@ pub fn create(
     body: &Value,
     strict: bool,
 ) -> Result<Value, ApiError> {
-    let (mut obj, dropped) = admit(rt, body)?;
-    if strict && !dropped.is_empty() {
-        return Err(field_validation_error(&dropped));
-    }
+    let mut obj = admit(rt, body, strict)?;
     let meta = meta_mut(&mut obj);
     if rt.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
@@ -318,10 +319,7 @@ pub fn update(
     part: Part,
     strict: bool,
 ) -> Result<Value, ApiError> {
-    let (obj, dropped) = admit(rt, body)?;
-    if strict && !dropped.is_empty() {
-        return Err(field_validation_error(&dropped));
-    }
+    let obj = admit(rt, body, strict)?;
     if name_of(&obj) != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -460,10 +458,7 @@ pub fn patch(
         (_, None) => return Err(ApiError::not_found(rt, name)),
         (kind, Some(current)) => apply_patch(&current, kind, body)?,
     };
-    let (obj, dropped) = admit(rt, &patched)?;
-    if strict && !dropped.is_empty() {
-        return Err(field_validation_error(&dropped));
-    }
+    let obj = admit(rt, &patched, strict)?;
     if name_of(&obj) != name {
         return Err(ApiError::bad_request(
             "metadata.name: Invalid value: the name of a patched object cannot change",
