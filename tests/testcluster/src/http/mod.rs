@@ -368,6 +368,17 @@ fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// A `<Kind>List` of `items` at resource version `rv`, as a list or a deletecollection
+/// answers.
+fn list_document<T: serde::Serialize>(rt: &ResourceType, rv: u64, items: Vec<T>) -> Value {
+    json!({
+        "kind": format!("{}List", rt.kind),
+        "apiVersion": rt.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    })
+}
+
 fn after_write(shared: &Shared) {
     shared.changed.notify_one();
 }
@@ -429,15 +440,7 @@ fn resource_request(
                         table::table(rt, &items, rv, Include::parse(q.get("includeObject"))),
                     ));
                 }
-                Ok((
-                    200,
-                    json!({
-                        "kind": format!("{}List", rt.kind),
-                        "apiVersion": rt.api_version(),
-                        "metadata": {"resourceVersion": rv.to_string()},
-                        "items": items,
-                    }),
-                ))
+                Ok((200, list_document(rt, rv, items)))
             }
             ("get", None, Some(name)) => {
                 let st = shared.lock();
@@ -560,15 +563,7 @@ fn resource_request(
                 let rv = st.store.current_rv();
                 drop(st);
                 after_write(shared);
-                Ok((
-                    200,
-                    json!({
-                        "kind": format!("{}List", rt.kind),
-                        "apiVersion": rt.api_version(),
-                        "metadata": {"resourceVersion": rv.to_string()},
-                        "items": items,
-                    }),
-                ))
+                Ok((200, list_document(rt, rv, items)))
             }
             _ => Err(ApiError::method_not_allowed()),
         }
