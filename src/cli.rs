@@ -286,13 +286,7 @@ fn doctor(paths: Result<Paths, crate::config::ConfigError>, args: &DoctorArgs) -
     } else {
         report.render()
     };
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Ok(()) => ExitCode::from(report.exit_code()),
-        // A closed pipe (`| head`) still reports the outcome.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(report.exit_code()),
-        Err(e) => fail(1, e),
-    }
+    print_then(&text, ExitCode::from(report.exit_code()))
 }
 
 /// Exit codes of the service commands: a path that cannot be used is bad usage (2), a
@@ -335,17 +329,16 @@ fn cleanup(paths: Paths, session: &str, dry_run: bool, replicas: Option<i32>) ->
     };
     match rt.block_on(crate::daemon::cleanup(cfg, session, replicas)) {
         Ok(rec) => {
-            use std::io::Write;
-            let _ = std::io::stdout()
-                .lock()
-                .write_all(status::detail(&rec, None).as_bytes());
-            if rec.state == crate::session::State::Cleaned
-                || rec.state == crate::session::State::Ended
-            {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            let repaired = rec.state == crate::session::State::Cleaned
+                || rec.state == crate::session::State::Ended;
+            print_then(
+                &status::detail(&rec, None),
+                if repaired {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
         Err(e) => fail(1, e),
     }
@@ -353,10 +346,16 @@ fn cleanup(paths: Paths, session: &str, dry_run: bool, replicas: Option<i32>) ->
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
 fn print(text: &str) -> ExitCode {
+    print_then(text, ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout, then exits with `code`; a closed pipe (`| head`) still exits
+/// with `code`, any other write error with 1.
+fn print_then(text: &str, code: ExitCode) -> ExitCode {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
         Err(e) => fail(1, e),
     }
 }
@@ -413,8 +412,6 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
         .iter()
         .filter(|r| all || verbose || status::is_current(r))
         .collect();
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
     let text = if json {
         let v = serde_json::json!({
             "daemon_running": running,
@@ -446,12 +443,7 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
         }
         t
     };
-    match out.write_all(text.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => fail(1, e),
-    }
+    print(&text)
 }
 
 #[cfg(test)]

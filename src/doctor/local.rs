@@ -56,7 +56,7 @@ pub(super) struct Kubeconfigs {
     pub contexts: Vec<String>,
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
+pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

@@ -142,8 +142,7 @@ impl Report {
             self.count(Status::Fail),
         );
         let n = self.checks.len();
-        let plural =
-            |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+        let plural = local::plural;
         let counts = format!(
             "{}: {ok} ok, {}, {fail} failed",
             plural(n, "check", "checks"),
