@@ -23,13 +23,12 @@ fn is_service_file(name: &str) -> bool {
 /// user's own: on Linux the systemd user unit directories (`$XDG_CONFIG_HOME/systemd/user`,
 /// else `~/.config/systemd/user`, then the system-wide ones packages use); on macOS
 /// `~/Library/LaunchAgents`.
-pub fn service_dirs(home: &Path, xdg_config_home: Option<&Path>) -> Vec<PathBuf> {
+pub fn service_dirs(home: &Path, xdg_config_home: Option<&str>) -> Vec<PathBuf> {
     if cfg!(target_os = "macos") {
         return vec![home.join("Library/LaunchAgents")];
     }
-    let config = xdg_config_home.map_or_else(|| home.join(".config"), Path::to_path_buf);
     vec![
-        config.join("systemd/user"),
+        crate::service::install::user_unit_dir(home, xdg_config_home),
         PathBuf::from("/etc/systemd/user"),
         PathBuf::from("/usr/local/lib/systemd/user"),
         PathBuf::from("/usr/lib/systemd/user"),
@@ -69,7 +68,7 @@ pub(super) fn service(env: &Environment) -> Check {
     let Some(home) = env.var("HOME") else {
         return Check::warn("service", "not checked: HOME is not set");
     };
-    let dirs = service_dirs(Path::new(home), env.var("XDG_CONFIG_HOME").map(Path::new));
+    let dirs = service_dirs(Path::new(home), env.var("XDG_CONFIG_HOME"));
     check_service(&dirs)
 }
 
@@ -124,7 +123,7 @@ mod tests {
         } else {
             assert_eq!(dirs[0], PathBuf::from("/home/u/.config/systemd/user"));
             assert!(dirs.contains(&PathBuf::from("/usr/lib/systemd/user")));
-            let xdg = service_dirs(Path::new("/home/u"), Some(Path::new("/cfg")));
+            let xdg = service_dirs(Path::new("/home/u"), Some("/cfg"));
             assert_eq!(xdg[0], PathBuf::from("/cfg/systemd/user"));
         }
     }

@@ -96,6 +96,17 @@ pub struct Setup {
     pub uid: u32,
 }
 
+/// Where a user's own systemd units live: `$XDG_CONFIG_HOME/systemd/user`, else
+/// `~/.config/systemd/user` (systemd ignores a relative `XDG_CONFIG_HOME`, as the XDG spec
+/// says to).
+pub fn user_unit_dir(home: &Path, xdg_config_home: Option<&str>) -> PathBuf {
+    xdg_config_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| home.join(".config"))
+        .join("systemd/user")
+}
+
 impl Setup {
     /// Resolves from `env` (a lookup, so the tests need not touch the process environment).
     ///
@@ -109,13 +120,7 @@ impl Setup {
             var(manager.program_var()).unwrap_or_else(|| manager.default_program().to_string());
         let (file, dirs) = match manager {
             Manager::Systemd => {
-                // systemd reads user units from $XDG_CONFIG_HOME/systemd/user, and ignores
-                // a relative XDG_CONFIG_HOME, as the XDG spec says to.
-                let config = var("XDG_CONFIG_HOME")
-                    .map(PathBuf::from)
-                    .filter(|p| p.is_absolute())
-                    .unwrap_or_else(|| home.join(".config"));
-                let dir = config.join("systemd/user");
+                let dir = user_unit_dir(&home, var("XDG_CONFIG_HOME").as_deref());
                 (dir.join(UNIT_NAME), vec![dir])
             }
             Manager::Launchd => {
