@@ -147,6 +147,14 @@ impl Board {
             .remove(key);
     }
 
+    /// Whether no repair waits.
+    pub fn is_empty(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// A copy of every waiting repair.
     pub fn snapshot(&self) -> HashMap<String, Waiting> {
         self.0

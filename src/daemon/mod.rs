@@ -129,7 +129,7 @@ impl Ctx {
 
     /// Wakes every repair that waits for its cluster.
     fn probe_now(&self, why: &str) {
-        if !self.board.snapshot().is_empty() {
+        if !self.board.is_empty() {
             // A chatty network (address refreshes, say) would fill the log at info.
             if why.contains("network") {
                 debug!("{why}: trying the unreachable clusters again now");
