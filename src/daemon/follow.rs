@@ -11,6 +11,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tracing::{debug, info, warn};
 
+use super::retry::Retry;
 use super::{Ctx, environ_map};
 use crate::cluster::{self, ClusterError};
 use crate::config::OnShellDeath;
@@ -330,9 +331,14 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             }
         }
     }
-    let mut backoff = Duration::from_millis(200);
-    let mut woken = ctx.probe.subscribe();
+    let mut retry = Retry::new(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        0,
+        ctx.probe.subscribe(),
+    );
     let client = loop {
+        let tried = tokio::time::Instant::now();
         match cluster::client_for(&rec.cluster).await {
             Ok(c) => break c,
             Err(e) if !e.is_transient() => {
@@ -347,15 +353,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 warn!(session = %rec.key, "{e}; retrying");
                 tokio::select! {
                     _ = exit.as_mut() => return,
-                    _ = tokio::time::sleep(backoff) => {
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                    // A resume or a network change: worth trying at once.
-                    Ok(()) = woken.changed() => {
-                        backoff = Duration::from_millis(200);
-                        // However chatty the network, not more than four tries a second.
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
+                    () = retry.pause(tried, Duration::ZERO) => {}
                 }
             }
         }

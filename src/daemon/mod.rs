@@ -22,6 +22,7 @@ mod follow;
 mod lock;
 mod reload;
 mod repair;
+mod retry;
 mod sleep;
 
 use std::collections::{HashMap, HashSet};

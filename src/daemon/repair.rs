@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::retry::Retry;
 use super::{Ctx, environ_map, is_running};
 use crate::cluster::{self, ClusterError};
 use crate::config::Config;
@@ -21,14 +22,15 @@ use crate::telepresence::{self, Mode};
 ///
 /// Retries back off from 0.5 s to at most 1.5 s (plus jitter), and a resume or a network
 /// change ([`Ctx::probe_now`]) makes the next try happen at once, no sooner than
-/// [`MIN_SPACING`] after the last one. While it waits, the repair is on the board `status`
+/// [`super::retry::MIN_SPACING`] after the last one. While it waits, the repair is on the board `status`
 /// shows.
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     let (first, max) =
         crate::wake::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
-    let mut backoff = first;
+    // Capped low on purpose: a dead session's repair is waiting, and the queue must drain
+    // within about two seconds of the API server answering again.
+    let mut retry = Retry::new(first, max, 300, ctx.probe.subscribe());
     let mut last_wait = String::new();
-    let mut woken = ctx.probe.subscribe();
     // Built once (kubeconfig read, server checked, TLS set up), reused across retries.
     let mut client = None;
     loop {
@@ -56,29 +58,14 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                     ctx.save(rec);
                     last_wait = why;
                 }
-                // Capped low on purpose: a dead session's repair is waiting, and the queue
-                // must drain within about two seconds of the API server answering again.
-                // The jitter keeps several sessions from probing in lockstep.
-                let jitter = Duration::from_millis(u64::from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.subsec_nanos())
-                        .unwrap_or(0)
-                        % 300,
-                ));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff + jitter) => {
-                        // A credential plugin is a program run per try (often slow, and
-                        // failing until someone logs in): tried less often, unless woken.
-                        let cap = if no_client { max.max(CLIENT_MAX_BACKOFF) } else { max };
-                        backoff = (backoff * 2).min(cap);
-                    }
-                    Ok(()) = woken.changed() => {
-                        // A burst of network messages is one wake: `changed` coalesces.
-                        tokio::time::sleep_until(tried + MIN_SPACING).await;
-                        backoff = first;
-                    }
-                }
+                // A credential plugin is a program run per try (often slow, and failing
+                // until someone logs in): tried less often, unless woken.
+                let cap = if no_client {
+                    CLIENT_MAX_BACKOFF
+                } else {
+                    Duration::ZERO
+                };
+                retry.pause(tried, cap).await;
             }
             Err(e) => {
                 rec.transition(
@@ -109,8 +96,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_millis(1500);
 /// The longest pause between tries when no client could be built.
 const CLIENT_MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Woken tries are at least this far apart, however chatty the network is.
-const MIN_SPACING: Duration = Duration::from_millis(250);
 
 /// Why one repair attempt stopped.
 #[derive(Debug, thiserror::Error)]
