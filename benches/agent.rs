@@ -881,6 +881,17 @@ fn bench_idle(secs: f64) -> Result<Vec<String>> {
     ])
 }
 
+/// A `sleep 600` with nothing attached: a process that only takes up a pid.
+fn sleeper() -> Result<std::process::Child> {
+    Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting `sleep 600`")
+}
+
 /// Section 4: `Discovery::poll` with 1,000 extra processes running.
 fn bench_discovery(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let dir = tempfile::tempdir()?;
@@ -890,14 +901,7 @@ fn bench_discovery(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let mut children = Children::default();
     eprintln!("discovery: starting 1,000 `sleep 600`...");
     for _ in 0..1000 {
-        let c = Command::new("sleep")
-            .arg("600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting `sleep 600`")?;
-        children.0.push(c);
+        children.0.push(sleeper()?);
     }
     let mut discovery = Discovery::new(std::slice::from_ref(&program));
 
@@ -920,14 +924,7 @@ fn bench_discovery(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
     eprintln!("discovery: {n} polls, {total_pids} pids on the machine...");
     for _ in 0..n {
         std::thread::sleep(Duration::from_millis(1100));
-        let c = Command::new("sleep")
-            .arg("600")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting `sleep 600`")?;
-        children.0.push(c);
+        children.0.push(sleeper()?);
         let t = Instant::now();
         let found = discovery.poll();
         polls.push(t.elapsed());

@@ -73,7 +73,9 @@ fn controller_uid(v: &Value) -> Option<&str> {
         .as_str()
 }
 
-fn labels(v: &Value, p: &str) -> BTreeMap<String, String> {
+/// The string map at pointer `p` of `v` (labels, a selector's `matchLabels`), empty when
+/// there is none.
+pub(crate) fn labels(v: &Value, p: &str) -> BTreeMap<String, String> {
     v.pointer(p)
         .and_then(Value::as_object)
         .map(|m| {

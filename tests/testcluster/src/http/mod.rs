@@ -358,14 +358,7 @@ fn field_filter(q: &Query, rt: &ResourceType) -> Result<FieldSelector, ApiError>
 }
 
 fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::controllers::labels(v, "/metadata/labels")
 }
 
 /// A `<Kind>List` of `items` at resource version `rv`, as a list or a deletecollection
