@@ -290,7 +290,6 @@ impl Agent {
             .env("TELEPOLICE_STATE_DIR", &state_dir)
             .env("TELEPOLICE_RUNTIME_DIR", root.join("run"))
             .env("TELEPOLICE_LOG_DIR", root.join("logs"))
-            .env("TELEPOLICE_TMPDIR", root.join("tmp"))
             .env_remove("TELEPOLICE_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

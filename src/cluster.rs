@@ -401,7 +401,7 @@ pub async fn get_workload(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<Option<(ObservedWorkload, Option<i32>)>, ClusterError> {
+) -> Result<Option<(ObservedWorkload, Option<i32>, BTreeMap<String, String>)>, ClusterError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let d = api
         .get_opt(name)
@@ -419,14 +419,61 @@ pub async fn get_workload(
                     .and_then(serde_json::Value::as_i64)
             })
             .and_then(|r| i32::try_from(r).ok());
+        let selector = d.spec.selector.match_labels.clone().unwrap_or_default();
         (
             ObservedWorkload {
                 uid: d.metadata.uid.clone().unwrap_or_default(),
                 replicas: d.spec.replicas.unwrap_or(1),
             },
             last_applied,
+            selector,
         )
     }))
+}
+
+/// The Pods and Deployments in `namespace` that carry a `telepresence` label, whatever its
+/// value: the evidence a session's id is weighed against
+/// ([`telepresence::pick_session_id`](crate::telepresence::pick_session_id)).
+///
+/// # Errors
+/// [`ClusterError`] naming the list that failed.
+pub async fn labelled_objects(
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<crate::telepresence::Labelled>, ClusterError> {
+    use crate::telepresence::Labelled;
+    let lp = ListParams::default().labels("telepresence");
+    let step = |what: &str| format!("listing {what} labelled telepresence in {namespace}");
+    let label = |labels: &Option<BTreeMap<String, String>>| {
+        labels
+            .as_ref()
+            .and_then(|l| l.get("telepresence"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    for p in pods.list(&lp).await.map_err(api_err(step("pods")))? {
+        out.push(Labelled {
+            name: p.metadata.name.clone().unwrap_or_default(),
+            id: label(&p.metadata.labels),
+            pod_labels: p.metadata.labels.unwrap_or_default(),
+        });
+    }
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    for d in deps.list(&lp).await.map_err(api_err(step("deployments")))? {
+        out.push(Labelled {
+            name: d.metadata.name.clone().unwrap_or_default(),
+            id: label(&d.metadata.labels),
+            pod_labels: d
+                .spec
+                .template
+                .metadata
+                .and_then(|m| m.labels)
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
 }
 
 fn observed(
@@ -515,7 +562,7 @@ pub async fn observe(
     since: Option<std::time::SystemTime>,
 ) -> Result<Observed, ClusterError> {
     let original = match original {
-        Some(name) => get_workload(client, namespace, name).await?.map(|(w, _)| w),
+        Some(name) => get_workload(client, namespace, name).await?.map(|(w, _, _)| w),
         None => None,
     };
     let objects = match (id, since) {

@@ -207,9 +207,9 @@ impl Paths {
             Some(p) => p,
             None => default_log_dir(&state_dir, env),
         };
-        let tmp_dir = var("TELEPOLICE_TMPDIR")
-            .or_else(|| var("TMPDIR"))
-            .unwrap_or_else(std::env::temp_dir);
+        // Telepresence 0.105-0.109 make their tel-* dirs in /tmp whatever TMPDIR says (on
+        // macOS too, where TMPDIR is under /var/folders): so does the agent look there.
+        let tmp_dir = var("TELEPOLICE_TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));
         Ok(Self {
             config_file,
             state_dir,

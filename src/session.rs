@@ -86,6 +86,11 @@ pub struct Original {
     pub replicas: Option<i32>,
     /// Where `replicas` came from.
     pub source: ReplicaSource,
+    /// Its `spec.selector.matchLabels` when recorded: a swap's proxy carries them, which
+    /// tells it from the proxy of another Deployment with the same first 17 characters.
+    /// Empty when unknown (records of older agents, a Deployment that was not found).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub selector: std::collections::BTreeMap<String, String>,
 }
 
 /// The kinds of object a Telepresence 0.x session creates.
@@ -322,6 +327,7 @@ impl SessionRecord {
             uid: Some(Self::TEST_ORIGINAL_UID.into()),
             replicas: Some(replicas),
             source: ReplicaSource::Observed,
+            selector: [("app".to_string(), deployment.to_string())].into(),
         });
         self
     }

@@ -231,14 +231,14 @@ pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
 }
 
 /// The variables that give an agent (or another command of the binary) this test's own
-/// config file, state, runtime, log and temp dirs.
+/// config file, state, runtime and log dirs. Not a temp dir: it looks for Telepresence's
+/// tel-* dirs in /tmp, as it does installed, and must tell this test's from the others'.
 pub(crate) fn agent_envs(env: &Env) -> Vec<(&'static str, PathBuf)> {
     vec![
         ("TELEPOLICE_CONFIG", env.path("agent-config.toml")),
         ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
         ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
         ("TELEPOLICE_LOG_DIR", env.path("agent-logs")),
-        ("TELEPOLICE_TMPDIR", env.path("tmp")),
     ]
 }
 

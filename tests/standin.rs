@@ -14,10 +14,15 @@ pub const SCRIPT: &str = concat!(
     "/tests/telepresence-standin/telepresence"
 );
 
+/// Sessions started so far by this test binary: each gets a report file of its own.
+static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A running stand-in session.
 pub struct Session {
     pub child: Child,
-    pub tmp: PathBuf,
+    /// Where the stand-in tells the test its session id and `tel-*` dir (the real
+    /// Telepresence tells no one; the agent never reads this).
+    pub report: PathBuf,
     pub work: PathBuf,
     /// Helpers seen so far, with their start times: stopped on drop if still the same
     /// processes (they outlive the stand-in when it is killed).
@@ -42,8 +47,14 @@ impl Session {
         args: &[&str],
         extra_env: &[(&str, String)],
     ) -> Self {
+        // The session's own TMPDIR, which Telepresence 0.x ignores (its tel-* dir is always
+        // in /tmp): every test runs as a user with libpam-tmpdir or a Mac would.
         let tmp = env.path("tmp");
         let work = env.path("work");
+        let report = env.path(&format!(
+            "standin-report-{}.json",
+            SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&tmp).expect("tmp dir");
         std::fs::create_dir_all(&work).expect("work dir");
         let helper = examples_dir().join("telepresence_helper");
@@ -56,6 +67,7 @@ impl Session {
         cmd.args(args)
             .current_dir(&work)
             .env("TMPDIR", &tmp)
+            .env("TELEPRESENCE_STANDIN_REPORT", &report)
             .env("TELEPRESENCE_STANDIN_VERSION", version)
             .env("TELEPRESENCE_STANDIN_HELPER", &helper)
             .env("TELEPRESENCE_STANDIN_KUBECTL", &env.kubectl)
@@ -72,7 +84,7 @@ impl Session {
         let child = cmd.spawn().expect("the stand-in starts");
         Self {
             child,
-            tmp,
+            report,
             work,
             helpers: Default::default(),
         }
@@ -82,13 +94,16 @@ impl Session {
         self.child.id()
     }
 
-    /// The session id, once the stand-in wrote `tel-*/session_id.txt`.
+    /// The session's `tel-*` dir, once the stand-in made it (it may be gone since).
+    pub fn tel_dir(&self) -> Option<PathBuf> {
+        let report: Value = serde_json::from_slice(&std::fs::read(&self.report).ok()?).ok()?;
+        report["tmpdir"].as_str().map(PathBuf::from)
+    }
+
+    /// The session id, while the stand-in's `tel-*/session_id.txt` exists.
     pub fn session_id(&self) -> Option<String> {
-        std::fs::read_dir(&self.tmp)
-            .ok()?
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("tel-"))
-            .find_map(|e| std::fs::read_to_string(e.path().join("session_id.txt")).ok())
+        std::fs::read_to_string(self.tel_dir()?.join("session_id.txt"))
+            .ok()
             .filter(|s| s.len() == 32)
     }
 
@@ -204,6 +219,11 @@ impl Drop for Session {
             if start_of(*pid).as_ref() == Some(start) {
                 kill_pid(*pid);
             }
+        }
+        // A killed session's tel-* dir stays in the shared /tmp unless a test's agent
+        // removed it: this test's own, named by its report, goes.
+        if let Some(dir) = self.tel_dir().filter(|d| d.starts_with("/tmp/tel-")) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -2,7 +2,6 @@
 //! Telepresence's session id, recording the proxy objects, and reacting to the death of the
 //! session's shell.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,14 +63,16 @@ async fn record_original(
             uid: None,
             replicas: None,
             source: ReplicaSource::Uncertain,
+            selector: Default::default(),
         },
-        Some((w, _)) if w.replicas > 0 => Original {
+        Some((w, _, selector)) if w.replicas > 0 => Original {
             name: deployment.clone(),
             uid: Some(w.uid),
             replicas: Some(w.replicas),
             source: ReplicaSource::Observed,
+            selector,
         },
-        Some((w, last_applied)) => {
+        Some((w, last_applied, selector)) => {
             let earlier = earlier_observation(ctx, rec, &deployment, &w.uid);
             let log = read_log(rec, Some(&deployment));
             let (replicas, source) = match (earlier, log.original_replicas, last_applied) {
@@ -87,6 +88,7 @@ async fn record_original(
                 uid: Some(w.uid),
                 replicas,
                 source,
+                selector,
             }
         }
     };
@@ -133,16 +135,17 @@ fn earlier_observation(ctx: &Ctx, rec: &SessionRecord, deployment: &str, uid: &s
         .map(|(_, n)| n)
 }
 
-/// Telepresence's session id candidates: `tel-*` dirs (in the session's `TMPDIR`) whose
-/// `session_id.txt` was written after the process started (0.1 s of slack for the clock
-/// granularity of the start time), not claimed by another session.
+/// Telepresence's session id candidates: `tel-*` dirs under `tmp_root` (always `/tmp` for
+/// 0.x, whatever the session's `TMPDIR`) whose `session_id.txt` was written after the
+/// process started (0.1 s of slack for the clock granularity of the start time), not
+/// claimed by another session.
 fn session_id_candidates(
     ctx: &Ctx,
     rec: &SessionRecord,
     tmp_root: &Path,
-    claimed: &HashSet<String>,
-) -> Vec<String> {
+) -> Vec<telepresence::Candidate> {
     let started = platform::process_start_time(rec.process);
+    let claimed = ctx.claimed_by_others(&rec.key);
     helpers::find_session_dirs(tmp_root, ctx.uid)
         .into_iter()
         .filter(|(_, id)| !claimed.contains(id))
@@ -155,69 +158,50 @@ fn session_id_candidates(
                 _ => false,
             }
         })
-        .map(|(_, id)| id)
+        .map(|(dir, id)| telepresence::Candidate { id, dir })
         .collect()
 }
 
-/// Decides the session id from the candidates, never by guessing: one candidate; or, among
-/// several, the one the session's own log names (a log written since the session started),
-/// or the one whose proxy object, named after this session's own command line, exists.
-async fn pick_session_id(
-    rec: &SessionRecord,
-    candidates: &[String],
-    client: &kube::Client,
-) -> Option<String> {
-    match candidates {
-        [] => return None,
-        [one] => return Some(one.clone()),
-        _ => {}
-    }
-    let deployment = match &rec.invocation.mode {
-        Mode::Swap { deployment, .. } => Some(deployment.as_str()),
-        _ => None,
-    };
-    let started = platform::process_start_time(rec.process);
-    let fresh_log = log_path(rec)
-        .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .is_some_and(|m| started.is_some_and(|s| m >= s));
-    if fresh_log
-        && let Some(id) = read_log(rec, deployment).session_id
-        && candidates.contains(&id)
-    {
-        return Some(id);
-    }
-    // The proxy's name comes from this session's own arguments: a swap's proxy is
-    // `<deployment[:17]>-<id>`; a named new deployment is that name, labelled with the id.
-    let mut matching = Vec::new();
-    for id in candidates {
-        let name = match &rec.invocation.mode {
-            Mode::Swap { deployment, .. } => telepresence::swap_proxy_name(deployment, id),
-            Mode::NewDeployment { name: Some(n) } => n.clone(),
-            _ => continue,
-        };
-        let objects = cluster::observe_objects(client, &rec.cluster.namespace, id, &[])
-            .await
-            .unwrap_or_default();
-        if objects.iter().any(|o| o.name == name) {
-            matching.push(id.clone());
-        }
-    }
-    match matching.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
+/// The command lines of the process's children of the same user: its synchronous
+/// `kubectl` calls and its helpers, which name its proxy, id or temp dir.
+fn children_argv(rec: &SessionRecord) -> Vec<Vec<String>> {
+    platform::children(rec.process)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pid| platform::process_info(pid).ok())
+        .filter(|p| p.uid == rec.uid && p.ppid == rec.process.pid)
+        .map(|p| p.argv)
+        .collect()
 }
 
-fn claimed_ids(ctx: &Ctx, own: &str) -> HashSet<String> {
-    ctx.journal
-        .load_all()
-        .map(|(rs, _)| {
-            rs.into_iter()
-                .filter(|r| r.key != own)
-                .filter_map(|r| r.telepresence_id)
-                .collect()
-        })
-        .unwrap_or_default()
+/// Weighs the candidates against what only this process has (its children now, and the
+/// proxies its command line makes), reading the cluster only when `read_cluster`.
+async fn weigh(
+    rec: &SessionRecord,
+    candidates: &[telepresence::Candidate],
+    client: &kube::Client,
+    objects: &mut Vec<telepresence::Labelled>,
+    read_cluster: bool,
+) -> telepresence::IdPick {
+    if candidates.is_empty() {
+        return telepresence::IdPick::Unproven;
+    }
+    if read_cluster {
+        match cluster::labelled_objects(client, &rec.cluster.namespace).await {
+            Ok(o) => *objects = o,
+            Err(e) => debug!(session = %rec.key, "looking for the session's proxies: {e}"),
+        }
+    }
+    let children = children_argv(rec);
+    let no_selector = Default::default();
+    let evidence = telepresence::Evidence {
+        pid: rec.process.pid,
+        mode: &rec.invocation.mode,
+        selector: rec.original.as_ref().map_or(&no_selector, |o| &o.selector),
+        children: &children,
+        objects,
+    };
+    telepresence::pick_session_id(candidates, &evidence)
 }
 
 /// One kind of object carrying the session's label, as (kind, name, uid, owned), watched
@@ -277,6 +261,65 @@ fn proxy_events(
     .boxed()
 }
 
+/// How often the cluster is asked for labelled proxies while a session's id is unproven
+/// (its children, read from `/proc`, are looked at every 100 ms).
+const CLUSTER_LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Learns the session's Telepresence id (see [`telepresence::pick_session_id`]) and claims
+/// it for this session alone, waiting while the evidence is missing or ambiguous; after the
+/// process exits, one last look at the cluster. Returns whether the process exited (and
+/// `exit` must not be polled again).
+async fn learn_session_id<F: std::future::Future<Output = ()>>(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    tmp_root: &Path,
+    client: &kube::Client,
+    exit: &mut std::pin::Pin<&mut F>,
+) -> bool {
+    use telepresence::IdPick;
+    let mut objects = Vec::new();
+    let mut last_look: Option<tokio::time::Instant> = None;
+    let mut said_ambiguous = false;
+    let mut exited = false;
+    while rec.telepresence_id.is_none() {
+        let candidates = session_id_candidates(ctx, rec, tmp_root);
+        let read_cluster = exited || last_look.is_none_or(|t| t.elapsed() >= CLUSTER_LOOK_EVERY);
+        if read_cluster && !candidates.is_empty() {
+            last_look = Some(tokio::time::Instant::now());
+        }
+        match weigh(rec, &candidates, client, &mut objects, read_cluster).await {
+            IdPick::Proven { id, because } => match ctx.claim(&id, &rec.key) {
+                Ok(()) => {
+                    rec.telepresence_id = Some(id.clone());
+                    rec.transition(rec.state, format!("Telepresence session id {id} ({because})"));
+                    ctx.save(rec);
+                    failpoint::hit("record.session-id");
+                    return exited;
+                }
+                Err(holder) => {
+                    debug!(session = %rec.key, "session id {id} was claimed by {holder} meanwhile");
+                    continue;
+                }
+            },
+            IdPick::Ambiguous(ids) if !said_ambiguous => {
+                said_ambiguous = true;
+                warn!(session = %rec.key, candidates = ?ids, "several Telepresence session dirs could be this session's; waiting for evidence that only one of them belongs to it");
+            }
+            _ => {}
+        }
+        if exited {
+            let tried = candidates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>();
+            info!(session = %rec.key, candidates = ?tried, "the session ended before its Telepresence session id could be proven");
+            return true;
+        }
+        tokio::select! {
+            _ = exit.as_mut() => exited = true,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    exited
+}
+
 /// While the process lives: record the original, find the session id, record proxies,
 /// and handle the death of the session's shell.
 pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
@@ -285,11 +328,8 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     exit: &mut std::pin::Pin<&mut F>,
 ) {
     let env = environ_map(rec.process.pid);
-    // Learned when the session was found (records of older agents may lack it).
-    let tmp_root = rec
-        .tmp_root
-        .get_or_insert_with(|| super::tmp_root_of(&env, &ctx.cfg().paths.tmp_dir))
-        .clone();
+    // 0.x makes its tel-* dir in /tmp whatever the session's TMPDIR says.
+    let tmp_root = ctx.cfg().paths.tmp_dir.clone();
     if rec.cluster.server.is_empty() {
         // The kubeconfig was missing or broken when the session was found: look again
         // until it can be read (or the session ends).
@@ -380,33 +420,10 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             }
         }
     }
-    // The session id: Telepresence writes it within its first second.
-    let mut ambiguous_noted = false;
-    while rec.telepresence_id.is_none() {
-        let candidates = session_id_candidates(ctx, rec, &tmp_root, &claimed_ids(ctx, &rec.key));
-        if let Some(id) = pick_session_id(rec, &candidates, &client).await {
-            rec.telepresence_id = Some(id.clone());
-            rec.transition(rec.state, format!("Telepresence session id {id}"));
-            ctx.save(rec);
-            failpoint::hit("record.session-id");
-            break;
-        }
-        if candidates.len() > 1 && !ambiguous_noted {
-            ambiguous_noted = true;
-            warn!(session = %rec.key, candidates = ?candidates, "several Telepresence session dirs could be this session's; waiting for evidence");
-        }
-        tokio::select! {
-            _ = exit.as_mut() => {
-                // One last look: the dir may still be there after a crash.
-                let candidates = session_id_candidates(ctx, rec, &tmp_root, &claimed_ids(ctx, &rec.key));
-                if let Some(id) = pick_session_id(rec, &candidates, &client).await {
-                    rec.telepresence_id = Some(id);
-                    ctx.save(rec);
-                }
-                return;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+    // The session id: Telepresence writes it within its first second, but it is the
+    // session's only once evidence that belongs to this process alone says so.
+    if learn_session_id(ctx, rec, &tmp_root, &client, exit).await {
+        return;
     }
     let Some(id) = rec.telepresence_id.clone() else {
         return;
@@ -492,8 +509,11 @@ mod tests {
             .expect("touch runs");
         assert!(touched.success());
         let rec = SessionRecord::test().with_process(info.id.pid, info.id.start_ticks);
-        let claimed: HashSet<String> = [B.to_string()].into();
-        let found = session_id_candidates(&ctx, &rec, &tmp, &claimed);
+        ctx.claim(B, "another session").expect("claimed");
+        let found: Vec<String> = session_id_candidates(&ctx, &rec, &tmp)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(found, [A.to_string()]);

@@ -26,7 +26,7 @@ mod retry;
 mod sleep;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +100,9 @@ struct Ctx {
     probe: tokio::sync::watch::Sender<u64>,
     /// Repairs waiting for their cluster, for `status`.
     board: wake::Board,
+    /// Which session holds each Telepresence session id: an id is claimed by one session
+    /// only, checked and taken in one step (filled from the journal at start).
+    claims: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Ctx {
@@ -110,7 +113,36 @@ impl Ctx {
             cfg: std::sync::RwLock::new(Arc::new(cfg)),
             probe: tokio::sync::watch::Sender::new(0),
             board: wake::Board::default(),
+            claims: Default::default(),
         }
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims Telepresence session `id` for the session `key`, unless another session
+    /// holds it (whose key is the error).
+    fn claim(&self, id: &str, key: &str) -> Result<(), String> {
+        let mut claims = self.claims();
+        match claims.get(id) {
+            Some(holder) if holder != key => Err(holder.clone()),
+            _ => {
+                claims.insert(id.to_string(), key.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// The session ids claimed by sessions other than `key`.
+    fn claimed_by_others(&self, key: &str) -> HashSet<String> {
+        self.claims()
+            .iter()
+            .filter(|(_, holder)| holder.as_str() != key)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The configuration now (a session task keeps the copy it reads for one decision).
@@ -236,6 +268,11 @@ pub async fn run(
         warn!("{p}");
     }
     prune(&ctx, &records);
+    for r in &records {
+        if let Some(id) = &r.telepresence_id {
+            let _ = ctx.claim(id, &r.key);
+        }
+    }
     // Every journaled session is known: a finished one whose process still runs (one that
     // needs attention, say) must not be recorded afresh over its record.
     tracked.extend(records.iter().map(|r| r.key.clone()));
@@ -501,14 +538,6 @@ fn environ_map(pid: u32) -> HashMap<String, String> {
     }
 }
 
-/// Where a session makes its `tel-*` dir: its `TMPDIR`, else `default`.
-fn tmp_root_of(env: &HashMap<String, String>, default: &Path) -> PathBuf {
-    env.get("TMPDIR")
-        .filter(|t| !t.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| default.to_path_buf())
-}
-
 /// Builds the first record of a newly found session (state `Seen`), or `None` when it is
 /// out of the configured scope.
 fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
@@ -558,8 +587,8 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         invocation,
         cluster,
         telepresence_id: None,
-        // Kept in the record: a dead process's environment can no longer be read.
-        tmp_root: Some(tmp_root_of(&env, &ctx.cfg().paths.tmp_dir)),
+        // Where its tel-* dir is: /tmp, whatever its TMPDIR says (0.x hard-codes it).
+        tmp_root: Some(ctx.cfg().paths.tmp_dir.clone()),
         original: None,
         proxies: Vec::new(),
         state: State::Seen,
@@ -678,6 +707,7 @@ mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn ctx(dir: &Path, history: Duration) -> Ctx {
         let ctx = testing::ctx(dir);

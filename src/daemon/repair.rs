@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::retry::Retry;
-use super::{Ctx, environ_map, is_running};
+use super::{Ctx, is_running};
 use crate::cluster::{self, ClusterError};
 use crate::config::Config;
 use crate::failpoint;
@@ -321,11 +321,13 @@ fn stop_helpers(ctx: &Ctx, cfg: &Config, rec: &mut SessionRecord) {
             Mode::NewDeployment { name: Some(n) } => Some(n.clone()),
             _ => None,
         });
-    let tmp_root = rec
-        .tmp_root
-        .clone()
-        .unwrap_or_else(|| super::tmp_root_of(&environ_map(rec.process.pid), &cfg.paths.tmp_dir));
-    let dir = helpers::session_dir(&tmp_root, ctx.uid, &id);
+    // In /tmp (records of agents before 0.x's hard-coded /tmp was known may name the
+    // session's TMPDIR instead: looked in too).
+    let dir = helpers::session_dir(&cfg.paths.tmp_dir, ctx.uid, &id).or_else(|| {
+        rec.tmp_root
+            .as_deref()
+            .and_then(|root| helpers::session_dir(root, ctx.uid, &id))
+    });
     let found = helpers::find(
         ctx.uid,
         rec.process.start_ticks,

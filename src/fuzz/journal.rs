@@ -206,6 +206,9 @@ fn record(rng: &mut Rng) -> SessionRecord {
                 ReplicaSource::Uncertain,
                 ReplicaSource::Manual,
             ]),
+            selector: many(rng, 3, |rng| (string(rng), string(rng)))
+                .into_iter()
+                .collect(),
         }),
         proxies: many(rng, 4, |rng| ProxyObject {
             kind: *rng.pick(&[ProxyKind::Deployment, ProxyKind::Pod, ProxyKind::Service]),

@@ -89,6 +89,13 @@ pub enum ArgsError {
         /// The word.
         value: String,
     },
+    /// `--version` or `--help`: 0.x prints and exits while parsing its arguments, before it
+    /// makes a log, a session id or a temp dir. Not a session.
+    #[error("{flag} prints and exits: not a session")]
+    PrintsAndExits {
+        /// The flag as written.
+        flag: String,
+    },
 }
 
 /// What a 0.x session does to the cluster.
@@ -187,6 +194,8 @@ enum Flag {
     SkipValue,
     /// Known to 0.x, takes no value, irrelevant here.
     SkipSwitch,
+    /// `--version`, `--help`: argparse prints and exits the moment it reads one.
+    Exits,
 }
 
 /// What follows a flag.
@@ -201,7 +210,7 @@ enum Arity {
 impl Flag {
     fn arity(self) -> Arity {
         match self {
-            Flag::RunShell | Flag::Verbose | Flag::SkipSwitch => Arity::Switch,
+            Flag::RunShell | Flag::Verbose | Flag::SkipSwitch | Flag::Exits => Arity::Switch,
             Flag::Run | Flag::DockerRun => Arity::Rest,
             _ => Arity::Value,
         }
@@ -232,8 +241,8 @@ const FLAGS: &[(&str, Option<char>, Flag)] = &[
     ("env-json", None, Flag::SkipValue),
     ("env-file", None, Flag::SkipValue),
     ("local-cluster", None, Flag::SkipSwitch),
-    ("version", None, Flag::SkipSwitch),
-    ("help", Some('h'), Flag::SkipSwitch),
+    ("version", None, Flag::Exits),
+    ("help", Some('h'), Flag::Exits),
 ];
 
 /// Every flag this parser knows, as long name and short letter, for the generators of the
@@ -301,6 +310,9 @@ pub fn parse_legacy_args(args: &[String]) -> Result<Invocation, ArgsError> {
                 }
             }
         };
+        if flag == Flag::Exits {
+            return Err(ArgsError::PrintsAndExits { flag: written });
+        }
         match flag.arity() {
             Arity::Switch => {
                 if let Some(value) = inline {
@@ -763,6 +775,28 @@ mod tests {
                 });
             assert_eq!(got, want, "--expose {value:?}");
         }
+    }
+
+    #[test]
+    fn version_and_help_are_not_sessions() {
+        let exits = |flag: &str| {
+            Err(ArgsError::PrintsAndExits {
+                flag: flag.to_string(),
+            })
+        };
+        for (line, want) in [
+            ("--version", exits("--version")),
+            ("--swap-deployment app --version", exits("--version")),
+            ("--vers", exits("--version")),
+            ("--help", exits("--help")),
+            ("-h", exits("-h")),
+            ("--namespace ns -h --swap-deployment app", exits("-h")),
+        ] {
+            assert_eq!(parse(line), want, "{line}");
+        }
+        // After --run, the words are the user's command's.
+        assert!(parse("--swap-deployment app --run curl --version").is_ok());
+        assert!(parse("--run-shell --verbose").is_ok());
     }
 
     #[test]

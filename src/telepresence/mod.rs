@@ -7,6 +7,8 @@
 //! - `program`: is this process Telepresence, and is it 0.x or 2.x ([`classify`],
 //!   [`program_index`]).
 //! - `args`: what a 0.x command line asks for ([`parse_legacy_args`], [`Invocation`]).
+//! - `identity`: which `tel-*` session id is a process's own, from evidence only it has
+//!   ([`pick_session_id`]).
 //! - `log`: the session id and the original replica count from `telepresence.log`
 //!   ([`read_log`], [`LogFacts`]).
 //! - Here: the names 0.x derives from its session id ([`swap_proxy_name`],
@@ -16,12 +18,14 @@
 //! where this module guesses beyond them, the item's doc says so.
 
 mod args;
+mod identity;
 mod log;
 mod program;
 
 #[cfg(test)]
 pub(crate) use args::known_flags;
 pub use args::{ArgsError, Invocation, Mode, parse_legacy_args};
+pub use identity::{Candidate, Evidence, IdPick, Labelled, pick as pick_session_id};
 pub use log::{LogFacts, MAX_LOG_BYTES, read_log};
 pub use program::{DEFAULT_NAMES, Flavor, classify, program_index};
 

@@ -51,6 +51,43 @@ pub fn list_pids() -> Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// The pids of `id`'s children (of any of its threads), or nothing once it is gone.
+///
+/// Read from `/proc/<pid>/task/*/children`; where the kernel lacks that file
+/// (`CONFIG_PROC_CHILDREN`), from every process's parent pid instead (slower).
+///
+/// # Caveats
+/// A child that exits or is re-parented while this runs may be missed or listed; callers
+/// read each child again (which also checks it is still there).
+///
+/// # Errors
+/// [`PlatformError::ReadProc`] if `/proc` cannot be listed for the fallback.
+pub fn children(id: ProcessId) -> Result<Vec<u32>> {
+    if !is_alive(id) {
+        return Ok(Vec::new());
+    }
+    let tasks = format!("{PROC}/{}/task", id.pid);
+    let mut kids = Vec::new();
+    let mut readable = false;
+    if let Ok(entries) = fs::read_dir(&tasks) {
+        for entry in entries.filter_map(std::result::Result::ok) {
+            if let Ok(text) = fs::read_to_string(entry.path().join("children")) {
+                readable = true;
+                kids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    if !readable {
+        kids = list_pids()?
+            .into_iter()
+            .filter(|p| read_stat(*p).is_ok_and(|s| s.ppid == id.pid))
+            .collect();
+    }
+    kids.sort_unstable();
+    kids.dedup();
+    Ok(kids)
+}
+
 /// Reads what the agent needs to know about a process.
 ///
 /// # Guarantees

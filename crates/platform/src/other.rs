@@ -62,6 +62,26 @@ pub fn all_argv() -> Result<Vec<(u32, Vec<String>)>> {
         .collect())
 }
 
+/// The pids of `id`'s children, from one `ps -ax` call.
+///
+/// # Errors
+/// [`PlatformError::ReadProc`] (path `ps`) if `ps` cannot be run.
+pub fn children(id: ProcessId) -> Result<Vec<u32>> {
+    if !is_alive(id) {
+        return Ok(Vec::new());
+    }
+    let out = ps::run(&["-axo", "pid=,ppid="]).map_err(ps_error)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid = f.next()?.parse::<u32>().ok()?;
+            let ppid = f.next()?.parse::<u32>().ok()?;
+            (ppid == id.pid).then_some(pid)
+        })
+        .collect())
+}
+
 fn row(pid: u32) -> Result<ps::Row> {
     ps::row(pid)
         .map_err(ps_error)?
