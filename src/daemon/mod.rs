@@ -545,6 +545,10 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
     let args = info.argv.get(f.program_index + 1..).unwrap_or(&[]);
     let invocation = match telepresence::parse_legacy_args(args) {
         Ok(i) => i,
+        Err(e @ telepresence::ArgsError::PrintsAndExits { .. }) => {
+            debug!(pid = info.id.pid, "not following Telepresence process: {e}");
+            return None;
+        }
         Err(e) => {
             warn!(pid = info.id.pid, "not following Telepresence process: {e}");
             return None;

@@ -399,12 +399,8 @@ fn intent(rng: &mut Rng) -> Written {
                 want.verbose = true;
             }
             1 => {
-                let long = rng.pick(&["local-cluster", "version", "help"]);
-                let word = if *long == "help" && rng.one_in(2) {
-                    "-h".to_string()
-                } else {
-                    format!("--{}", abbreviation(rng, long))
-                };
+                // (`--version` and `--help` end the parse instead: not sessions.)
+                let word = format!("--{}", abbreviation(rng, "local-cluster"));
                 switches.push_back(vec![word]);
             }
             2 => {
