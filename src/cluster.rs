@@ -562,7 +562,9 @@ pub async fn observe(
     since: Option<std::time::SystemTime>,
 ) -> Result<Observed, ClusterError> {
     let original = match original {
-        Some(name) => get_workload(client, namespace, name).await?.map(|(w, _, _)| w),
+        Some(name) => get_workload(client, namespace, name)
+            .await?
+            .map(|(w, _, _)| w),
         None => None,
     };
     let objects = match (id, since) {

@@ -222,7 +222,10 @@ impl Drop for Session {
         }
         // A killed session's tel-* dir stays in the shared /tmp unless a test's agent
         // removed it: this test's own, named by its report, goes.
-        if let Some(dir) = self.tel_dir().filter(|d| d.starts_with("/tmp/tel-")) {
+        if let Some(dir) = self
+            .tel_dir()
+            .filter(|d| d.to_string_lossy().starts_with("/tmp/tel-"))
+        {
             let _ = std::fs::remove_dir_all(dir);
         }
     }

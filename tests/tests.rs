@@ -9,6 +9,8 @@
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `manual`: `completions` and `man` run as a packager runs them.
+//! - `real_sessions`: what the real 0.109 showed the stand-in had missed (/tmp, twins
+//!   sharing one log, `--version`, a shell dying early), against the agent.
 //! - `service`: the generated unit and plist, `install`/`uninstall` with stand-ins for
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
@@ -21,6 +23,7 @@ mod emulator_kube;
 mod emulator_kubectl;
 mod example;
 mod manual;
+mod real_sessions;
 mod service;
 mod sleep;
 mod standin;

@@ -291,7 +291,10 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
             IdPick::Proven { id, because } => match ctx.claim(&id, &rec.key) {
                 Ok(()) => {
                     rec.telepresence_id = Some(id.clone());
-                    rec.transition(rec.state, format!("Telepresence session id {id} ({because})"));
+                    rec.transition(
+                        rec.state,
+                        format!("Telepresence session id {id} ({because})"),
+                    );
                     ctx.save(rec);
                     failpoint::hit("record.session-id");
                     return exited;
@@ -430,10 +433,13 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     };
     let mut events = proxy_events(&client, &rec.cluster.namespace, &id);
     let parent = rec.parent;
+    // A shell that died before this point (while the session id was still being proven,
+    // which takes longer under load) has died all the same: `exited` returns at once for
+    // it. (Waiting only for a parent still alive here missed those deaths for good.)
     let parent_exit = async move {
         match parent {
-            Some(p) if platform::is_alive(p) => super::exited(p).await,
-            _ => std::future::pending().await,
+            Some(p) => super::exited(p).await,
+            None => std::future::pending().await,
         }
     };
     tokio::pin!(parent_exit);

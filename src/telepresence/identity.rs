@@ -120,15 +120,19 @@ fn child_names(c: &Candidate, ev: &Evidence<'_>) -> Option<String> {
         if argv.iter().any(|a| a.contains(&c.id)) {
             return Some(format!("its child {program} names the id"));
         }
-        if argv
-            .iter()
-            .any(|a| a.as_str() == dir || a.strip_prefix(dir.as_ref()).is_some_and(|r| r.starts_with('/')))
-        {
+        if argv.iter().any(|a| {
+            a.as_str() == dir
+                || a.strip_prefix(dir.as_ref())
+                    .is_some_and(|r| r.starts_with('/'))
+        }) {
             return Some(format!("its child {program} names {dir}"));
         }
         let named = argv.iter().enumerate().find_map(|(i, a)| {
             let after_flag = i > 0 && NOT_A_POD.contains(&argv[i - 1].as_str());
-            let name = a.strip_prefix("pod/").or_else(|| a.strip_prefix("pods/")).unwrap_or(a);
+            let name = a
+                .strip_prefix("pod/")
+                .or_else(|| a.strip_prefix("pods/"))
+                .unwrap_or(a);
             (!after_flag && proxies.contains(&name)).then_some(name)
         });
         if let Some(name) = named {
@@ -148,7 +152,10 @@ fn own_proxy(c: &Candidate, ev: &Evidence<'_>) -> Option<String> {
         match ev.mode {
             Mode::Swap { deployment, .. } => {
                 o.name == swap_proxy_name(deployment, &c.id)
-                    && ev.selector.iter().all(|(k, v)| o.pod_labels.get(k) == Some(v))
+                    && ev
+                        .selector
+                        .iter()
+                        .all(|(k, v)| o.pod_labels.get(k) == Some(v))
             }
             Mode::NewDeployment { name: Some(n) } => o.name == *n,
             Mode::NewDeployment { name: None } => {
@@ -161,7 +168,12 @@ fn own_proxy(c: &Candidate, ev: &Evidence<'_>) -> Option<String> {
         .iter()
         .filter(|o| o.id == c.id)
         .find(mine)
-        .map(|o| format!("proxy {} is labelled telepresence={} and named as its command line says", o.name, c.id))
+        .map(|o| {
+            format!(
+                "proxy {} is labelled telepresence={} and named as its command line says",
+                o.name, c.id
+            )
+        })
 }
 
 #[cfg(test)]
@@ -211,8 +223,16 @@ mod tests {
         let backend = swap("checkout-service-backend");
         let selector = labels(&[("app", "checkout-service-backend")]);
         let objects = [
-            proxy(&format!("checkout-service--{A}"), A, "checkout-service-frontend"),
-            proxy(&format!("checkout-service--{B}"), B, "checkout-service-backend"),
+            proxy(
+                &format!("checkout-service--{A}"),
+                A,
+                "checkout-service-frontend",
+            ),
+            proxy(
+                &format!("checkout-service--{B}"),
+                B,
+                "checkout-service-backend",
+            ),
         ];
         let ev = Evidence {
             pid: 100,
@@ -257,7 +277,9 @@ mod tests {
             pid: 7,
             mode: &mode,
             selector: &sel,
-            children: &[argv("kubectl --context c --namespace n get deploy app -o json")],
+            children: &[argv(
+                "kubectl --context c --namespace n get deploy app -o json",
+            )],
             objects: &[],
         };
         assert_eq!(pick(&[cand(A)], &ev), IdPick::Unproven);
@@ -270,19 +292,26 @@ mod tests {
         let sel = labels(&[("app", "app")]);
         let cases: Vec<(String, &str)> = vec![
             (
-                format!("kubectl --context c --namespace n wait --for=condition=ready --timeout=60s pod/app-{B}"),
+                format!(
+                    "kubectl --context c --namespace n wait --for=condition=ready --timeout=60s pod/app-{B}"
+                ),
                 B,
             ),
             (
-                format!("kubectl --context c --namespace n get pod -o json --selector=telepresence={A}"),
+                format!(
+                    "kubectl --context c --namespace n get pod -o json --selector=telepresence={A}"
+                ),
                 A,
             ),
             (
-                format!("kubectl --context c --namespace n delete deployment app-{B} --ignore-not-found"),
+                format!(
+                    "kubectl --context c --namespace n delete deployment app-{B} --ignore-not-found"
+                ),
                 B,
             ),
             (
-                "sshfs -p 4000 -F /dev/null telepresence@127.0.0.1:/ /tmp/tel-aaaaaaaa/fs".to_string(),
+                "sshfs -p 4000 -F /dev/null telepresence@127.0.0.1:/ /tmp/tel-aaaaaaaa/fs"
+                    .to_string(),
                 A,
             ),
         ];
@@ -320,7 +349,9 @@ mod tests {
         };
         let none = BTreeMap::new();
         let objects = [proxy("dev", A, "x"), proxy("other", B, "y")];
-        let children = [argv("kubectl --context c --namespace n logs -f dev --container telepresence --tail=10")];
+        let children = [argv(
+            "kubectl --context c --namespace n logs -f dev --container telepresence --tail=10",
+        )];
         let ev = Evidence {
             pid: 7,
             mode: &mode,

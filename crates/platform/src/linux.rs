@@ -73,7 +73,10 @@ pub fn children(id: ProcessId) -> Result<Vec<u32>> {
         for entry in entries.filter_map(std::result::Result::ok) {
             if let Ok(text) = fs::read_to_string(entry.path().join("children")) {
                 readable = true;
-                kids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                kids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
     }
