@@ -385,9 +385,11 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
     let answer = crate::control::ask_status(&paths.runtime_dir);
     let running = answer.is_some();
     let mut waiting: HashMap<String, Waiting> = HashMap::new();
+    let mut unfollowed: Vec<crate::unfollowed::Unfollowed> = Vec::new();
     let (records, problems): (Vec<SessionRecord>, Vec<String>) = match answer {
         Some(doc) => {
             waiting = serde_json::from_value(doc["waiting"].clone()).unwrap_or_default();
+            unfollowed = serde_json::from_value(doc["unfollowed"].clone()).unwrap_or_default();
             (
                 serde_json::from_value(doc["sessions"].clone()).unwrap_or_default(),
                 serde_json::from_value(doc["journal_problems"].clone()).unwrap_or_default(),
@@ -417,6 +419,7 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
             "daemon_running": running,
             "sessions": shown,
             "waiting": waiting,
+            "unfollowed": unfollowed,
             "journal_problems": problems,
         });
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
@@ -440,6 +443,14 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
             }
         } else {
             t.push_str(&status::table(&shown, &waiting));
+        }
+        if verbose {
+            t.push_str(&crate::unfollowed::render(&unfollowed));
+        } else if !unfollowed.is_empty() {
+            t.push_str(&format!(
+                "{} Telepresence process(es) not followed or followed half-blind: see `telepolice-agent status -v`\n",
+                unfollowed.len()
+            ));
         }
         t
     };

@@ -55,7 +55,12 @@ pub fn bind(runtime_dir: &Path) -> Result<UnixListener, ControlError> {
 
 /// What the daemon says about itself and its sessions; `waiting` maps the key of each
 /// session whose repair waits for its cluster to since when, how many tries and why.
-pub fn status_document(journal: &Journal, board: &Board, started: &str) -> Value {
+pub fn status_document(
+    journal: &Journal,
+    board: &Board,
+    unfollowed: &crate::unfollowed::Board,
+    started: &str,
+) -> Value {
     let (records, problems) = journal.load_all().unwrap_or_default();
     let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
     problems.extend(journal.quarantine_warning());
@@ -67,6 +72,7 @@ pub fn status_document(journal: &Journal, board: &Board, started: &str) -> Value
         },
         "sessions": records,
         "waiting": board.snapshot(),
+        "unfollowed": unfollowed.snapshot(),
         "journal_problems": problems,
     })
 }
@@ -76,6 +82,7 @@ pub async fn serve(
     listener: UnixListener,
     journal: Journal,
     board: Board,
+    unfollowed: crate::unfollowed::Board,
     uid: u32,
     started: String,
 ) {
@@ -96,6 +103,7 @@ pub async fn serve(
         }
         let journal = journal.clone();
         let board = board.clone();
+        let unfollowed = unfollowed.clone();
         let started = started.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -109,7 +117,7 @@ pub async fn serve(
                 return;
             }
             let answer = match line.trim() {
-                "status" => status_document(&journal, &board, &started),
+                "status" => status_document(&journal, &board, &unfollowed, &started),
                 other => json!({"error": format!("unknown request {other:?}; expected `status`")}),
             };
             let mut bytes = answer.to_string().into_bytes();

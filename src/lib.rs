@@ -21,6 +21,8 @@
 //! - [`helpers`]: a dead session's local helper processes and temp dir.
 //! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
 //! - [`status`]: rendering the journal for `status` and `history`.
+//! - [`unfollowed`]: Telepresence processes passed over or followed half-blind, for `status`
+//!   and `doctor`.
 //! - [`wake`]: noticing a resume, and what waiting repairs show in `status`.
 //! - [`manual`]: the man page and shell completions, generated from the CLI definition.
 //! - `logging`, `signals`: process set-up.
@@ -53,6 +55,7 @@ pub mod session;
 mod signals;
 pub mod status;
 pub mod telepresence;
+pub mod unfollowed;
 pub mod wake;
 
 /// The OS layer lives in its own crate (`crates/platform`), free of Kubernetes and TLS

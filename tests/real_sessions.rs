@@ -202,3 +202,47 @@ fn a_shell_that_dies_before_the_session_id_is_proven_still_counts() {
     });
     assert_eq!(agent_writes(&env), Vec::<String>::new());
 }
+
+/// Runs the binary with `args` and the agent's own dirs, for this test's cluster.
+fn cli(env: &Env, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
+    cmd.args(args);
+    for (k, v) in crate::agent::agent_envs(env).into_iter().chain(env.envs()) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the command runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_session_passed_over_is_said_once_and_shown_by_status_and_doctor() {
+    let Some(env) = setup() else { return };
+    // The test's cluster is out of scope: the session is seen and not followed.
+    let (agent, program) = Agent::start(&env, "contexts = [\"elsewhere\"]");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    let said = "not following Telepresence process: context testcluster namespace default is outside the configured scope";
+    agent.wait_log(said);
+    let shown = format!("pid {} (not followed", s.pid());
+    wait_for("status -v lists it", || {
+        cli(&env, &["status", "-v"]).contains(&shown)
+    });
+    assert!(
+        cli(&env, &["status"]).contains("1 Telepresence process(es) not followed"),
+        "{}",
+        cli(&env, &["status"])
+    );
+    let doctor = cli(&env, &["doctor", "--timeout", "5"]);
+    assert!(
+        doctor.contains(&format!(
+            "processes: pid {} not followed: context testcluster",
+            s.pid()
+        )),
+        "{doctor}"
+    );
+    // The safety-net scan (every 5 s here) looks again; the log says it once.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(agent.log().matches(said).count(), 1, "{}", agent.log());
+    assert!(agent.sessions().is_empty(), "nothing recorded");
+}

@@ -330,7 +330,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     rec: &mut SessionRecord,
     exit: &mut std::pin::Pin<&mut F>,
 ) {
-    let env = environ_map(rec.process.pid);
+    let (env, _) = environ_map(rec.process.pid);
     // 0.x makes its tel-* dir in /tmp whatever the session's TMPDIR says.
     let tmp_root = ctx.cfg().paths.tmp_dir.clone();
     if rec.cluster.server.is_empty() {

@@ -100,6 +100,8 @@ struct Ctx {
     probe: tokio::sync::watch::Sender<u64>,
     /// Repairs waiting for their cluster, for `status`.
     board: wake::Board,
+    /// Telepresence processes passed over or followed half-blind, for `status`.
+    unfollowed: crate::unfollowed::Board,
     /// Which session holds each Telepresence session id: an id is claimed by one session
     /// only, checked and taken in one step (filled from the journal at start).
     claims: std::sync::Mutex<HashMap<String, String>>,
@@ -113,6 +115,7 @@ impl Ctx {
             cfg: std::sync::RwLock::new(Arc::new(cfg)),
             probe: tokio::sync::watch::Sender::new(0),
             board: wake::Board::default(),
+            unfollowed: Default::default(),
             claims: Default::default(),
         }
     }
@@ -249,6 +252,7 @@ pub async fn run(
         control,
         ctx.journal.clone(),
         ctx.board.clone(),
+        ctx.unfollowed.clone(),
         ctx.uid,
         crate::session::now(),
     )));
@@ -522,20 +526,43 @@ fn prune(ctx: &Ctx, records: &[SessionRecord]) {
     }
 }
 
-/// A process's environment; where the OS layer cannot read it (macOS), the agent's own
-/// `KUBECONFIG`, `HOME`, `PATH` and `TMPDIR` stand in (a launchd agent of the same user
-/// shares them with the user's shells in the common case).
-fn environ_map(pid: u32) -> HashMap<String, String> {
+/// A process's environment, and what went wrong reading it. Where the OS layer cannot read
+/// it (macOS), the agent's own `KUBECONFIG`, `HOME`, `PATH` and `TMPDIR` stand in (a
+/// launchd agent of the same user shares them with the user's shells in the common case).
+fn environ_map(pid: u32) -> (HashMap<String, String>, Option<String>) {
     match platform::process_environ(pid) {
-        Ok(v) => v.into_iter().collect(),
-        Err(crate::platform::PlatformError::Unsupported { .. }) => {
+        Ok(v) => (v.into_iter().collect(), None),
+        Err(e @ crate::platform::PlatformError::Unsupported { .. }) => (
             ["KUBECONFIG", "HOME", "PATH", "TMPDIR"]
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-                .collect()
-        }
-        Err(_) => HashMap::new(),
+                .collect(),
+            Some(format!(
+                "{e}: the agent's own KUBECONFIG, HOME and PATH stand in for the session's"
+            )),
+        ),
+        Err(e) => (
+            HashMap::new(),
+            Some(format!(
+                "cannot read its environment ({e}): its KUBECONFIG, HOME and PATH are unknown, so the default kubeconfig is assumed; run the agent where it can read the user's /proc entries (see `telepolice-agent doctor`)"
+            )),
+        ),
     }
+}
+
+/// What the agent cannot see of a session it follows (its environment, its working
+/// directory), for the log, the record and `status`.
+fn blindness(info: &crate::platform::ProcessInfo, env_problem: Option<String>) -> Vec<String> {
+    let mut out: Vec<String> = env_problem.into_iter().collect();
+    if info.cwd.is_none() {
+        let why = platform::process_cwd(info.id.pid)
+            .err()
+            .map_or_else(|| "gone".to_string(), |e| e.to_string());
+        out.push(format!(
+            "cannot read its working directory ({why}): its ./telepresence.log and a relative --logfile or KUBECONFIG cannot be found"
+        ));
+    }
+    out
 }
 
 /// Builds the first record of a newly found session (state `Seen`), or `None` when it is
@@ -550,11 +577,18 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
             return None;
         }
         Err(e) => {
-            warn!(pid = info.id.pid, "not following Telepresence process: {e}");
+            let why = format!("Telepresence 0.x would refuse this command line: {e}");
+            if ctx.unfollowed.note(info.id, &info.argv, &why, false) {
+                warn!(
+                    pid = info.id.pid,
+                    "not following Telepresence process: {why}"
+                );
+            }
             return None;
         }
     };
-    let env = environ_map(info.id.pid);
+    let (env, env_problem) = environ_map(info.id.pid);
+    let blind = blindness(info, env_problem);
     let (cluster, problem) = match cluster::resolve_binding(
         &env,
         info.cwd.as_deref(),
@@ -574,8 +608,29 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         ),
     };
     if problem.is_none() && !ctx.cfg().in_scope(&cluster.context, &cluster.namespace) {
-        debug!(pid = info.id.pid, context = %cluster.context, namespace = %cluster.namespace, "session out of scope");
+        let why = format!(
+            "context {} namespace {} is outside the configured scope (contexts, ignore_contexts, namespaces in {})",
+            cluster.context,
+            cluster.namespace,
+            ctx.cfg().paths.config_file.display()
+        );
+        if ctx.unfollowed.note(info.id, &info.argv, &why, false) {
+            info!(
+                pid = info.id.pid,
+                "not following Telepresence process: {why}"
+            );
+        }
         return None;
+    }
+    ctx.unfollowed.forget(info.id);
+    if !blind.is_empty() {
+        let why = blind.join("; ");
+        if ctx.unfollowed.note(info.id, &info.argv, &why, true) {
+            warn!(
+                pid = info.id.pid,
+                "following Telepresence process half-blind: {why}"
+            );
+        }
     }
     let parent = platform::process_info(info.ppid).ok().map(|p| p.id);
     let mut rec = SessionRecord {
@@ -603,6 +658,9 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         State::Seen,
         format!("Telepresence process {} found", info.id.pid),
     );
+    for why in blind {
+        rec.transition(State::Seen, why);
+    }
     if let Some(p) = problem {
         // Not final: the kubeconfig may appear or be fixed while the session runs.
         rec.transition(
@@ -758,6 +816,28 @@ mod tests {
             [3, 4, 5],
             "old Ended and Cleaned records go; the rest stay"
         );
+    }
+
+    #[test]
+    fn what_cannot_be_read_of_a_session_is_said() {
+        let me = platform::process_info(std::process::id()).expect("this process");
+        assert!(blindness(&me, None).is_empty(), "its own cwd is readable");
+        let blind = crate::platform::ProcessInfo {
+            cwd: None,
+            ..me.clone()
+        };
+        let said = blindness(&blind, Some("cannot read its environment (EACCES)".into()));
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("environment"), "{said:?}");
+        assert!(
+            said[1].starts_with("cannot read its working directory ("),
+            "{said:?}"
+        );
+        // Its own environment reads; a process that is gone has none.
+        assert!(environ_map(std::process::id()).1.is_none());
+        let (env, problem) = environ_map(u32::MAX - 1);
+        assert!(env.is_empty());
+        assert!(problem.is_some_and(|p| p.contains("cannot read its environment")));
     }
 
     #[tokio::test]

@@ -313,22 +313,44 @@ pub(super) async fn programs(
     .await
 }
 
-/// Checks that a daemon holds the lock in `runtime_dir` and answers on its socket. Blocks
-/// for up to 5 s (the socket client's bound).
-pub(super) fn daemon(runtime_dir: &Path) -> Check {
+/// Checks that a daemon holds the lock in `runtime_dir` and answers on its socket, and
+/// lists the Telepresence processes it passed over or follows half-blind. Blocks for up to
+/// 5 s (the socket client's bound).
+pub(super) fn daemon(runtime_dir: &Path) -> Vec<Check> {
+    let (check, doc) = daemon_answer(runtime_dir);
+    let mut out = vec![check];
+    let unfollowed: Vec<crate::unfollowed::Unfollowed> = doc
+        .and_then(|d| serde_json::from_value(d["unfollowed"].clone()).ok())
+        .unwrap_or_default();
+    for u in unfollowed {
+        let how = if u.followed {
+            "followed half-blind"
+        } else {
+            "not followed"
+        };
+        out.push(Check::warn(
+            "processes",
+            format!("pid {} {how}: {} (`{}`)", u.pid, u.reason, u.command),
+        ));
+    }
+    out
+}
+
+fn daemon_answer(runtime_dir: &Path) -> (Check, Option<serde_json::Value>) {
     let lock = crate::daemon::lock_path(runtime_dir);
     let socket = crate::control::socket_path(runtime_dir);
     if !crate::daemon::is_running(runtime_dir) {
-        return Check::fail(
+        let check = Check::fail(
             "daemon",
             format!(
                 "not running (no agent holds {}): nothing watches Telepresence sessions; start it with `telepolice-agent run`, or install the service",
                 lock.display()
             ),
         );
+        return (check, None);
     }
     let Some(doc) = crate::control::ask_status(runtime_dir) else {
-        return Check::fail(
+        let check = Check::fail(
             "daemon",
             format!(
                 "an agent holds {} but does not answer on {}; restart it",
@@ -336,6 +358,7 @@ pub(super) fn daemon(runtime_dir: &Path) -> Check {
                 socket.display()
             ),
         );
+        return (check, None);
     };
     let field = |k: &str| doc["daemon"][k].to_string().trim_matches('"').to_string();
     let version = field("version");
@@ -346,14 +369,15 @@ pub(super) fn daemon(runtime_dir: &Path) -> Check {
         socket.display()
     );
     let ours = env!("CARGO_PKG_VERSION");
-    if version != ours {
+    let check = if version != ours {
         Check::warn(
             "daemon",
             format!("{said}; but this binary is version {ours}: restart the daemon to run it"),
         )
     } else {
         Check::ok("daemon", said)
-    }
+    };
+    (check, Some(doc))
 }
 
 /// Checks the journal: it opens, every record loads, nothing sits in quarantine, and says

@@ -279,8 +279,13 @@ pub async fn run(paths: Result<Paths, ConfigError>, env: &Environment, opts: &Op
             // The socket client blocks (with its own 5 s bound): keep it off the runtime.
             Some(dir) => tokio::task::spawn_blocking(move || local::daemon(&dir))
                 .await
-                .unwrap_or_else(|e| Check::fail("daemon", format!("the check panicked: {e}"))),
-            None => Check::fail("daemon", "not checked: the runtime dir is unknown"),
+                .unwrap_or_else(|e| {
+                    vec![Check::fail("daemon", format!("the check panicked: {e}"))]
+                }),
+            None => vec![Check::fail(
+                "daemon",
+                "not checked: the runtime dir is unknown",
+            )],
         }
     };
     let (clusters, programs, daemon) = tokio::join!(
@@ -290,7 +295,7 @@ pub async fn run(paths: Result<Paths, ConfigError>, env: &Environment, opts: &Op
     );
     checks.extend(clusters);
     checks.extend(programs);
-    checks.push(daemon);
+    checks.extend(daemon);
     checks.push(service::service(env));
     match &paths {
         Some(p) => checks.extend(local::journal(&p.state_dir)),

@@ -51,6 +51,16 @@ pub fn list_pids() -> Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// A process's working directory, or why it cannot be read (an `EACCES` here while the
+/// process is the user's own means the agent runs in a namespace that hides it).
+///
+/// # Errors
+/// [`PlatformError::ReadProc`] with the `readlink` error of `/proc/<pid>/cwd`.
+pub fn process_cwd(pid: u32) -> Result<PathBuf> {
+    let path = proc_path(pid, "cwd");
+    fs::read_link(&path).map_err(|source| PlatformError::ReadProc { path, source })
+}
+
 /// The pids of `id`'s children (of any of its threads), or nothing once it is gone.
 ///
 /// Read from `/proc/<pid>/task/*/children`; where the kernel lacks that file

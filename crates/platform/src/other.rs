@@ -62,6 +62,16 @@ pub fn all_argv() -> Result<Vec<(u32, Vec<String>)>> {
         .collect())
 }
 
+/// A process's working directory: not readable through `ps`.
+///
+/// # Errors
+/// Always [`PlatformError::Unsupported`].
+pub fn process_cwd(_pid: u32) -> Result<PathBuf> {
+    Err(PlatformError::Unsupported {
+        operation: "reading another process's working directory",
+    })
+}
+
 /// The pids of `id`'s children, from one `ps -ax` call.
 ///
 /// # Errors
