@@ -29,6 +29,10 @@ mod other;
 mod ps;
 #[cfg(not(target_os = "linux"))]
 use other as imp;
+// macOS's way to read a process's arguments, environment and cwd; built for the tests on
+// Linux too.
+#[cfg(any(target_os = "macos", test))]
+mod procargs;
 
 pub use events::{NetworkChanges, suspended_total};
 pub use imp::{

@@ -1,20 +1,21 @@
-//! Systems other than Linux (macOS): the same API, built on `ps` and `kill` with polling.
-//!
-//! This is the "clearly documented poll" of the design: no `/proc`, no pidfds, no `unsafe`.
-//! - Processes are read with `ps` (see the `ps` module for its format and limits: arguments
-//!   split at whitespace, one-second start times, the process group standing in for the
-//!   session id). A process's identity ([`ProcessId::start_ticks`]) is its `lstart` as the
-//!   number `YYYYMMDDhhmmss`.
-//! - Exits are noticed by checking the process once a second ([`wait_for_exit`]).
-//! - Environments are not readable without `unsafe` FFI: [`process_environ`] answers
-//!   `Unsupported`, and the agent then uses its own `KUBECONFIG`/`HOME`/`TMPDIR`, which a
-//!   launchd agent of the same user shares with the user's shells in the common case.
+//! Systems other than Linux (macOS): the same API, built on `ps`, `kill`, and on macOS
+//! sysinfo and kqueue; no `/proc`, no pidfds, no `unsafe` of ours.
+//! - Processes are listed with `ps` (see the `ps` module for its format and limits:
+//!   one-second start times, the process group standing in for the session id). A process's
+//!   identity ([`ProcessId::start_ticks`]) is its `lstart` as the number `YYYYMMDDhhmmss`.
+//! - On macOS a process's exact arguments, environment and working directory come from
+//!   `sysctl(KERN_PROCARGS2)` and `proc_pidinfo` through sysinfo (the `procargs` module):
+//!   each session's own `KUBECONFIG`, `HOME`, `PATH` and cwd. Elsewhere `ps` splits
+//!   arguments at whitespace and [`process_environ`] answers `Unsupported` (the agent then
+//!   uses its own environment).
+//! - Exits: on macOS kqueue's `NOTE_EXIT` wakes [`wait_for_exit`]; a check of the
+//!   process's identity once a second confirms it (and is all there is elsewhere).
 //! - Signals go to a pid only after its identity was checked; the check and the `kill` are
 //!   not atomic (no pidfds), so a pid reused in between is the one remaining risk.
 //!
-//! Not run on macOS yet: CI type-checks it for `x86_64-apple-darwin`, and the `ps` parsing
-//! is tested on Linux, whose procps `ps` understands the same format. A faster macOS layer
-//! (libproc, kqueue `NOTE_EXIT`) needs `unsafe` FFI and is future work.
+//! Not run on macOS yet: CI type-checks it for `x86_64-apple-darwin` and
+//! `aarch64-apple-darwin`; the `ps` parsing and the sysinfo-based reader are tested on
+//! Linux (procps `ps` understands the same format; sysinfo reads `/proc` there).
 
 use std::io;
 use std::path::PathBuf;
@@ -98,18 +99,31 @@ fn row(pid: u32) -> Result<ps::Row> {
         .ok_or(PlatformError::NotFound { pid })
 }
 
-/// What `ps` says about a process.
+/// What `ps` says about a process; on macOS its arguments and working directory come from
+/// `sysctl(KERN_PROCARGS2)` and `proc_pidinfo` (through sysinfo) when readable.
 ///
 /// # Caveats
-/// Arguments are split at whitespace; `session` is the process group; `tty_nr` is 1 when
-/// the process has a terminal and 0 when not (`ps` gives a name, not a device number);
-/// `cwd` and `exe` are unknown (`None`).
+/// Where only `ps` answers, arguments are split at whitespace and `cwd` is unknown;
+/// `session` is the process group; `tty_nr` is 1 when the process has a terminal and 0
+/// when not (`ps` gives a name, not a device number); `exe` is unknown (`None`).
 ///
 /// # Errors
 /// [`PlatformError::NotFound`] if there is no such process; [`PlatformError::ReadProc`]
 /// if `ps` cannot be run.
 pub fn process_info(pid: u32) -> Result<ProcessInfo> {
-    let r = row(pid)?;
+    let mut r = row(pid)?;
+    #[cfg(target_os = "macos")]
+    let cwd = match super::procargs::read(pid) {
+        Ok(exact) => {
+            if !exact.argv.is_empty() {
+                r.argv = exact.argv;
+            }
+            exact.cwd
+        }
+        Err(_) => None,
+    };
+    #[cfg(not(target_os = "macos"))]
+    let cwd = None;
     let comm = r
         .argv
         .first()
@@ -126,27 +140,50 @@ pub fn process_info(pid: u32) -> Result<ProcessInfo> {
         tty_nr: u32::from(!r.tty.starts_with('?')),
         comm,
         argv: r.argv,
-        cwd: None,
+        cwd,
         exe: None,
     })
 }
 
-/// The command line of a process, from `ps` (arguments split at whitespace).
+/// The command line of a process: exact on macOS (`KERN_PROCARGS2`), else from `ps`
+/// (arguments split at whitespace).
 ///
 /// # Errors
 /// As [`process_info`].
 pub fn process_argv(pid: u32) -> Result<Vec<String>> {
+    #[cfg(target_os = "macos")]
+    if let Ok(exact) = super::procargs::read(pid)
+        && !exact.argv.is_empty()
+    {
+        return Ok(exact.argv);
+    }
     Ok(row(pid)?.argv)
 }
 
-/// Not readable without `unsafe` FFI on this system.
+/// A process's environment: on macOS from `sysctl(KERN_PROCARGS2)` (the user's own
+/// processes only).
 ///
 /// # Errors
-/// Always [`PlatformError::Unsupported`]; callers fall back to their own environment.
-pub fn process_environ(_pid: u32) -> Result<Vec<(String, String)>> {
-    Err(PlatformError::Unsupported {
-        operation: "reading a process's environment",
-    })
+/// [`PlatformError::ReadProc`] (path `sysctl kern.procargs2`) naming why it could not be
+/// read on macOS; [`PlatformError::Unsupported`] on other systems, where callers fall back
+/// to their own environment.
+pub fn process_environ(pid: u32) -> Result<Vec<(String, String)>> {
+    #[cfg(target_os = "macos")]
+    {
+        super::procargs::read(pid)
+            .map(|r| r.environ)
+            .map_err(|why| PlatformError::ReadProc {
+                path: PathBuf::from("sysctl kern.procargs2"),
+                source: io::Error::other(why),
+            })
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let _ = pid;
+        Err(PlatformError::Unsupported {
+            operation: "reading a process's environment",
+        })
+    }
 }
 
 /// Whether the process `id` still runs: same pid, same start time (to the second).
@@ -188,13 +225,42 @@ pub fn process_start_time(id: ProcessId) -> Option<SystemTime> {
         .flatten()
 }
 
-/// Waits until the process `id` exits, checking once a second (there is no pidfd here).
+/// Waits until the process `id` exits: on macOS told by kqueue (`EVFILT_PROC`,
+/// `NOTE_EXIT`) on a blocking thread, elsewhere (or when kqueue refuses) by checking once a
+/// second.
 ///
 /// # Errors
 /// None in practice; the `Result` matches the Linux API.
 pub async fn wait_for_exit(id: ProcessId) -> Result<()> {
+    #[cfg(target_os = "macos")]
+    {
+        // Whatever kqueue says, the loop below confirms with the process's identity.
+        let _ = tokio::task::spawn_blocking(move || exit_by_kqueue(id)).await;
+    }
     while is_alive(id) {
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// Blocks until kqueue says `id` exited (or it is found gone), or returns the error that
+/// made kqueue unusable.
+#[cfg(target_os = "macos")]
+fn exit_by_kqueue(id: ProcessId) -> io::Result<()> {
+    let pid = i32::try_from(id.pid).map_err(io::Error::other)?;
+    let mut watcher = kqueue::Watcher::new()?;
+    watcher.add_pid(
+        pid,
+        kqueue::EventFilter::EVFILT_PROC,
+        kqueue::FilterFlag::NOTE_EXIT,
+    )?;
+    watcher.watch()?;
+    // Registered after the check that found it alive: it may have exited in between (or
+    // its pid been reused), which no event would report.
+    while is_alive(id) {
+        if watcher.poll(Some(Duration::from_secs(30))).is_some() {
+            return Ok(());
+        }
     }
     Ok(())
 }
