@@ -4,13 +4,15 @@
 //!
 //! ```sh
 //! cargo bench --bench agent                 # every section
-//! cargo bench --bench agent -- discovery    # only some: sessions, recovery, idle, discovery
+//! cargo bench --bench agent -- discovery    # only some: sessions, shim, recovery, idle, discovery
 //! ```
 //!
 //! Sections:
 //! - `sessions`: process start -> journal says `Recorded` (or later) with the original's
 //!   replicas; then, with `grace_period_secs = 0`, `kill -9` -> the emulator's Deployment has
 //!   its replicas back. `BENCH_SESSIONS` iterations (default 15).
+//! - `shim`: the first of those again, with `python3` a pyenv-style shell shim that takes
+//!   100 ms before it execs the interpreter (`BENCH_SESSIONS` iterations).
 //! - `recovery`: a followed session is SIGKILLed while the emulator is unreachable; once the
 //!   agent has failed a repair attempt, and after a further 0-5 s so that the API server
 //!   comes back at a different point of the agent's retry backoff each time, the emulator is
@@ -64,10 +66,14 @@ fn main() {
 
     // Each section: its rows and notes, or a failure that fails the run (the others still run).
     type Section = Box<dyn FnOnce() -> Result<(Vec<Row>, Vec<String>)>>;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         (
             "sessions",
             Box::new(|| bench_sessions(env_usize("BENCH_SESSIONS", 15))),
+        ),
+        (
+            "shim",
+            Box::new(|| bench_shim(env_usize("BENCH_SESSIONS", 15))),
         ),
         (
             "recovery",
@@ -419,8 +425,21 @@ struct Standin {
 }
 
 impl Standin {
-    fn spawn(env: &Env, program: &Path, helper: &Path, work: &Path, tmp: &Path) -> Result<Self> {
+    fn spawn(
+        env: &Env,
+        program: &Path,
+        helper: &Path,
+        work: &Path,
+        tmp: &Path,
+        shims: Option<&Path>,
+    ) -> Result<Self> {
         let mut cmd = Command::new(program);
+        if let Some(dir) = shims {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![dir.to_path_buf()];
+            dirs.extend(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs)?);
+        }
         cmd.args(["--swap-deployment", "app"])
             .current_dir(work)
             .env("TMPDIR", tmp)
@@ -525,6 +544,8 @@ struct SwapRig {
     program: PathBuf,
     helper: PathBuf,
     tmp: PathBuf,
+    /// A dir put first on the sessions' PATH (a pyenv-style `python3` shim), if any.
+    shims: Option<PathBuf>,
 }
 
 impl SwapRig {
@@ -547,6 +568,7 @@ impl SwapRig {
             program,
             helper,
             tmp,
+            shims: None,
         })
     }
 
@@ -559,7 +581,14 @@ impl SwapRig {
 
     /// Starts a session in `work`.
     fn spawn(&self, work: &Path) -> Result<Standin> {
-        Standin::spawn(&self.env, &self.program, &self.helper, work, &self.tmp)
+        Standin::spawn(
+            &self.env,
+            &self.program,
+            &self.helper,
+            work,
+            &self.tmp,
+            self.shims.as_deref(),
+        )
     }
 
     /// Waits until `s` runs its helpers, its record (not one of `known`) is `Active` and the
@@ -627,9 +656,56 @@ fn join_counts(m: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// A pyenv-style `python3` shim in a dir of its own: a bash script that takes as long as
+/// pyenv's (about 100 ms here, measured) to choose an interpreter, then execs it. With it
+/// first on PATH, a `#!/usr/bin/env python3` Telepresence runs as `env python3 ...`, then
+/// `bash .../shims/python3 ...`, then the interpreter, all in one process.
+fn pyenv_shim(root: &Path) -> Result<PathBuf> {
+    let python = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .context("python3 is not on PATH")?;
+    let dir = root.join("shims");
+    std::fs::create_dir_all(&dir)?;
+    let shim = dir.join("python3");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/usr/bin/env bash\n# A pyenv-style shim: choosing the interpreter takes about 100 ms.\nsleep 0.1\nexec {} \"$@\"\n",
+            python.display()
+        ),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// The sessions section again, with `python3` a pyenv-style shell shim: start -> recorded.
+fn bench_shim(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
+    let mut rig = SwapRig::start()?;
+    rig.shims = Some(pyenv_shim(&rig.env.path("agent"))?);
+    let (mut rows, mut notes) = run_sessions(&rig, n)?;
+    rows.truncate(1);
+    if let Some(r) = rows.first_mut() {
+        r.what =
+            "process start -> session recorded, `python3` a pyenv-style shell shim (100 ms)".into();
+    }
+    notes = notes
+        .into_iter()
+        .map(|n| n.replacen("Sessions:", "Shim sessions:", 1))
+        .collect();
+    Ok((rows, notes))
+}
+
 /// Sections 1 and 2: one agent, `n` stand-in sessions, each SIGKILLed once Active.
 fn bench_sessions(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
-    let rig = SwapRig::start()?;
+    run_sessions(&SwapRig::start()?, n)
+}
+
+fn run_sessions(rig: &SwapRig, n: usize) -> Result<(Vec<Row>, Vec<String>)> {
     let (env, agent) = (&rig.env, &rig.agent);
 
     let mut recorded = Vec::new();
