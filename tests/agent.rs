@@ -212,7 +212,7 @@ impl Agent {
 }
 
 /// Writes the agents' config file for this test: it watches only `program`, with short
-/// grace and scan intervals, plus `extra_config` (TOML lines).
+/// grace and scan intervals (unless `extra_config` sets one), plus `extra_config` (TOML lines).
 pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
     // No desktop notifications from the tests unless a test asks for them.
     let quiet = if extra_config.contains("notifications") {
@@ -220,10 +220,15 @@ pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
     } else {
         "notifications = false\n"
     };
+    let scan = if extra_config.contains("scan_interval_secs") {
+        ""
+    } else {
+        "scan_interval_secs = 5\n"
+    };
     std::fs::write(
         env.path("agent-config.toml"),
         format!(
-            "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{quiet}{extra_config}\n",
+            "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\n{scan}{quiet}{extra_config}\n",
             program.display().to_string()
         ),
     )
