@@ -236,9 +236,11 @@ pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
 }
 
 /// The variables that give an agent (or another command of the binary) this test's own
-/// config file, state, runtime, log and temp dirs.
+/// config file, state, runtime, log and temp dirs, and this test's sessions only (an agent
+/// follows a session wherever its program lives: the mark keeps parallel tests apart).
 pub(crate) fn agent_envs(env: &Env) -> Vec<(&'static str, PathBuf)> {
     vec![
+        ("TELEPOLICE_TEST_ENV", env.dir.path().to_path_buf()),
         ("TELEPOLICE_CONFIG", env.path("agent-config.toml")),
         ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
         ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
