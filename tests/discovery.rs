@@ -108,8 +108,7 @@ fn a_shell_wrapper_named_telepresence_leads_to_its_python_child() {
         format!("#!/bin/sh\npython3 '{}' \"$@\"\n", real.display()),
     )
     .expect("the wrapper is written");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        .expect("executable");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("executable");
     // Only the wrapper is watched and the scan runs once, at start: the session is found
     // from the wrapper's exec.
     let agent = Agent::start_with(&env, &wrapper, "scan_interval_secs = 3600");
@@ -143,6 +142,8 @@ fn a_shell_wrapper_named_telepresence_leads_to_its_python_child() {
     s.wait_exit(&env);
     wait_repaired(&env, &agent, &id);
     for (helper, argv) in helpers {
-        wait_for(&format!("helper {helper} {argv:?} stops"), || !alive(helper));
+        wait_for(&format!("helper {helper} {argv:?} stops"), || {
+            !alive(helper)
+        });
     }
 }
