@@ -696,7 +696,11 @@ fn two_sessions(
             "--namespace",
             "team",
         ],
-        &[("KUBECONFIG", both.to_string())],
+        &[
+            ("KUBECONFIG", both.to_string()),
+            // The first env's agent follows it (the mark of env_b's own dir would hide it).
+            ("TELEPOLICE_TEST_ENV", env.dir.path().display().to_string()),
+        ],
     );
     let id_b = b.wait_id(&env_b);
     b.wait_ready(&env_b, 4);
