@@ -84,7 +84,8 @@ pub struct RawConfig {
     pub grace_period_secs: Option<f64>,
     /// Seconds between safety-net scans of the process table.
     pub scan_interval_secs: Option<f64>,
-    /// Telepresence programs to watch (paths). Empty: every `telepresence` on `PATH`.
+    /// Telepresence programs to watch (paths), whose names count besides `telepresence`.
+    /// Empty: every `telepresence` on `PATH` and in the usual places.
     pub telepresence_programs: Option<Vec<PathBuf>>,
     /// Only these kube contexts (empty: all).
     pub contexts: Option<Vec<String>>,
@@ -243,8 +244,11 @@ pub const DEFAULT_FILE: &str = r#"# telepolice-agent configuration. Every key is
 # on Linux (default 30), the way sessions are found elsewhere (default 2).
 # scan_interval_secs = 30
 
-# The Telepresence programs to watch (paths). Empty: every `telepresence` on PATH,
-# /usr/local/bin, /usr/bin, /opt/homebrew/bin and ~/.local/bin.
+# The Telepresence programs to watch (paths), so that a session is seen the instant it
+# starts. Empty: every `telepresence` on PATH, /usr/local/bin, /usr/bin, /opt/homebrew/bin
+# and ~/.local/bin. Their file names count as Telepresence besides `telepresence`. A
+# Python program of such a name elsewhere is followed too: found by the safety-net scan,
+# then watched.
 # telepresence_programs = []
 
 # Kube contexts to restrict to (empty: all) and to ignore.

@@ -1,21 +1,77 @@
 //! Noticing Telepresence 0.x processes as they start, without scanning the process table on
-//! a short fixed interval: an `inotify` open event on a watched Telepresence program (an exec
-//! opens the file; so does a Python interpreter reading the script) triggers a look at the
-//! pids that are new since the last look; a slow safety-net scan runs behind it.
+//! a short fixed interval: an open event on a watched Telepresence program (an exec opens the
+//! file; so does a Python interpreter reading the script) triggers a look at the pids that
+//! are new since the last look; a slow safety-net scan runs behind it.
+//!
+//! Any process of the user running a Python program named `telepresence` (or a configured
+//! program's name) is a 0.x session, wherever the program lives: the watched programs only
+//! make finding it fast. A session found running a program not watched yet (a venv's, one
+//! not on the agent's minimal service PATH) makes it watched from then on.
 //!
 //! A new pid may be caught between `fork` and `exec` (its command line is still its parent's),
 //! so pids that did not look like Telepresence are looked at again on the next triggers for
-//! a short while before they are forgotten.
+//! a short while before they are forgotten. That is also how a shell wrapper named
+//! `telepresence` leads to its session: the wrapper is looked at again until it has exec'd
+//! Python, and the Python child it starts instead is a new pid.
+//!
+//! # Layout
+//! - here: [`Discovery`], which processes are sessions, and where programs are looked for;
+//! - `watch` (Linux): [`ProgramWatch`] with inotify, by inode, re-watching replaced programs;
+//! - `watch_paths` (elsewhere): [`ProgramWatch`] with `notify`, by path.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tracing::info;
 
 use crate::platform::{self, NewProcesses, ProcessInfo};
 use crate::telepresence::{self, Flavor};
 
+#[cfg(target_os = "linux")]
+mod watch;
+// Built on Linux too for its tests: CI type-checks only the platform crate for macOS.
+#[cfg(any(not(target_os = "linux"), test))]
+mod watch_paths;
+
+#[cfg(target_os = "linux")]
+pub use watch::ProgramWatch;
+#[cfg(not(target_os = "linux"))]
+pub use watch_paths::ProgramWatch;
+
 /// How long a pid that did not (yet) look like Telepresence is looked at again.
 const RECHECK_FOR: Duration = Duration::from_secs(3);
+
+/// Keeps the agents of parallel tests apart, in builds with debug assertions only (as
+/// failpoints are): an agent follows only the sessions started with the same value of this
+/// variable as its own, both without it included. One agent per user is the product's
+/// rule; a test suite runs many, and since a session is followed wherever its program
+/// lives, one test's agent would otherwise record and repair another test's sessions.
+#[cfg(debug_assertions)]
+const TEST_ENV_VAR: &str = "TELEPOLICE_TEST_ENV";
+
+/// Called by a [`ProgramWatch`] when it is worth looking at the new pids now; answers
+/// `false` once nobody listens any more (the watch then stops).
+pub type Hint = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Why the Telepresence programs could not be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The OS's file watching could not be started.
+    #[error("starting to watch files: {0}")]
+    Init(#[source] std::io::Error),
+    /// A program could not be watched (it does not exist, or cannot be read).
+    #[error("watching {path} for new Telepresence processes: {source}")]
+    Program {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread that reads the watch's events could not be started.
+    #[error("starting the thread that reads the program watch: {0}")]
+    Thread(#[source] std::io::Error),
+}
 
 /// A Telepresence 0.x process found.
 #[derive(Debug, Clone)]
@@ -24,6 +80,9 @@ pub struct Found {
     pub info: ProcessInfo,
     /// Where in its argv the Telepresence program is (the arguments follow it).
     pub program_index: usize,
+    /// The program file it runs, made absolute; `None` when it is not a file that can be
+    /// named (`python3 -m telepresence`, or one already gone).
+    pub program: Option<PathBuf>,
 }
 
 /// Finds Telepresence 0.x processes of the current user among new pids.
@@ -32,24 +91,23 @@ pub struct Discovery {
     new: NewProcesses,
     /// Pids seen recently that did not look like Telepresence, with when first seen.
     recheck: HashMap<u32, Instant>,
-    /// Canonical paths of the programs that count; empty = any program named `telepresence`.
-    programs: Vec<PathBuf>,
-    /// The file names that count as a Telepresence program (of `programs`, or
-    /// `telepresence`); worked out once, as every examined command line is checked against it.
+    /// The file names that count as a Telepresence program (`telepresence` and those of the
+    /// watched programs); worked out once, as every examined command line is checked
+    /// against it.
     names: Vec<String>,
     uid: u32,
+    /// The watch on the programs, if this discovery has one: a program that a found session
+    /// runs is added to it. Dropped (and its thread stopped) with the discovery.
+    watch: Option<ProgramWatch>,
+    /// This agent's [`TEST_ENV_VAR`].
+    #[cfg(debug_assertions)]
+    test_env: Option<String>,
 }
 
-/// The Telepresence programs to watch: the configured ones, or every `telepresence` found
-/// on `path_var` and in the usual install locations.
-pub fn programs_to_watch(
-    configured: &[PathBuf],
-    path_var: Option<&str>,
-    home: Option<&str>,
-) -> Vec<PathBuf> {
-    if !configured.is_empty() {
-        return configured.to_vec();
-    }
+/// The directories where a `telepresence` is looked for: those of `path_var`, then the
+/// usual install locations (`/usr/local/bin`, `/usr/bin`, `/opt/homebrew/bin`,
+/// `~/.local/bin`), each once, whether or not they exist.
+pub fn search_dirs(path_var: Option<&str>, home: Option<&str>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = path_var
         .map(|p| std::env::split_paths(p).collect())
         .unwrap_or_default();
@@ -59,12 +117,46 @@ pub fn programs_to_watch(
     }
     let mut out: Vec<PathBuf> = Vec::new();
     for d in dirs {
-        let p = d.join("telepresence");
-        if p.is_file() && !out.contains(&p) {
-            out.push(p);
+        if !out.contains(&d) {
+            out.push(d);
         }
     }
     out
+}
+
+/// The Telepresence programs to watch: the configured ones, or every `telepresence` found
+/// in the [`search_dirs`].
+pub fn programs_to_watch(
+    configured: &[PathBuf],
+    path_var: Option<&str>,
+    home: Option<&str>,
+) -> Vec<PathBuf> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    search_dirs(path_var, home)
+        .into_iter()
+        .map(|d| d.join("telepresence"))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The program file names that count: `telepresence`, and those of `programs` (a configured
+/// program may have another name; it adds to the default, never replaces it).
+pub fn program_names(programs: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = telepresence::DEFAULT_NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    for name in programs
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 fn head_of(path: &Path) -> Option<Vec<u8>> {
@@ -78,28 +170,57 @@ fn head_of(path: &Path) -> Option<Vec<u8>> {
 
 impl Discovery {
     /// Starts remembering the pids that exist now: they are not "new". (Sessions that
-    /// already run are found by [`Discovery::scan_all`].)
+    /// already run are found by [`Discovery::scan_all`].) `programs` name the programs that
+    /// count besides `telepresence` (see [`program_names`]); nothing is watched.
     pub fn new(programs: &[PathBuf]) -> Self {
-        let names = if programs.is_empty() {
-            telepresence::DEFAULT_NAMES
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        } else {
-            programs
-                .iter()
-                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect()
-        };
         Self {
             new: NewProcesses::new(),
             recheck: HashMap::new(),
-            programs: programs
-                .iter()
-                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-                .collect(),
-            names,
+            names: program_names(programs),
             uid: platform::current_uid(),
+            watch: None,
+            #[cfg(debug_assertions)]
+            test_env: std::env::var(TEST_ENV_VAR).ok(),
+        }
+    }
+
+    /// Like [`Discovery::new`], and watches `programs` (and `dirs`, for a Telepresence
+    /// installed there later): `hint` is called when it is worth a [`Discovery::poll`].
+    ///
+    /// # Errors
+    /// When the watch cannot be started, or a program cannot be watched (it does not
+    /// exist): see [`WatchError`].
+    pub fn watching(
+        programs: &[PathBuf],
+        dirs: &[PathBuf],
+        hint: Hint,
+    ) -> Result<Self, WatchError> {
+        let mut d = Self::new(programs);
+        d.watch = Some(ProgramWatch::start(programs, dirs, &d.names, hint)?);
+        Ok(d)
+    }
+
+    /// Watches the programs that found sessions run, if not yet: the next session from
+    /// the same place is then found at its start rather than by the safety-net scan.
+    fn watch_found(&mut self, found: &[Found]) {
+        let Some(watch) = self.watch.as_mut() else {
+            return;
+        };
+        let named = |p: &&Path| {
+            p.file_name()
+                .is_some_and(|n| self.names.iter().any(|x| n == x.as_str()))
+        };
+        for program in found
+            .iter()
+            .filter_map(|f| f.program.as_deref())
+            .filter(named)
+        {
+            if watch.add_program(program) {
+                info!(
+                    "watching the Telepresence program {}: a session runs it, and it was not watched (not configured, not on the agent's PATH)",
+                    program.display()
+                );
+            }
         }
     }
 
@@ -125,6 +246,7 @@ impl Discovery {
                 }
             }
         }
+        self.watch_found(&found);
         found
     }
 
@@ -135,7 +257,7 @@ impl Discovery {
 
     /// Looks at every process (at start-up, and as the slow safety net).
     pub fn scan_all(&mut self) -> Vec<Found> {
-        // One sweep of command lines; only those mentioning a watched program are examined.
+        // One sweep of command lines; only those naming a program are examined.
         let all = platform::all_argv().unwrap_or_default();
         // Whatever exists now is no longer "new"; but a pid that appeared since the last
         // look may be mid-exec now, so it gets the same second looks as in `poll`.
@@ -160,6 +282,7 @@ impl Discovery {
                 self.recheck.entry(pid).or_insert(now);
             }
         }
+        self.watch_found(&found);
         found
     }
 
@@ -171,9 +294,10 @@ impl Discovery {
         })
     }
 
-    /// Whether `pid` is a Telepresence 0.x process of this user running a watched program.
+    /// Whether `pid` is a Telepresence 0.x process of this user, whatever the path of the
+    /// program it runs.
     pub fn examine(&self, pid: u32) -> Option<Found> {
-        // One cheap read first: most processes do not mention a watched program at all.
+        // One cheap read first: most processes do not mention a program name at all.
         if !self.mentions_program(&platform::process_argv(pid).ok()?) {
             return None;
         }
@@ -190,36 +314,69 @@ impl Discovery {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         // First pass without the file head, to find which argv entry is the program.
         let (_, idx) = telepresence::classify(&info.argv, None, &names)?;
-        let prog = match (idx, &info.exe) {
-            // A direct exec: the kernel knows the program's real path.
-            (0, Some(exe)) => exe.clone(),
-            _ => resolve(info.argv.get(idx)?, info.cwd.as_deref()),
-        };
-        if !self.programs.is_empty() {
-            let canon = std::fs::canonicalize(&prog).unwrap_or_else(|_| prog.clone());
-            if !self.programs.contains(&canon) {
-                return None;
-            }
-        }
-        let head = head_of(&prog);
+        let program = program_file(&info, idx);
+        let head = program.as_deref().and_then(head_of);
         match telepresence::classify(&info.argv, head.as_deref(), &names)? {
+            (Flavor::Legacy, _) if !self.same_test(pid) => None,
             (Flavor::Legacy, program_index) => Some(Found {
                 info,
                 program_index,
+                program,
             }),
             (Flavor::Modern, _) => None,
         }
     }
+
+    /// Whether `pid` belongs to this agent's test (see [`TEST_ENV_VAR`]). An environment
+    /// not readable yet (mid-exec) does not; the pid is looked at again.
+    #[cfg(debug_assertions)]
+    fn same_test(&self, pid: u32) -> bool {
+        match platform::process_environ(pid) {
+            Ok(env) => {
+                let theirs = env.into_iter().find(|(k, _)| k == TEST_ENV_VAR);
+                theirs.map(|(_, v)| v) == self.test_env
+            }
+            Err(_) => self.test_env.is_none(),
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    fn same_test(&self, _pid: u32) -> bool {
+        true
+    }
 }
 
-/// A program path from argv, made absolute against the process's working directory.
-fn resolve(arg: &str, cwd: Option<&Path>) -> PathBuf {
-    let p = PathBuf::from(arg);
-    match cwd {
-        Some(c) if p.is_relative() && arg.contains('/') => c.join(p),
-        _ if !arg.contains('/') => which(arg).unwrap_or(p),
-        _ => p,
-    }
+/// The file of the program at `argv[idx]`, made absolute, if it is one.
+fn program_file(info: &ProcessInfo, idx: usize) -> Option<PathBuf> {
+    let arg = info.argv.get(idx)?;
+    let path = if idx == 0 {
+        // A direct exec: the kernel knows the program's real path; else the shell found it
+        // on the PATH or relative to the working directory.
+        match &info.exe {
+            Some(exe) => exe.clone(),
+            None if !arg.contains('/') => which(arg)?,
+            None => info
+                .cwd
+                .as_deref()
+                .map_or_else(|| PathBuf::from(arg), |c| c.join(arg)),
+        }
+    } else {
+        // A Python script argument is a path, relative to the working directory (never
+        // looked up on PATH); a `-m` module is no file at all.
+        let option = info.argv.get(idx - 1).map_or("", String::as_str);
+        let module = arg.starts_with('-')
+            || (option.starts_with('-') && !option.starts_with("--") && option.ends_with('m'));
+        if module {
+            return None;
+        }
+        let p = Path::new(arg);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            info.cwd.as_deref()?.join(p)
+        }
+    };
+    path.is_file().then_some(path)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -308,12 +465,154 @@ mod tests {
     }
 
     #[test]
-    fn other_programs_and_other_paths_are_ignored() {
+    fn other_programs_are_ignored() {
         let dir = tempfile::tempdir().expect("temp dir");
         let watched = dir.path().join("telepresence");
         std::fs::write(&watched, "#!/usr/bin/env python3\n").expect("written");
         let d = Discovery::new(std::slice::from_ref(&watched));
         // This test process is not Telepresence.
         assert!(d.examine(std::process::id()).is_none());
+    }
+
+    #[test]
+    fn configured_names_add_to_the_default() {
+        let names = program_names(&[
+            PathBuf::from("/opt/tp/tel-legacy"),
+            PathBuf::from("/usr/local/bin/telepresence"),
+        ]);
+        assert_eq!(names, ["telepresence", "tel-legacy"]);
+        assert_eq!(program_names(&[]), ["telepresence"]);
+    }
+
+    /// Writes an executable file.
+    fn script(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("dir");
+        std::fs::write(path, text).expect("written");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("executable");
+    }
+
+    /// A Python "Telepresence" that only waits.
+    const SLEEPER: &str = "#!/usr/bin/env python3\nimport time\ntime.sleep(30)\n";
+
+    /// Starts `program` with a swap's arguments; `None` where it cannot run (no python3
+    /// outside CI).
+    fn start(program: &mut std::process::Command) -> Option<std::process::Child> {
+        match program.args(["--swap-deployment", "app"]).spawn() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                assert!(std::env::var_os("CI").is_none(), "{e}");
+                None
+            }
+        }
+    }
+
+    fn kill(pid: u32) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+
+    fn children_of(parent: u32) -> Vec<u32> {
+        platform::list_pids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| platform::process_info(*p).is_ok_and(|i| i.ppid == parent))
+            .collect()
+    }
+
+    #[test]
+    fn a_session_is_found_wherever_its_program_is_even_with_a_watched_2x() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The agent's PATH has a 2.x; the user runs a 0.x from a venv.
+        let modern = dir.path().join("bin/telepresence");
+        script(&modern, "\x7fELF\x02\x01\x01");
+        let legacy = dir.path().join("venv/bin/telepresence");
+        script(&legacy, SLEEPER);
+        let d = Discovery::new(std::slice::from_ref(&modern));
+        let Some(mut child) = start(std::process::Command::new("python3").arg(&legacy)) else {
+            return;
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut seen = d.examine(child.id());
+        while seen.is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+            seen = d.examine(child.id());
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let seen = seen.expect("the 0.x session is found");
+        assert_eq!(seen.program.as_deref(), Some(legacy.as_path()));
+        assert_eq!(
+            seen.info.argv.get(seen.program_index).map(PathBuf::from),
+            Some(legacy)
+        );
+    }
+
+    #[test]
+    fn a_shell_wrapper_leads_to_its_python_process_and_is_no_session_itself() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let real = dir.path().join("lib/telepresence");
+        script(&real, SLEEPER);
+        // One runs Python as a child, one execs it (the same pid).
+        let forks = dir.path().join("forks/telepresence");
+        script(
+            &forks,
+            &format!("#!/bin/sh\npython3 '{}' \"$@\"\n", real.display()),
+        );
+        let execs = dir.path().join("execs/telepresence");
+        script(
+            &execs,
+            &format!("#!/bin/sh\nexec python3 '{}' \"$@\"\n", real.display()),
+        );
+        let mut d = Discovery::new(&[forks.clone(), execs.clone()]);
+        let Some(mut forking) = start(&mut std::process::Command::new(&forks)) else {
+            return;
+        };
+        let Some(mut execing) = start(&mut std::process::Command::new(&execs)) else {
+            let _ = forking.kill();
+            return;
+        };
+        let (forking_pid, execing_pid) = (forking.id(), execing.id());
+        let mut found: Vec<Found> = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        let done = |found: &[Found]| {
+            found.iter().any(|f| f.info.ppid == forking_pid)
+                && found.iter().any(|f| f.info.id.pid == execing_pid)
+        };
+        while !done(&found) && Instant::now() < end {
+            found.extend(d.poll());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let wrapper_seen = d.examine(forking_pid).is_some();
+        // Clean up before asserting: only the processes this test started, by pid.
+        for pid in children_of(forking_pid) {
+            kill(pid);
+        }
+        for c in [&mut forking, &mut execing] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(!wrapper_seen, "the wrapper is not a session");
+        assert!(
+            found.iter().all(|f| f.info.id.pid != forking_pid),
+            "{found:#?}"
+        );
+        let child = found
+            .iter()
+            .find(|f| f.info.ppid == forking_pid)
+            .expect("the wrapper's Python child is found");
+        let execd = found
+            .iter()
+            .find(|f| f.info.id.pid == execing_pid)
+            .expect("the Python the wrapper exec'd is found");
+        for f in [child, execd] {
+            assert_eq!(f.program.as_deref(), Some(real.as_path()), "{f:#?}");
+            assert_eq!(
+                f.info.argv.get(f.program_index + 1).map(String::as_str),
+                Some("--swap-deployment"),
+                "{f:#?}"
+            );
+        }
     }
 }

@@ -212,7 +212,7 @@ impl Agent {
 }
 
 /// Writes the agents' config file for this test: it watches only `program`, with short
-/// grace and scan intervals, plus `extra_config` (TOML lines).
+/// grace and scan intervals (unless `extra_config` sets one), plus `extra_config` (TOML lines).
 pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
     // No desktop notifications from the tests unless a test asks for them.
     let quiet = if extra_config.contains("notifications") {
@@ -220,10 +220,15 @@ pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
     } else {
         "notifications = false\n"
     };
+    let scan = if extra_config.contains("scan_interval_secs") {
+        ""
+    } else {
+        "scan_interval_secs = 5\n"
+    };
     std::fs::write(
         env.path("agent-config.toml"),
         format!(
-            "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\nscan_interval_secs = 5\n{quiet}{extra_config}\n",
+            "telepresence_programs = [{:?}]\ngrace_period_secs = 0.5\n{scan}{quiet}{extra_config}\n",
             program.display().to_string()
         ),
     )
@@ -231,10 +236,13 @@ pub(crate) fn write_config(env: &Env, program: &Path, extra_config: &str) {
 }
 
 /// The variables that give an agent (or another command of the binary) this test's own
-/// config file, state, runtime and log dirs. Not a temp dir: it looks for Telepresence's
-/// tel-* dirs in /tmp, as it does installed, and must tell this test's from the others'.
+/// config file, state, runtime and log dirs, and this test's sessions only (an agent
+/// follows a session wherever its program lives: the mark keeps parallel tests apart). Not
+/// a temp dir: it looks for Telepresence's tel-* dirs in /tmp, as it does installed, and
+/// must tell this test's from the others'.
 pub(crate) fn agent_envs(env: &Env) -> Vec<(&'static str, PathBuf)> {
     vec![
+        ("TELEPOLICE_TEST_ENV", env.dir.path().to_path_buf()),
         ("TELEPOLICE_CONFIG", env.path("agent-config.toml")),
         ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
         ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
@@ -689,7 +697,11 @@ fn two_sessions(
             "--namespace",
             "team",
         ],
-        &[("KUBECONFIG", both.to_string())],
+        &[
+            ("KUBECONFIG", both.to_string()),
+            // The first env's agent follows it (the mark of env_b's own dir would hide it).
+            ("TELEPOLICE_TEST_ENV", env.dir.path().display().to_string()),
+        ],
     );
     let id_b = b.wait_id(&env_b);
     b.wait_ready(&env_b, 4);

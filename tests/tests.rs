@@ -3,6 +3,8 @@
 //! - `agent`: the real binary repairing sessions of the stand-in against the emulator.
 //! - `crash`: the agent killed at each failpoint, or losing the cluster mid-repair, and
 //!   restarted: every repair write carried out exactly once.
+//! - `discovery`: sessions found wherever Telepresence lives and however it is launched
+//!   (a replaced program, one not configured or on PATH, a shell wrapper).
 //! - `doctor`: `telepolice-agent doctor` against the emulator, a running agent and the
 //!   stand-in.
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
@@ -18,6 +20,7 @@
 
 mod agent;
 mod crash;
+mod discovery;
 mod doctor;
 mod emulator_kube;
 mod emulator_kubectl;

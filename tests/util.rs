@@ -96,12 +96,14 @@ impl Env {
     }
 
     /// The environment every child process gets: this cluster's kubeconfig, a private
-    /// kubectl cache and home.
+    /// kubectl cache and home, and the mark that keeps this test's sessions to its own
+    /// agents (`TELEPOLICE_TEST_ENV`, see `agent_envs`).
     pub fn envs(&self) -> Vec<(&'static str, PathBuf)> {
         vec![
             ("KUBECONFIG", self.kubeconfig.clone()),
             ("KUBECACHEDIR", self.dir.path().join("kubecache")),
             ("HOME", self.dir.path().join("home")),
+            ("TELEPOLICE_TEST_ENV", self.dir.path().to_path_buf()),
         ]
     }
 

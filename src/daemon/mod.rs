@@ -71,12 +71,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
     /// Watching the Telepresence programs failed.
-    #[error("watching {path} for new Telepresence processes: {source}")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
+    #[error(transparent)]
+    Watch(#[from] crate::discovery::WatchError),
 }
 
 /// Aborts a task when dropped (the control socket's server ends with the daemon).
@@ -190,44 +186,29 @@ impl Ctx {
     }
 }
 
-/// The watch on the Telepresence programs: inotify open events are sent to `tx`.
+/// The discovery of new sessions, watching the Telepresence programs (the configured ones,
+/// or those in the search dirs) and the search dirs: its hints are sent to `tx`.
 fn watch_programs(
     cfg: &Config,
     tx: mpsc::UnboundedSender<()>,
-) -> Result<(notify::RecommendedWatcher, Vec<PathBuf>), DaemonError> {
-    use notify::Watcher;
+) -> Result<(Discovery, Vec<PathBuf>), DaemonError> {
+    let path_var = std::env::var("PATH").ok();
+    let home = std::env::var("HOME").ok();
     let programs = discovery::programs_to_watch(
         &cfg.telepresence_programs,
-        std::env::var("PATH").ok().as_deref(),
-        std::env::var("HOME").ok().as_deref(),
+        path_var.as_deref(),
+        home.as_deref(),
     );
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev
-            && matches!(ev.kind, notify::EventKind::Access(_))
-        {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|source| DaemonError::Watch {
-        path: PathBuf::new(),
-        source,
-    })?;
-    for p in &programs {
-        if let Err(source) = watcher.watch(p, notify::RecursiveMode::NonRecursive) {
-            return Err(DaemonError::Watch {
-                path: p.clone(),
-                source,
-            });
-        }
-    }
-    Ok((watcher, programs))
+    let dirs = discovery::search_dirs(path_var.as_deref(), home.as_deref());
+    let discovery = Discovery::watching(&programs, &dirs, Arc::new(move || tx.send(()).is_ok()))?;
+    Ok((discovery, programs))
 }
 
 /// Says which programs are watched (or that none is).
 fn log_watching(programs: &[PathBuf], scan_interval: Duration) {
     if programs.is_empty() {
         warn!(
-            "no telepresence program found on PATH; relying on the safety-net scan every {scan_interval:?}"
+            "no telepresence program found on PATH; watching for one to be installed there, and relying on the safety-net scan every {scan_interval:?} for one elsewhere"
         );
     } else {
         info!(programs = ?programs, "watching Telepresence programs");
@@ -295,8 +276,7 @@ pub async fn run(
     };
     let mut config_edit_due = None;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let (mut _watcher, programs) = watch_programs(&ctx.cfg(), tx.clone())?;
-    let mut discovery = Discovery::new(&programs);
+    let (mut discovery, programs) = watch_programs(&ctx.cfg(), tx.clone())?;
     // Processes not followed because they were out of scope: a reload looks at them again.
     let mut passed_over: HashSet<String> = HashSet::new();
     let mut start = |found: Vec<Found>,
@@ -435,9 +415,9 @@ pub async fn run(
                 }
                 if new.telepresence_programs != old.telepresence_programs {
                     match watch_programs(&new, tx.clone()) {
-                        Ok((w, programs)) => {
-                            _watcher = w;
-                            discovery = Discovery::new(&programs);
+                        Ok((d, programs)) => {
+                            // The old discovery's watch stops as it is dropped.
+                            discovery = d;
                             log_watching(&programs, new.scan_interval);
                         }
                         Err(e) => {

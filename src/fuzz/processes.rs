@@ -129,6 +129,8 @@ const LAUNCHERS: &[&str] = &[
     "telepresence",
     "/usr/local/bin/telepresence",
     "bash",
+    "/bin/sh",
+    "/home/u/.pyenv/shims/python3",
     "",
     "/",
 ];

@@ -90,7 +90,8 @@ enum Launch {
 
 /// Which entry of `argv` names the Telepresence program, if the process is Telepresence at
 /// all: the script of `python3 [OPTIONS] /path/telepresence ARGS` (or the module argument
-/// of `python3 -m telepresence`), or `argv[0]` for a direct exec.
+/// of `python3 -m telepresence`; also through `env` or a shell running a Python shim), or
+/// `argv[0]` for a direct exec.
 ///
 /// Callers read the first bytes of that file and pass them to [`classify`]. `names` are the
 /// program file names to recognise ([`DEFAULT_NAMES`] unless configured).
@@ -111,7 +112,9 @@ pub fn program_index(argv: &[String], names: &[&str]) -> Option<usize> {
 ///
 /// Decided in this order:
 /// 1. run by a Python interpreter (`python`, `python3`, `python3.11`, macOS's `Python`,
-///    interpreter options allowed before the script): [`Flavor::Legacy`];
+///    interpreter options allowed before the script), directly, through `env`, or through
+///    a shell running a Python shim (`bash ~/.pyenv/shims/python3 /path/telepresence`):
+///    [`Flavor::Legacy`];
 /// 2. a direct exec whose first argument is a 2.x subcommand: [`Flavor::Modern`];
 /// 3. a direct exec whose file starts with `#!` and names Python, or with `PK` (a zipapp):
 ///    [`Flavor::Legacy`]; with an ELF or Mach-O header: [`Flavor::Modern`];
@@ -144,27 +147,77 @@ fn locate(argv: &[String], names: &[&str]) -> Option<Launch> {
     if program == "env" {
         // A `#!/usr/bin/env python3` script, caught in its first instant: the kernel ran
         // `env python3 /path/telepresence ARGS` (same process, same pid, before env execs
-        // the interpreter). Skip env's options and assignments, then expect Python.
+        // the interpreter). Skip env's options and assignments, then expect Python (or a
+        // shell running a Python shim: `env bash .../shims/python3 /path/telepresence`).
         let skip = argv[1..]
             .iter()
             .take_while(|a| a.starts_with('-') || a.contains('='))
             .count();
         let rest = &argv[1 + skip..];
-        let interpreter = file_name(rest.first()?);
-        if !is_python(interpreter) {
-            return None;
-        }
-        return python_program(rest, names).map(|index| Launch::Python {
+        return interpreted(rest, names).map(|index| Launch::Python {
             index: index + 1 + skip,
         });
     }
-    if is_python(program) {
-        python_program(argv, names).map(|index| Launch::Python { index })
+    if is_python(program) || is_shell(program) {
+        interpreted(argv, names).map(|index| Launch::Python { index })
     } else if names.contains(&program) {
         Some(Launch::Direct)
     } else {
         None
     }
+}
+
+/// The index of the Telepresence script in `python [OPTIONS] SCRIPT ...`, or in
+/// `SHELL [OPTIONS] .../python3 [OPTIONS] SCRIPT ...`: with pyenv or asdf, `python3` is a
+/// shell script (a shim) that execs the real interpreter a moment later, in the same
+/// process, so for that moment the process is a shell running the shim.
+///
+/// A shell running a script named `telepresence` is not this: that is a wrapper, and the
+/// session is the Python process it starts.
+fn interpreted(argv: &[String], names: &[&str]) -> Option<usize> {
+    let program = file_name(argv.first()?);
+    if is_python(program) {
+        return python_program(argv, names);
+    }
+    if !is_shell(program) {
+        return None;
+    }
+    let shim = shell_script(argv)?;
+    if !is_python(file_name(argv.get(shim)?)) {
+        return None;
+    }
+    python_program(&argv[shim..], names).map(|index| shim + index)
+}
+
+/// The shells a shim is written for (pyenv's and asdf's are `#!/usr/bin/env bash`).
+fn is_shell(name: &str) -> bool {
+    matches!(name, "bash" | "sh" | "dash" | "zsh")
+}
+
+/// Skips a shell's options and returns the index of the script it runs; `None` when it
+/// runs a command string (`-c`) or reads commands from stdin (`-s`, or no script at all).
+fn shell_script(argv: &[String]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(arg) = argv.get(i) {
+        if arg == "--" || arg == "-" {
+            i += 1;
+            break;
+        }
+        let Some(options) = arg.strip_prefix('-').or_else(|| arg.strip_prefix('+')) else {
+            break;
+        };
+        if options.starts_with('-') {
+            // A long option (`--norc`, `--posix`): none of them names a script.
+            i += 1;
+            continue;
+        }
+        if options.contains(['c', 's']) {
+            return None;
+        }
+        // `-o NAME` and bash's `-O NAME` take the next argument.
+        i += 1 + usize::from(options.contains(['o', 'O']));
+    }
+    argv.get(i).map(|_| i)
 }
 
 /// The last component of a path.
@@ -310,6 +363,66 @@ mod tests {
                 None,
                 Some((Legacy, 5)),
             ),
+            // pyenv and asdf: `python3` is a shell shim, so for ~100 ms the process is the
+            // shell running it (after env, or already exec'd by env): recognised then too.
+            (
+                "bash /home/u/.pyenv/shims/python3 /usr/local/bin/telepresence --swap-deployment app",
+                Some(ELF),
+                Some((Legacy, 2)),
+            ),
+            (
+                "/usr/bin/env bash /home/u/.pyenv/shims/python3 /opt/tp/telepresence -s app",
+                None,
+                Some((Legacy, 3)),
+            ),
+            (
+                "/bin/sh /home/u/.asdf/shims/python3 -I /opt/tp/telepresence",
+                None,
+                Some((Legacy, 3)),
+            ),
+            (
+                "/bin/bash -e -o pipefail /home/u/.asdf/shims/python3.11 telepresence",
+                None,
+                Some((Legacy, 5)),
+            ),
+            (
+                "dash -- /home/u/.pyenv/shims/python3 -m telepresence",
+                None,
+                Some((Legacy, 4)),
+            ),
+            (
+                "zsh /x/shims/python3 -- /x/telepresence",
+                None,
+                Some((Legacy, 3)),
+            ),
+            // A shell wrapper named telepresence is not the session (the Python process it
+            // starts is); nor is a shell running anything but a Python shim.
+            (
+                "/bin/sh /usr/local/bin/telepresence -s app",
+                Some(ZIPAPP),
+                None,
+            ),
+            ("bash /home/u/.pyenv/shims/python3", None, None),
+            (
+                "bash /home/u/.pyenv/shims/python3 manage.py telepresence",
+                None,
+                None,
+            ),
+            (
+                "bash /home/u/bin/pythonic /usr/local/bin/telepresence",
+                None,
+                None,
+            ),
+            ("bash -c python3 /usr/local/bin/telepresence", None, None),
+            (
+                "bash -s /home/u/.pyenv/shims/python3 telepresence",
+                None,
+                None,
+            ),
+            ("bash -ec python3 telepresence", None, None),
+            ("fish /home/u/.pyenv/shims/python3 telepresence", None, None),
+            ("bash", None, None),
+            ("bash -e", None, None),
             // env running something else that mentions telepresence: not Telepresence.
             ("/usr/bin/env bash /usr/local/bin/telepresence", None, None),
             ("/usr/bin/env vim telepresence", None, None),
