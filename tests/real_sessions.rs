@@ -246,3 +246,65 @@ fn a_session_passed_over_is_said_once_and_shown_by_status_and_doctor() {
     assert_eq!(agent.log().matches(said).count(), 1, "{}", agent.log());
     assert!(agent.sessions().is_empty(), "nothing recorded");
 }
+
+/// How many terminal closes the shell-death stress runs (`TELEPOLICE_TEST_SHELL_DEATHS`,
+/// default 3; 200 by hand during a parallel build, see the README).
+fn shell_deaths() -> usize {
+    std::env::var("TELEPOLICE_TEST_SHELL_DEATHS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+}
+
+#[test]
+fn every_closed_terminal_is_acted_on() {
+    // A terminal closes at a different instant of the session's start each time: before the
+    // id is proven, while the proxy starts, once it is Active.
+    let Some(env) = setup() else { return };
+    let (agent, program) = Agent::start(&env, "");
+    let script = format!("'{}' --swap-deployment app; echo done", program.display());
+    let n = shell_deaths();
+    let mut missed = Vec::new();
+    for i in 0..n {
+        let mut shell =
+            Session::start_with(&env, Path::new("/bin/bash"), "0.109", &["-c", &script], &[]);
+        // The agent has seen the session (its record exists), then the terminal goes after
+        // 0 to 1.5 s more.
+        let mut tp = None;
+        wait_for("the session is recorded", || {
+            tp = agent
+                .sessions()
+                .into_iter()
+                .find(|r| {
+                    r["state"] != "Ended"
+                        && r["parent"]["pid"].as_u64() == Some(u64::from(shell.pid()))
+                })
+                .and_then(|r| r["process"]["pid"].as_u64());
+            tp.is_some()
+        });
+        let pid = u32::try_from(tp.unwrap_or_default()).expect("a pid");
+        std::thread::sleep(Duration::from_millis((i as u64 * 397) % 1500));
+        shell.signal("HUP");
+        shell.wait_exit(&env);
+        let mut rec = Value::Null;
+        let ended = (0..300).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            rec = record_of(&agent, pid).unwrap_or_default();
+            rec["state"] == "Ended" || rec["state"] == "Cleaned"
+        });
+        let acted = actions(&rec)
+            .iter()
+            .any(|a| a.starts_with("SIGTERM to Telepresence (its shell died) -> done"));
+        if !(ended && acted) {
+            missed.push(format!("close {i}: {rec:#}"));
+        }
+        wait_for("the original is back", || replicas(&env, "app") == 2);
+        wait_for("no proxy pod left", || labelled_pods(&env).is_empty());
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {n} closes missed:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+}
