@@ -37,7 +37,10 @@ const MAX_OBJECT_BYTES: usize = 2 * 1024 * 1024;
 /// What a log says about its session. Every field is `None` when the log does not say.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogFacts {
-    /// The session id (32 lowercase hex digits).
+    /// The session id (32 lowercase hex digits) the log mentions first. Not evidence of
+    /// which session a process is: sessions started from one directory share (and
+    /// truncate) one log; the agent decides that from the process's own children and
+    /// proxies ([`pick_session_id`](super::pick_session_id)).
     pub session_id: Option<String>,
     /// The original Deployment's `spec.replicas` before the swap (a missing value is 1, as
     /// the API server defaults it).
