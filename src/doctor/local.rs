@@ -300,7 +300,7 @@ pub(super) async fn programs(
         return vec![Check::warn(
             "telepresence",
             format!(
-                "no program named telepresence on PATH, in /usr/local/bin, /usr/bin, /opt/homebrew/bin or ~/.local/bin: new sessions are noticed only by the safety-net scan (every {every} s); set telepresence_programs if it lives elsewhere"
+                "no program named telepresence on PATH, in /usr/local/bin, /usr/bin, /opt/homebrew/bin or ~/.local/bin: a Telepresence elsewhere (a venv, a project's bin/) is followed all the same, found the first time by the safety-net scan (every {every} s) and watched from then on; set telepresence_programs to its path to watch it from the start"
             ),
         )];
     }
