@@ -262,8 +262,11 @@ fn proxy_events(
 }
 
 /// How often the cluster is asked for labelled proxies while a session's id is unproven
-/// (its children, read from `/proc`, are looked at every 100 ms).
+/// (its children, read from `/proc`, are looked at every 100 ms): often while a proxy is
+/// being made, rarely once the session has run for a while without one.
 const CLUSTER_LOOK_EVERY: Duration = Duration::from_millis(500);
+const CLUSTER_LOOK_LATER: Duration = Duration::from_secs(5);
+const CLUSTER_LOOK_SLOWS_AFTER: Duration = Duration::from_secs(15);
 
 /// Learns the session's Telepresence id (see [`telepresence::pick_session_id`]) and claims
 /// it for this session alone, waiting while the evidence is missing or ambiguous; after the
@@ -281,9 +284,18 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
     let mut last_look: Option<tokio::time::Instant> = None;
     let mut said_ambiguous = false;
     let mut exited = false;
+    let began = tokio::time::Instant::now();
+    // `--deployment` makes no proxy: nothing labelled in the cluster can be its own.
+    let makes_proxies = !matches!(rec.invocation.mode, Mode::ExistingDeployment { .. });
     while rec.telepresence_id.is_none() {
         let candidates = session_id_candidates(ctx, rec, tmp_root);
-        let read_cluster = exited || last_look.is_none_or(|t| t.elapsed() >= CLUSTER_LOOK_EVERY);
+        let every = if began.elapsed() < CLUSTER_LOOK_SLOWS_AFTER {
+            CLUSTER_LOOK_EVERY
+        } else {
+            CLUSTER_LOOK_LATER
+        };
+        let read_cluster =
+            makes_proxies && (exited || last_look.is_none_or(|t| t.elapsed() >= every));
         if read_cluster && !candidates.is_empty() {
             last_look = Some(tokio::time::Instant::now());
         }
