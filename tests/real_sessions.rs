@@ -73,12 +73,12 @@ fn a_session_whose_tmpdir_is_elsewhere_is_repaired_from_tmp() {
     );
 }
 
-/// How many pairs the twin test runs (`TELEPOLICE_TEST_TWIN_PAIRS`, default 2).
-fn twin_pairs() -> usize {
-    std::env::var("TELEPOLICE_TEST_TWIN_PAIRS")
+/// A stress test's count: `var` when set (by hand, for a long run), else `default`.
+fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(default)
 }
 
 #[test]
@@ -94,7 +94,8 @@ fn twins_started_together_from_one_directory_are_each_repaired() {
             && live_pods(c, "default", "checkout-service-frontend").len() == 3
     });
     let (agent, program) = Agent::start(&env, "");
-    for pair in 0..twin_pairs() {
+    // `TELEPOLICE_TEST_TWIN_PAIRS=50` by hand.
+    for pair in 0..count("TELEPOLICE_TEST_TWIN_PAIRS", 2) {
         let mut backend = Session::start_program(
             &env,
             &program,
@@ -247,15 +248,6 @@ fn a_session_passed_over_is_said_once_and_shown_by_status_and_doctor() {
     assert!(agent.sessions().is_empty(), "nothing recorded");
 }
 
-/// How many terminal closes the shell-death stress runs (`TELEPOLICE_TEST_SHELL_DEATHS`,
-/// default 3; 200 by hand during a parallel build, see the README).
-fn shell_deaths() -> usize {
-    std::env::var("TELEPOLICE_TEST_SHELL_DEATHS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3)
-}
-
 #[test]
 fn every_closed_terminal_is_acted_on() {
     // A terminal closes at a different instant of the session's start each time: before the
@@ -263,7 +255,8 @@ fn every_closed_terminal_is_acted_on() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
     let script = format!("'{}' --swap-deployment app; echo done", program.display());
-    let n = shell_deaths();
+    // `TELEPOLICE_TEST_SHELL_DEATHS=200` by hand, during a parallel build (see the README).
+    let n = count("TELEPOLICE_TEST_SHELL_DEATHS", 3);
     let mut missed = Vec::new();
     for i in 0..n {
         let mut shell =
