@@ -75,6 +75,9 @@ pub enum DaemonError {
     Watch(#[from] crate::discovery::WatchError),
 }
 
+/// How soon a pid caught mid-exec (its command line still its parent's) is looked at again.
+const RECHECK_AFTER: Duration = Duration::from_millis(50);
+
 /// Aborts a task when dropped (the control socket's server ends with the daemon).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -340,7 +343,15 @@ pub async fn run(
     let mut logind: Option<Logind> = None;
     let mut logind_connecting = Some(tokio::spawn(Logind::connect()));
     tokio::pin!(shutdown);
+    // When the pids caught mid-exec are looked at again: a deadline kept across turns of the
+    // loop, so that other events cannot keep putting the second look off.
+    let mut recheck_due: Option<tokio::time::Instant> = None;
     loop {
+        recheck_due = match (discovery.has_pending(), recheck_due) {
+            (false, _) => None,
+            (true, Some(due)) => Some(due),
+            (true, None) => Some(tokio::time::Instant::now() + RECHECK_AFTER),
+        };
         tokio::select! {
             _ = &mut shutdown => break,
             _ = async {
@@ -460,7 +471,13 @@ pub async fn run(
             // event path (a slow start under load, a program not watched) is still found.
             _ = safety.tick() => start(discovery.scan_all(), &mut sessions, &mut tracked, &mut passed_over),
             // A pid caught between fork and exec is looked at again shortly.
-            _ = tokio::time::sleep(Duration::from_millis(50)), if discovery.has_pending() => {
+            _ = async {
+                match recheck_due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                recheck_due = None;
                 start(discovery.poll(), &mut sessions, &mut tracked, &mut passed_over);
             }
             Some(done) = sessions.join_next(), if !sessions.is_empty() => {
