@@ -213,6 +213,22 @@ impl Drop for Session {
         // Neither the stand-in nor its helpers may outlive the test, whatever happened.
         let kids = helper_children(self.pid());
         self.remember(&kids);
+        // Started through a shell or a wrapper, the stand-in is not the child itself: its
+        // pid is in its report (still the stand-in if its command line says so).
+        let reported = std::fs::read(&self.report)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|r| r["pid"].as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p != self.pid())
+            .filter(|p| {
+                argv_of(*p).is_some_and(|a| a.iter().any(|x| x.ends_with("/telepresence")))
+            });
+        if let Some(pid) = reported {
+            let kids = helper_children(pid);
+            self.remember(&kids);
+            kill_pid(pid);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         for (pid, start) in self.helpers.borrow().iter() {
