@@ -216,34 +216,26 @@ UMask=0077
 # and its lock and socket in $XDG_RUNTIME_DIR. Everything below also applies to the plugins
 # it runs, so nothing here may break one.
 #
-# In a user unit systemd applies the file system settings (ProtectSystem=,
-# ReadWritePaths=, ProtectKernel*=, ProtectControlGroups=, ProtectHostname=) inside a user
-# namespace of the service's own, in which only root and the user's own uid are mapped
-# (systemd 253 and later do this by themselves; PrivateUsers= is deliberately not set,
-# because set explicitly it makes the start fail where user namespaces are not allowed).
-# The user's processes stay the user's to the kernel, so reading their /proc entries and
-# signalling them still work; other users' processes appear as "nobody", and the agent
-# ignores them anyway. Where systemd cannot make the namespace (older versions, or Ubuntu
-# 24.04's AppArmor restriction on user namespaces) it runs the agent without those
-# settings; the others (no new privileges, system call and socket filters) apply everywhere.
+# Only settings that a user manager applies with seccomp and process attributes are set: none
+# that needs a namespace. What was measured under a real systemd user manager (systemd 252,
+# Debian 12's own, run as PID 1 in namespaces; see issue 10), and in the user namespace that
+# 254 and later make (measured with PrivateUsers=yes, which makes the same one):
+# - ProtectKernelModules= and ProtectKernelLogs= drop capabilities from the bounding set,
+#   which a user manager cannot do without a user namespace: on 252 the start failed with
+#   status=218/CAPABILITIES and the unit stayed failed. ProtectHostname= warned on every
+#   start.
+# - The file system settings (ProtectSystem=, ReadWritePaths=, ProtectKernelTunables=,
+#   ProtectControlGroups=) were silently not applied on 252 (/ and /usr stayed writable);
+#   from 254 a user manager applies them inside a user namespace of the service's own, and
+#   in it reading /proc/<pid>/environ and /proc/<pid>/cwd of the user's other processes
+#   fails with EACCES: the agent would record every session without its KUBECONFIG, working
+#   directory or log. (The same for PrivateUsers=, ProtectHome=, PrivateTmp=, which would
+#   also hide the home directory or /tmp.)
+# So the agent runs with the user's own view of the file system, as the user's shells do.
 
-# Nothing the agent runs can gain privileges (setuid programs run as the user).
+# Nothing the agent runs can gain privileges (setuid programs run as the user); this is
+# also what lets the filters below apply without privileges.
 NoNewPrivileges=yes
-# The whole file system is read-only except: the home directory (plugins' caches and
-# refreshed kubeconfigs, the agent's journal and logs; for the same reason ProtectHome= is
-# not set, as either of its modes would hide the home directory or make it read-only), the
-# runtime dir (lock, control socket), and /tmp and /var/tmp (where Telepresence makes its
-# tel-* dirs, which the agent removes; for the same reason PrivateTmp= is not set, as it
-# would hide them). A leading "-": fine if absent.
-ProtectSystem=strict
-ReadWritePaths=%h %t /tmp -/var/tmp
-# Kernel settings, modules, the kernel log, the cgroup tree and the host name are left
-# alone by the agent and by any credential plugin.
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectHostname=yes
 # No new namespaces, realtime scheduling, setuid or setgid files, or execution domain
 # changes: neither the agent nor a credential plugin uses them.
 RestrictNamespaces=yes
@@ -452,14 +444,26 @@ mod tests {
             "Restart=on-failure",
             "ExecReload=/bin/kill -HUP $MAINPID",
             "NoNewPrivileges=yes",
-            "ProtectSystem=strict",
-            "ReadWritePaths=%h %t /tmp -/var/tmp",
+            "SystemCallArchitectures=native",
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
             "WantedBy=default.target",
         ] {
             assert!(unit.lines().any(|l| l == line), "missing {line:?}");
         }
-        // The home directory stays writable and the real /tmp visible.
-        for absent in ["ProtectHome=", "PrivateTmp=", "PrivateUsers="] {
+        // Nothing that needs a namespace: a user manager cannot drop capabilities without
+        // one (the start fails), and in one the agent cannot read the user's sessions.
+        for absent in [
+            "ProtectHome=",
+            "PrivateTmp=",
+            "PrivateUsers=",
+            "ProtectSystem=",
+            "ReadWritePaths=",
+            "ProtectKernelTunables=",
+            "ProtectKernelModules=",
+            "ProtectKernelLogs=",
+            "ProtectControlGroups=",
+            "ProtectHostname=",
+        ] {
             assert!(
                 !unit.lines().any(|l| l.starts_with(absent)),
                 "{absent} must not be set"
