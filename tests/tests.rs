@@ -11,6 +11,7 @@
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `manual`: `completions` and `man` run as a packager runs them.
+//! - `real_init`: the installed service under a real systemd run as PID 1 in namespaces.
 //! - `real_sessions`: what the real 0.109 showed the stand-in had missed (/tmp, twins
 //!   sharing one log, `--version`, a shell dying early), against the agent.
 //! - `service`: the generated unit and plist, `install`/`uninstall` with stand-ins for
@@ -26,6 +27,7 @@ mod emulator_kube;
 mod emulator_kubectl;
 mod example;
 mod manual;
+mod real_init;
 mod real_sessions;
 mod service;
 mod sleep;
