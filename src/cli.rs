@@ -386,10 +386,12 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
     let running = answer.is_some();
     let mut waiting: HashMap<String, Waiting> = HashMap::new();
     let mut unfollowed: Vec<crate::unfollowed::Unfollowed> = Vec::new();
+    let mut sight = crate::unfollowed::Sight::default();
     let (records, problems): (Vec<SessionRecord>, Vec<String>) = match answer {
         Some(doc) => {
             waiting = serde_json::from_value(doc["waiting"].clone()).unwrap_or_default();
             unfollowed = serde_json::from_value(doc["unfollowed"].clone()).unwrap_or_default();
+            sight = serde_json::from_value(doc["sight"].clone()).unwrap_or_default();
             (
                 serde_json::from_value(doc["sessions"].clone()).unwrap_or_default(),
                 serde_json::from_value(doc["journal_problems"].clone()).unwrap_or_default(),
@@ -420,6 +422,7 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
             "sessions": shown,
             "waiting": waiting,
             "unfollowed": unfollowed,
+            "sight": sight,
             "journal_problems": problems,
         });
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
@@ -429,6 +432,9 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
             t.push_str("telepolice-agent is not running (start it with `telepolice-agent run`); showing the journal.\n");
         }
         for p in &problems {
+            t.push_str(&format!("warning: {p}\n"));
+        }
+        if let Some(p) = &sight.problem {
             t.push_str(&format!("warning: {p}\n"));
         }
         if shown.is_empty() {

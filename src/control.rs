@@ -59,6 +59,7 @@ pub fn status_document(
     journal: &Journal,
     board: &Board,
     unfollowed: &crate::unfollowed::Board,
+    sight: &crate::unfollowed::Sight,
     started: &str,
 ) -> Value {
     let (records, problems) = journal.load_all().unwrap_or_default();
@@ -73,6 +74,7 @@ pub fn status_document(
         "sessions": records,
         "waiting": board.snapshot(),
         "unfollowed": unfollowed.snapshot(),
+        "sight": sight,
         "journal_problems": problems,
     })
 }
@@ -83,6 +85,7 @@ pub async fn serve(
     journal: Journal,
     board: Board,
     unfollowed: crate::unfollowed::Board,
+    sight: crate::unfollowed::Sight,
     uid: u32,
     started: String,
 ) {
@@ -104,6 +107,7 @@ pub async fn serve(
         let journal = journal.clone();
         let board = board.clone();
         let unfollowed = unfollowed.clone();
+        let sight = sight.clone();
         let started = started.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -117,7 +121,7 @@ pub async fn serve(
                 return;
             }
             let answer = match line.trim() {
-                "status" => status_document(&journal, &board, &unfollowed, &started),
+                "status" => status_document(&journal, &board, &unfollowed, &sight, &started),
                 other => json!({"error": format!("unknown request {other:?}; expected `status`")}),
             };
             let mut bytes = answer.to_string().into_bytes();

@@ -1,6 +1,8 @@
 //! Telepresence processes the agent saw and does not follow, and sessions it follows without
 //! being able to read their environment or working directory: each said once in the log
-//! and listed by `status -v` and `doctor`, so that nothing is passed over silently.
+//! and listed by `status -v` and `doctor`, so that nothing is passed over silently. And the
+//! agent's [`Sight`]: whether it can read the user's other processes at all, checked once at
+//! start (a service manager's sandbox can hide them).
 //!
 //! # Guarantees
 //! - One entry per process (pid and start time): a process is logged once, however often
@@ -83,6 +85,90 @@ impl Board {
     }
 }
 
+/// Whether the agent can read the environment and working directory of the user's processes
+/// outside its own service: checked at start on one of them, for the log, `status` and
+/// `doctor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sight {
+    /// The process looked at; `None` when the user has no other.
+    pub checked_pid: Option<u32>,
+    /// What could not be read, and what to do; `None` when all could.
+    pub problem: Option<String>,
+}
+
+/// Looks at one process of `uid` outside the agent's own cgroup (its service) and reads its
+/// environment and working directory.
+pub fn check_sight(uid: u32) -> Sight {
+    let me = std::process::id();
+    let own = platform::process_cgroup(me);
+    let theirs: Vec<platform::ProcessInfo> = platform::list_pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| *p != me)
+        .filter_map(|p| platform::process_info(p).ok())
+        .filter(|i| i.uid == uid && !i.argv.is_empty() && i.ppid != me)
+        .collect();
+    // One outside the agent's service if there is one (under a service manager, where a
+    // sandbox would hide it); else any (a machine where everything shares one cgroup).
+    // The agent's parent first (under systemd, the user's service manager, outside any
+    // sandbox of the agent's own; run by hand, the shell); else one outside the agent's
+    // cgroup (its service); else any.
+    let parent = platform::process_info(me).ok().map(|i| i.ppid);
+    let outside = theirs
+        .iter()
+        .find(|i| Some(i.id.pid) == parent)
+        .or_else(|| {
+            theirs
+                .iter()
+                .find(|i| own.is_some() && platform::process_cgroup(i.id.pid) != own)
+        });
+    let Some(other) = outside.or(theirs.first()).cloned() else {
+        return Sight::default();
+    };
+    let pid = other.id.pid;
+    let environ = platform::process_environ(pid).map(|_| ());
+    let cwd = match platform::process_cwd(pid) {
+        Err(platform::PlatformError::Unsupported { .. }) => Ok(()),
+        r => r.map(|_| ()),
+    };
+    judge(pid, &other.comm, environ, cwd)
+}
+
+/// What the reads of `pid`'s environment and working directory say about the agent's sight.
+fn judge(
+    pid: u32,
+    comm: &str,
+    environ: Result<(), platform::PlatformError>,
+    cwd: Result<(), platform::PlatformError>,
+) -> Sight {
+    let failed: Vec<String> = [("environment", environ), ("working directory", cwd)]
+        .into_iter()
+        .filter_map(|(what, r)| r.err().map(|e| format!("its {what} ({})", with_cause(&e))))
+        .collect();
+    let problem = (!failed.is_empty()).then(|| {
+        format!(
+            "cannot read {} of the user's process {pid} ({comm}): sessions would be recorded without their KUBECONFIG, working directory and log. The agent runs where the user's processes are hidden from it (a sandbox that puts it in a user namespace, such as ProtectSystem= or PrivateUsers= in a drop-in of its unit): remove that, then restart it",
+            failed.join(" or ")
+        )
+    });
+    Sight {
+        checked_pid: Some(pid),
+        problem,
+    }
+}
+
+/// An error and its causes, as one line: `cannot read /proc/1/environ: Permission denied
+/// (os error 13)`, so that the errno is said.
+pub fn with_cause(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// `status -v`'s section for them (empty when there are none).
 pub fn render(list: &[Unfollowed]) -> String {
     if list.is_empty() {
@@ -106,6 +192,40 @@ pub fn render(list: &[Unfollowed]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sight_is_checked_on_another_process_of_the_user() {
+        // This test runs among other processes of its user (its parent, at least).
+        let sight = check_sight(platform::current_uid());
+        assert!(sight.checked_pid.is_some(), "{sight:?}");
+        assert_eq!(sight.problem, None, "{sight:?}");
+        // Nobody else's: nothing to check, and nothing said.
+        assert_eq!(check_sight(u32::MAX - 7), Sight::default());
+    }
+
+    #[test]
+    fn a_hidden_environment_is_a_problem_that_says_what_to_do() {
+        let denied = || platform::PlatformError::ReadProc {
+            path: "/proc/42/environ".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        };
+        let s = judge(42, "bash", Err(denied()), Ok(()));
+        let p = s.problem.expect("a problem");
+        assert!(
+            p.starts_with("cannot read its environment (cannot read /proc/42/environ: Permission denied (os error 13))"),
+            "{p}"
+        );
+        assert!(
+            p.contains("process 42 (bash)") && p.contains("remove that"),
+            "{p}"
+        );
+        let both = judge(42, "bash", Err(denied()), Err(denied()));
+        assert!(
+            both.problem
+                .is_some_and(|p| p.contains(" or its working directory"))
+        );
+        assert_eq!(judge(42, "bash", Ok(()), Ok(())).problem, None);
+    }
 
     #[test]
     fn a_process_is_noted_once_per_reason_and_goes_when_it_exits() {

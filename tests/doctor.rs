@@ -172,6 +172,10 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
         ),
         ("daemon", "ok    daemon: running (pid ".to_string()),
         (
+            "sight",
+            "ok    sight: the daemon reads the environment and working directory of the user's processes (checked on pid ".to_string(),
+        ),
+        (
             "service",
             format!(
                 "ok    service: {} (systemd user unit, enabled)",
@@ -202,7 +206,7 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
     assert_eq!(out.stdout.lines().count(), expect_prefix.len() + 2, "{out}");
     assert!(
         out.stdout
-            .ends_with("\n\n8 checks: 8 ok, 0 warnings, 0 failed; all good\n"),
+            .ends_with("\n\n9 checks: 9 ok, 0 warnings, 0 failed; all good\n"),
         "{out}"
     );
 
@@ -240,7 +244,7 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
     assert_eq!(json.code, Some(0), "{json}");
     let v: Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(v["healthy"], true);
-    assert_eq!(v["summary"]["ok"], 8);
+    assert_eq!(v["summary"]["ok"], 9);
     assert_eq!(v["checks"][3]["check"], "permissions testcluster");
     assert_eq!(v["checks"][3]["status"], "ok");
 

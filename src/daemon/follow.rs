@@ -143,8 +143,8 @@ fn session_id_candidates(
     ctx: &Ctx,
     rec: &SessionRecord,
     tmp_root: &Path,
+    started: Option<std::time::SystemTime>,
 ) -> Vec<telepresence::Candidate> {
-    let started = platform::process_start_time(rec.process);
     let claimed = ctx.claimed_by_others(&rec.key);
     helpers::find_session_dirs(tmp_root, ctx.uid)
         .into_iter()
@@ -283,12 +283,16 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
     let mut objects = Vec::new();
     let mut last_look: Option<tokio::time::Instant> = None;
     let mut said_ambiguous = false;
+    let mut last_said = Some(tokio::time::Instant::now());
     let mut exited = false;
     let began = tokio::time::Instant::now();
     // `--deployment` makes no proxy: nothing labelled in the cluster can be its own.
     let makes_proxies = !matches!(rec.invocation.mode, Mode::ExistingDeployment { .. });
+    // The process's start on the wall clock, worked out once: a clock stepped later would
+    // otherwise move it past its own session dir's time.
+    let started = platform::process_start_time(rec.process);
     while rec.telepresence_id.is_none() {
-        let candidates = session_id_candidates(ctx, rec, tmp_root);
+        let candidates = session_id_candidates(ctx, rec, tmp_root, started);
         let every = if began.elapsed() < CLUSTER_LOOK_SLOWS_AFTER {
             CLUSTER_LOOK_EVERY
         } else {
@@ -326,6 +330,29 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
             let tried = candidates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>();
             info!(session = %rec.key, candidates = ?tried, "the session ended before its Telepresence session id could be proven");
             return true;
+        }
+        // Every 5 s without proof, what was weighed (at debug: for a person reading why).
+        if last_said.is_none_or(|t: tokio::time::Instant| t.elapsed() >= Duration::from_secs(5)) {
+            last_said = Some(tokio::time::Instant::now());
+            let dirs: Vec<String> = helpers::find_session_dirs(tmp_root, ctx.uid)
+                .into_iter()
+                .map(|(dir, id)| {
+                    let written = std::fs::symlink_metadata(dir.join("session_id.txt"))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|w| jiff::Timestamp::try_from(w).ok());
+                    format!("{} ({id}, written {written:?})", dir.display())
+                })
+                .collect();
+            debug!(
+                session = %rec.key,
+                started = ?started.and_then(|s| jiff::Timestamp::try_from(s).ok()),
+                candidates = candidates.len(),
+                children = children_argv(rec).len(),
+                labelled = objects.len(),
+                tel_dirs = ?dirs,
+                "the session's Telepresence id is not proven yet"
+            );
         }
         tokio::select! {
             _ = exit.as_mut() => exited = true,
@@ -528,7 +555,8 @@ mod tests {
         assert!(touched.success());
         let rec = SessionRecord::test().with_process(info.id.pid, info.id.start_ticks);
         ctx.claim(B, "another session").expect("claimed");
-        let found: Vec<String> = session_id_candidates(&ctx, &rec, &tmp)
+        let started = platform::process_start_time(rec.process);
+        let found: Vec<String> = session_id_candidates(&ctx, &rec, &tmp, started)
             .into_iter()
             .map(|c| c.id)
             .collect();

@@ -232,11 +232,23 @@ pub async fn run(
     let journal = Journal::open(&cfg.paths.state_dir)?;
     let control = crate::control::bind(&cfg.paths.runtime_dir)?;
     let ctx = Arc::new(Ctx::new(cfg, journal));
+    // Whether a sandbox hides the user's processes from the agent: said once, and shown by
+    // `status` and `doctor` for as long as it runs.
+    let sight = crate::unfollowed::check_sight(ctx.uid);
+    match (&sight.problem, sight.checked_pid) {
+        (Some(p), _) => warn!("{p}"),
+        (None, Some(pid)) => info!(
+            checked_pid = pid,
+            "the environment and working directory of the user's processes are readable"
+        ),
+        (None, None) => info!("no other process of this user to check sight on"),
+    }
     let _control_task = AbortOnDrop(tokio::spawn(crate::control::serve(
         control,
         ctx.journal.clone(),
         ctx.board.clone(),
         ctx.unfollowed.clone(),
+        sight,
         ctx.uid,
         crate::session::now(),
     )));
@@ -541,7 +553,8 @@ fn environ_map(pid: u32) -> (HashMap<String, String>, Option<String>) {
         Err(e) => (
             HashMap::new(),
             Some(format!(
-                "cannot read its environment ({e}): its KUBECONFIG, HOME and PATH are unknown, so the default kubeconfig is assumed; run the agent where it can read the user's /proc entries (see `telepolice-agent doctor`)"
+                "cannot read its environment ({}): its KUBECONFIG, HOME and PATH are unknown, so the default kubeconfig is assumed; run the agent where it can read the user's /proc entries (see `telepolice-agent doctor`)",
+                crate::unfollowed::with_cause(&e)
             )),
         ),
     }
@@ -554,7 +567,7 @@ fn blindness(info: &crate::platform::ProcessInfo, env_problem: Option<String>) -
     if info.cwd.is_none() {
         let why = platform::process_cwd(info.id.pid)
             .err()
-            .map_or_else(|| "gone".to_string(), |e| e.to_string());
+            .map_or_else(|| "gone".to_string(), |e| crate::unfollowed::with_cause(&e));
         out.push(format!(
             "cannot read its working directory ({why}): its ./telepresence.log and a relative --logfile or KUBECONFIG cannot be found"
         ));

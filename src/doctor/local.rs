@@ -319,6 +319,22 @@ pub(super) async fn programs(
 pub(super) fn daemon(runtime_dir: &Path) -> Vec<Check> {
     let (check, doc) = daemon_answer(runtime_dir);
     let mut out = vec![check];
+    let sight: Option<crate::unfollowed::Sight> = doc
+        .as_ref()
+        .and_then(|d| serde_json::from_value(d["sight"].clone()).ok());
+    match sight {
+        Some(crate::unfollowed::Sight {
+            problem: Some(p), ..
+        }) => out.push(Check::fail("sight", p)),
+        Some(crate::unfollowed::Sight {
+            checked_pid: Some(pid),
+            problem: None,
+        }) => out.push(Check::ok(
+            "sight",
+            format!("the daemon reads the environment and working directory of the user's processes (checked on pid {pid})"),
+        )),
+        _ => {}
+    }
     let unfollowed: Vec<crate::unfollowed::Unfollowed> = doc
         .and_then(|d| serde_json::from_value(d["unfollowed"].clone()).ok())
         .unwrap_or_default();

@@ -82,16 +82,23 @@ pub enum IdPick {
 /// not count as naming it).
 const NOT_A_POD: &[&str] = &["--context", "--namespace", "-n", "--container", "-c"];
 
-/// Decides the session's id among `candidates` from `evidence`; see the module doc.
+/// Decides the session's id among `candidates` from `evidence`; see the module doc. A
+/// child's word counts first: only when no candidate is named by a child do the proxies
+/// decide (a proxy left by an earlier, crashed session of the same command line looks just
+/// like this one's).
 pub fn pick(candidates: &[Candidate], evidence: &Evidence<'_>) -> IdPick {
-    let proven: Vec<(&Candidate, String)> = candidates
+    let by_children: Vec<(&Candidate, String)> = candidates
         .iter()
-        .filter_map(|c| {
-            child_names(c, evidence)
-                .or_else(|| own_proxy(c, evidence))
-                .map(|why| (c, why))
-        })
+        .filter_map(|c| child_names(c, evidence).map(|why| (c, why)))
         .collect();
+    let proven = if by_children.is_empty() {
+        candidates
+            .iter()
+            .filter_map(|c| own_proxy(c, evidence).map(|why| (c, why)))
+            .collect()
+    } else {
+        by_children
+    };
     match proven.as_slice() {
         [] => IdPick::Unproven,
         [(c, why)] => IdPick::Proven {
@@ -339,6 +346,38 @@ mod tests {
             objects: &[],
         };
         assert_eq!(pick(&[cand(A)], &ev), IdPick::Unproven);
+    }
+
+    #[test]
+    fn a_child_outweighs_a_proxy_left_by_an_earlier_session() {
+        // An earlier session of the same swap crashed unrepaired: its proxy is still there,
+        // labelled with its id, and named as this command line would name it.
+        let mode = swap("app");
+        let sel = labels(&[("app", "app")]);
+        let objects = [
+            proxy(&format!("app-{A}"), A, "app"),
+            proxy(&format!("app-{B}"), B, "app"),
+        ];
+        let children = [argv(&format!(
+            "kubectl --context c --namespace n wait --for=condition=ready --timeout=60s pod/app-{B}"
+        ))];
+        let ev = Evidence {
+            pid: 7,
+            mode: &mode,
+            selector: &sel,
+            children: &children,
+            objects: &objects,
+        };
+        assert!(matches!(pick(&[cand(A), cand(B)], &ev), IdPick::Proven { id, .. } if id == B));
+        // Without the child, the two proxies fit alike: wait.
+        let ev = Evidence {
+            children: &[],
+            ..ev
+        };
+        assert_eq!(
+            pick(&[cand(A), cand(B)], &ev),
+            IdPick::Ambiguous(vec![A.to_string(), B.to_string()])
+        );
     }
 
     #[test]

@@ -51,6 +51,17 @@ pub fn list_pids() -> Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// The cgroup a process is in (the unified hierarchy's path, `/proc/<pid>/cgroup`'s `0::`
+/// line, or the whole file on a system without one), if readable.
+pub fn process_cgroup(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(proc_path(pid, "cgroup")).ok()?;
+    Some(
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map_or_else(|| text.clone(), str::to_string),
+    )
+}
+
 /// A process's working directory, or why it cannot be read (an `EACCES` here while the
 /// process is the user's own means the agent runs in a namespace that hides it).
 ///

@@ -63,6 +63,11 @@ pub fn all_argv() -> Result<Vec<(u32, Vec<String>)>> {
         .collect())
 }
 
+/// The cgroup a process is in: there are none here.
+pub fn process_cgroup(_pid: u32) -> Option<String> {
+    None
+}
+
 /// A process's working directory: not readable through `ps`.
 ///
 /// # Errors
