@@ -26,10 +26,14 @@ const INIT: &str = r#"#!/bin/sh
 set -eu
 W="$1"
 mount --make-rprivate /
+# The work dir may be under /tmp (a checkout there): held aside, then bound back.
+mount --bind "$W" /mnt
 for d in /run /tmp /var/tmp /var/lib/systemd /var/log/journal; do
   mkdir -p "$d"; mount -t tmpfs tmpfs "$d"
 done
 chmod 1777 /tmp /var/tmp
+mkdir -p "$W"
+mount --bind /mnt "$W"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 for f in passwd group shadow gshadow; do mount --bind "$W/etc/$f" "/etc/$f"; done
 mkdir -m 0700 -p /run/systemd/unit-root
@@ -61,7 +65,8 @@ struct RealInit {
     /// PID 1 (systemd) as the host sees it.
     pid1: u32,
     cgroup: PathBuf,
-    /// The work dir (not under /tmp, which is a new tmpfs inside); the user's home is in it.
+    /// The work dir, bound back inside if it is under /tmp (a new tmpfs there); the user's
+    /// home is in it.
     dir: tempfile::TempDir,
 }
 
@@ -180,7 +185,7 @@ impl RealInit {
     }
 
     /// A command in the namespaces, as the test user with a login's environment.
-    fn user(&self, args: &[&str]) -> Output {
+    fn user_command(&self, args: &[&str]) -> Command {
         let home = self.home();
         let mut cmd = Command::new("nsenter");
         cmd.args(["-t", &self.pid1.to_string(), "-a", "setpriv"])
@@ -198,20 +203,17 @@ impl RealInit {
                 "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{UID}/bus"
             ))
             .args(args);
-        cmd.output().expect("nsenter runs")
+        cmd
     }
 
-    /// [`RealInit::user`]'s command, started and left running.
+    /// [`RealInit::user_command`], run to its end.
+    fn user(&self, args: &[&str]) -> Output {
+        self.user_command(args).output().expect("nsenter runs")
+    }
+
+    /// [`RealInit::user_command`], started and left running.
     fn user_spawn(&self, args: &[&str]) -> std::process::Child {
-        let home = self.home();
-        Command::new("nsenter")
-            .args(["-t", &self.pid1.to_string(), "-a", "setpriv"])
-            .arg(format!("--reuid={UID}"))
-            .arg(format!("--regid={UID}"))
-            .args(["--init-groups", "env", "-i"])
-            .arg(format!("HOME={}", home.display()))
-            .args(["USER=tpuser", "LOGNAME=tpuser", "SHELL=/bin/bash"])
-            .args(args)
+        self.user_command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -332,7 +332,9 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
             return true;
         }
         // Every 5 s without proof, what was weighed (at debug: for a person reading why).
-        if last_said.is_none_or(|t: tokio::time::Instant| t.elapsed() >= Duration::from_secs(5)) {
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && last_said.is_none_or(|t: tokio::time::Instant| t.elapsed() >= Duration::from_secs(5))
+        {
             last_said = Some(tokio::time::Instant::now());
             let dirs: Vec<String> = helpers::find_session_dirs(tmp_root, ctx.uid)
                 .into_iter()
