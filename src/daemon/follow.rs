@@ -371,13 +371,14 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     rec: &mut SessionRecord,
     exit: &mut std::pin::Pin<&mut F>,
 ) {
-    let (env, _) = environ_map(rec.process.pid);
     // 0.x makes its tel-* dir in /tmp whatever the session's TMPDIR says.
     let tmp_root = ctx.cfg().paths.tmp_dir.clone();
     if rec.cluster.server.is_empty() {
-        // The kubeconfig was missing or broken when the session was found: look again
-        // until it can be read (or the session ends).
+        // The kubeconfig was missing or broken when the session was found (or its
+        // environment not readable yet): read both again until they can be (or the session
+        // ends).
         loop {
+            let (env, _) = environ_map(rec.process.pid);
             let inv = &rec.invocation;
             match cluster::resolve_binding(
                 &env,
@@ -387,7 +388,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             ) {
                 Ok(b) => {
                     if !ctx.cfg().in_scope(&b.context, &b.namespace) {
-                        info!(session = %rec.key, "session out of the configured scope; forgetting it");
+                        super::pass_over_out_of_scope(ctx, rec.process, &rec.argv, &b);
                         let _ = ctx.journal.remove(&rec.key);
                         rec.transition(State::Ended, "out of the configured scope");
                         return;

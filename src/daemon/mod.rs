@@ -539,7 +539,20 @@ fn prune(ctx: &Ctx, records: &[SessionRecord]) {
 /// it (macOS), the agent's own `KUBECONFIG`, `HOME`, `PATH` and `TMPDIR` stand in (a
 /// launchd agent of the same user shares them with the user's shells in the common case).
 fn environ_map(pid: u32) -> (HashMap<String, String>, Option<String>) {
-    match platform::process_environ(pid) {
+    // Found in its first instant, a process may still be inside execve for a moment: its
+    // new environment is there within microseconds (20 ms at most here, said otherwise).
+    let mut read = platform::process_environ(pid);
+    for _ in 0..10 {
+        if !matches!(
+            read,
+            Err(crate::platform::PlatformError::ExecInProgress { .. })
+        ) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        read = platform::process_environ(pid);
+    }
+    match read {
         Ok(v) => (v.into_iter().collect(), None),
         Err(e @ crate::platform::PlatformError::Unsupported { .. }) => (
             ["KUBECONFIG", "HOME", "PATH", "TMPDIR"]
@@ -557,6 +570,20 @@ fn environ_map(pid: u32) -> (HashMap<String, String>, Option<String>) {
                 crate::unfollowed::with_cause(&e)
             )),
         ),
+    }
+}
+
+/// Says (once) that the process `id` is not followed: its cluster is out of the configured
+/// scope.
+fn pass_over_out_of_scope(ctx: &Ctx, id: ProcessId, argv: &[String], cluster: &ClusterBinding) {
+    let why = format!(
+        "context {} namespace {} is outside the configured scope (contexts, ignore_contexts, namespaces in {})",
+        cluster.context,
+        cluster.namespace,
+        ctx.cfg().paths.config_file.display()
+    );
+    if ctx.unfollowed.note(id, argv, &why, false) {
+        info!(pid = id.pid, "not following Telepresence process: {why}");
     }
 }
 
@@ -618,18 +645,7 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         ),
     };
     if problem.is_none() && !ctx.cfg().in_scope(&cluster.context, &cluster.namespace) {
-        let why = format!(
-            "context {} namespace {} is outside the configured scope (contexts, ignore_contexts, namespaces in {})",
-            cluster.context,
-            cluster.namespace,
-            ctx.cfg().paths.config_file.display()
-        );
-        if ctx.unfollowed.note(info.id, &info.argv, &why, false) {
-            info!(
-                pid = info.id.pid,
-                "not following Telepresence process: {why}"
-            );
-        }
+        pass_over_out_of_scope(ctx, info.id, &info.argv, &cluster);
         return None;
     }
     ctx.unfollowed.forget(info.id);
