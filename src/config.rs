@@ -5,7 +5,8 @@
 //! Paths: the config file is `<config dir>/config.toml` (`TELEPOLICE_CONFIG` overrides);
 //! the journal lives in the state dir (`TELEPOLICE_STATE_DIR`), the lock in the runtime dir
 //! (`TELEPOLICE_RUNTIME_DIR`), logs in the log dir (`TELEPOLICE_LOG_DIR`), and Telepresence's
-//! `tel-*` session dirs are looked for in `TELEPOLICE_TMPDIR` (default: the system temp dir).
+//! `tel-*` session dirs are looked for in `TELEPOLICE_TMPDIR` (default: `/tmp`, where 0.x
+//! makes them whatever `TMPDIR` says).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
