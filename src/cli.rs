@@ -450,6 +450,9 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
         } else {
             t.push_str(&status::table(&shown, &waiting));
         }
+        if !all && !verbose {
+            t.push_str(&status::recent_repairs(&records, jiff::Timestamp::now()));
+        }
         if verbose {
             t.push_str(&crate::unfollowed::render(&unfollowed));
         } else if !unfollowed.is_empty() {

@@ -231,6 +231,25 @@ impl SessionRecord {
         });
     }
 
+    /// What a repair did, in one line: the actions carried out (the first five, then how
+    /// many more), for the log and `status`.
+    pub fn repair_summary(&self) -> String {
+        let done: Vec<&str> = self
+            .actions
+            .iter()
+            .filter(|a| a.outcome == "done")
+            .map(|a| a.action.as_str())
+            .collect();
+        if done.is_empty() {
+            return "nothing needed doing".to_string();
+        }
+        let mut text = done.iter().take(5).copied().collect::<Vec<_>>().join("; ");
+        if done.len() > 5 {
+            text.push_str(&format!("; and {} more", done.len() - 5));
+        }
+        text
+    }
+
     /// A short description of the target for `status`.
     pub fn target(&self) -> String {
         use crate::telepresence::Mode;

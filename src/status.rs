@@ -11,6 +11,34 @@ pub fn is_current(r: &SessionRecord) -> bool {
     !matches!(r.state, State::Ended | State::Cleaned)
 }
 
+/// `status`'s section for the sessions repaired in the last 24 hours (before `now`), newest
+/// first, one line each; empty when there are none.
+pub fn recent_repairs(records: &[SessionRecord], now: jiff::Timestamp) -> String {
+    let mut recent: Vec<(jiff::Timestamp, &SessionRecord)> = records
+        .iter()
+        .filter(|r| r.state == State::Cleaned)
+        .filter_map(|r| Some((r.history.last()?.at.parse::<jiff::Timestamp>().ok()?, r)))
+        .filter(|(at, _)| now.duration_since(*at).as_secs() < 86_400)
+        .collect();
+    if recent.is_empty() {
+        return String::new();
+    }
+    recent.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let mut t = String::from("\nRepaired in the last 24 hours:\n");
+    for (at, r) in recent {
+        t.push_str(&format!(
+            "  {} {} in {}/{} (session {}): {}\n",
+            at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.target(),
+            r.cluster.context,
+            r.cluster.namespace,
+            r.key,
+            r.repair_summary()
+        ));
+    }
+    t
+}
+
 fn age(at: Option<&str>) -> String {
     let Some(t) = at.and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
         return "?".to_string();
@@ -135,4 +163,75 @@ pub fn detail(r: &SessionRecord, waiting: Option<&Waiting>) -> String {
         let _ = writeln!(out, "  {}", w.summary());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(r: SessionRecord, when: &str) -> SessionRecord {
+        let mut r = r;
+        if let Some(t) = r.history.last_mut() {
+            t.at = when.to_string();
+        }
+        r
+    }
+
+    #[test]
+    fn repairs_of_the_last_24_hours_are_listed_newest_first() {
+        let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().expect("a time");
+        let mut done = SessionRecord::test()
+            .with_process(10, 1)
+            .swapping("app", 2)
+            .in_state(State::Cleaned, "repaired what the session left");
+        done.act("scale deployment/app to 2", "done");
+        done.act("delete pod/app-x", "done");
+        done.act("stop local helper 12", "skipped: already gone");
+        let records = vec![
+            at(done.clone(), "2026-12-03T11:00:00Z"),
+            at(
+                SessionRecord::test()
+                    .with_process(11, 1)
+                    .swapping("web", 1)
+                    .in_state(State::Cleaned, "repaired"),
+                "2026-12-03T11:30:00Z",
+            ),
+            at(
+                SessionRecord::test()
+                    .with_process(12, 1)
+                    .in_state(State::Cleaned, "repaired"),
+                "2026-12-01T11:00:00Z",
+            ),
+            at(
+                SessionRecord::test()
+                    .with_process(13, 1)
+                    .in_state(State::Ended, "nothing to repair"),
+                "2026-12-03T11:50:00Z",
+            ),
+        ];
+        let text = recent_repairs(&records, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[1], "Repaired in the last 24 hours:");
+        assert!(lines[2].contains("swap deployment/web"), "{text}");
+        assert!(
+            lines[3].starts_with("  2026-12-03 11:00:00 swap deployment/app in ")
+                && lines[3].ends_with(": scale deployment/app to 2; delete pod/app-x"),
+            "{text}"
+        );
+        assert_eq!(recent_repairs(&records[2..], now), "");
+    }
+
+    #[test]
+    fn a_summary_names_what_was_done_and_counts_the_rest() {
+        let mut r = SessionRecord::test().with_process(1, 1);
+        assert_eq!(r.repair_summary(), "nothing needed doing");
+        for i in 0..7 {
+            r.act(format!("step {i}"), "done");
+        }
+        assert_eq!(
+            r.repair_summary(),
+            "step 0; step 1; step 2; step 3; step 4; and 2 more"
+        );
+    }
 }

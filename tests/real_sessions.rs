@@ -71,6 +71,22 @@ fn a_session_whose_tmpdir_is_elsewhere_is_repaired_from_tmp() {
         "{:#?}",
         actions(&rec)
     );
+    // Where a person looks: `status` lists the repair, and the log line names it.
+    let status = agent.status_table();
+    assert!(
+        status.contains("Repaired in the last 24 hours:")
+            && status.contains("swap deployment/app in testcluster/default")
+            && status.contains(": scale deployment/app to 2"),
+        "{status}"
+    );
+    agent.wait_log("session repaired: scale deployment/app to 2");
+    assert!(
+        agent
+            .log()
+            .contains("target=swap deployment/app context=testcluster namespace=default"),
+        "{}",
+        agent.log()
+    );
 }
 
 /// A stress test's count: `var` when set (by hand, for a long run), else `default`.

@@ -178,7 +178,14 @@ async fn attempt(
                 State::Cleaned,
                 "nothing left to repair: the repair begun earlier is complete (its last steps were carried out, but not journaled, before the agent stopped or lost the cluster)",
             );
-            info!(session = %rec.key, "session repaired");
+            info!(
+                session = %rec.key,
+                target = %rec.target(),
+                context = %rec.cluster.context,
+                namespace = %rec.cluster.namespace,
+                "session repaired: {}",
+                rec.repair_summary()
+            );
         } else {
             rec.transition(
                 State::Ended,
@@ -252,7 +259,14 @@ async fn attempt(
     failpoint::hit("cleanup.helpers-stopped");
     if attention.is_empty() {
         rec.transition(State::Cleaned, "repaired what the session left");
-        info!(session = %rec.key, "session repaired");
+        info!(
+            session = %rec.key,
+            target = %rec.target(),
+            context = %rec.cluster.context,
+            namespace = %rec.cluster.namespace,
+            "session repaired: {}",
+            rec.repair_summary()
+        );
     } else {
         rec.transition(State::NeedsAttention, attention.join("; "));
         warn!(session = %rec.key, "needs attention: {}", attention.join("; "));
