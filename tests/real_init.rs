@@ -235,6 +235,23 @@ impl RealInit {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The service's `ActiveState`, `MainPID` and `NRestarts`, as `systemctl show` says them.
+    fn service_state(&self) -> String {
+        let out = self.user(&[
+            "systemctl",
+            "--user",
+            "show",
+            "telepolice-agent",
+            "-p",
+            "ActiveState",
+            "-p",
+            "MainPID",
+            "-p",
+            "NRestarts",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn journal(&self) -> String {
         let out = self.user(&[
             "journalctl",
@@ -342,17 +359,7 @@ fn installed_under_a_real_systemd_it_repairs_a_killed_session() {
     assert!(started.status.success(), "{started:?}");
     init.user_ok(&["telepolice-agent", "install"]);
     let main_pid = wait_until("the service is active", Duration::from_secs(30), || {
-        let out = init.user(&[
-            "systemctl",
-            "--user",
-            "show",
-            "telepolice-agent",
-            "-p",
-            "ActiveState",
-            "-p",
-            "MainPID",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = init.service_state();
         (text.contains("ActiveState=active")).then_some(text)
     });
 
@@ -382,19 +389,7 @@ fn installed_under_a_real_systemd_it_repairs_a_killed_session() {
 
     // The watchdog (30 s) stays quiet: the same process, never restarted, after 70 s.
     std::thread::sleep(Duration::from_secs(70));
-    let now = init.user(&[
-        "systemctl",
-        "--user",
-        "show",
-        "telepolice-agent",
-        "-p",
-        "ActiveState",
-        "-p",
-        "MainPID",
-        "-p",
-        "NRestarts",
-    ]);
-    let now = String::from_utf8_lossy(&now.stdout).into_owned();
+    let now = init.service_state();
     assert!(
         now.contains(
             main_pid

@@ -178,14 +178,7 @@ async fn attempt(
                 State::Cleaned,
                 "nothing left to repair: the repair begun earlier is complete (its last steps were carried out, but not journaled, before the agent stopped or lost the cluster)",
             );
-            info!(
-                session = %rec.key,
-                target = %rec.target(),
-                context = %rec.cluster.context,
-                namespace = %rec.cluster.namespace,
-                "session repaired: {}",
-                rec.repair_summary()
-            );
+            log_repaired(rec);
         } else {
             rec.transition(
                 State::Ended,
@@ -259,14 +252,7 @@ async fn attempt(
     failpoint::hit("cleanup.helpers-stopped");
     if attention.is_empty() {
         rec.transition(State::Cleaned, "repaired what the session left");
-        info!(
-            session = %rec.key,
-            target = %rec.target(),
-            context = %rec.cluster.context,
-            namespace = %rec.cluster.namespace,
-            "session repaired: {}",
-            rec.repair_summary()
-        );
+        log_repaired(rec);
     } else {
         rec.transition(State::NeedsAttention, attention.join("; "));
         warn!(session = %rec.key, "needs attention: {}", attention.join("; "));
@@ -477,6 +463,18 @@ pub async fn cleanup(
         ctx.save(&rec);
     }
     Ok(rec)
+}
+
+/// The log line of a repair: the workload, where, and what was done.
+fn log_repaired(rec: &SessionRecord) {
+    info!(
+        session = %rec.key,
+        target = %rec.target(),
+        context = %rec.cluster.context,
+        namespace = %rec.cluster.namespace,
+        "session repaired: {}",
+        rec.repair_summary()
+    );
 }
 
 #[cfg(test)]
