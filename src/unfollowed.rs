@@ -100,29 +100,29 @@ pub struct Sight {
 /// environment and working directory.
 pub fn check_sight(uid: u32) -> Sight {
     let me = std::process::id();
-    let own = platform::process_cgroup(me);
-    let theirs: Vec<platform::ProcessInfo> = platform::list_pids()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| *p != me)
-        .filter_map(|p| platform::process_info(p).ok())
-        .filter(|i| i.uid == uid && !i.argv.is_empty() && i.ppid != me)
-        .collect();
-    // One outside the agent's service if there is one (under a service manager, where a
-    // sandbox would hide it); else any (a machine where everything shares one cgroup).
+    let usable = |i: &platform::ProcessInfo| i.uid == uid && !i.argv.is_empty() && i.ppid != me;
     // The agent's parent first (under systemd, the user's service manager, outside any
-    // sandbox of the agent's own; run by hand, the shell); else one outside the agent's
-    // cgroup (its service); else any.
-    let parent = platform::process_info(me).ok().map(|i| i.ppid);
-    let outside = theirs
-        .iter()
-        .find(|i| Some(i.id.pid) == parent)
-        .or_else(|| {
-            theirs
-                .iter()
-                .find(|i| own.is_some() && platform::process_cgroup(i.id.pid) != own)
-        });
-    let Some(other) = outside.or(theirs.first()).cloned() else {
+    // sandbox of the agent's own; run by hand, the shell): no scan needed. Else one outside
+    // the agent's cgroup (its service); else any (a machine where all share one cgroup).
+    let parent = platform::process_info(me)
+        .ok()
+        .and_then(|i| platform::process_info(i.ppid).ok())
+        .filter(usable);
+    let other = parent.or_else(|| {
+        let own = platform::process_cgroup(me);
+        let theirs: Vec<platform::ProcessInfo> = platform::list_pids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != me)
+            .filter_map(|p| platform::process_info(p).ok())
+            .filter(usable)
+            .collect();
+        let outside = theirs
+            .iter()
+            .position(|i| own.is_some() && platform::process_cgroup(i.id.pid) != own);
+        theirs.into_iter().nth(outside.unwrap_or(0))
+    });
+    let Some(other) = other else {
         return Sight::default();
     };
     let pid = other.id.pid;
