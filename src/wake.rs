@@ -12,7 +12,9 @@
 //! - `TELEPOLICE_TEST_SUSPEND_FILE` names a file holding a number of seconds that is added
 //!   to the suspended time, so that a test can make the daemon believe the machine slept;
 //! - `TELEPOLICE_TEST_RETRY_SECS` makes every pause between repair tries that long, so that
-//!   a test can tell a woken try from a timed one.
+//!   a test can tell a woken try from a timed one;
+//! - `TELEPOLICE_TEST_NO_KNOCK` (any value) turns knocking off (see `daemon::knock`), so that
+//!   a test can tell a resume's try from a knock's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -84,6 +86,11 @@ pub fn test_retry_pause() -> Option<Duration> {
     } else {
         None
     }
+}
+
+/// Whether a test turned knocking off (debug builds only).
+pub fn test_no_knock() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("TELEPOLICE_TEST_NO_KNOCK").is_some()
 }
 
 /// A repair waiting for its cluster.

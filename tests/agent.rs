@@ -812,8 +812,10 @@ fn a_resume_makes_a_waiting_repair_try_again_at_once() {
                 "TELEPOLICE_TEST_SUSPEND_FILE",
                 &suspended.display().to_string(),
             ),
-            // Ten minutes between tries: only a wake can make the next one happen soon.
+            // Ten minutes between tries and no knocking: only a wake can make the next one
+            // happen soon.
             ("TELEPOLICE_TEST_RETRY_SECS", "600"),
+            ("TELEPOLICE_TEST_NO_KNOCK", "1"),
         ],
     );
     let (mut s, _, rec) = swap_followed(&env, &agent, &program);
@@ -843,6 +845,32 @@ fn a_resume_makes_a_waiting_repair_try_again_at_once() {
         "{}",
         agent.log()
     );
+}
+
+#[test]
+fn a_waiting_repair_runs_as_soon_as_its_server_takes_connections_again() {
+    let Some(env) = setup() else { return };
+    let program = Agent::program(&env);
+    // Ten minutes between tries: only a knock answered can make the next one happen soon.
+    let agent = Agent::start_with_env(&env, &program, "", &[("TELEPOLICE_TEST_RETRY_SECS", "600")]);
+    let (mut s, _, rec) = swap_followed(&env, &agent, &program);
+    assert!(env.cluster.set_reachable(false));
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let key = text(&rec, "/key");
+    wait_for("the repair has failed once", || {
+        agent
+            .waiting()
+            .get(key.as_str())
+            .is_some_and(|w| w["tries"] == 1)
+    });
+    // Refused knocks meanwhile: still one try.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.waiting()[key.as_str()]["tries"], 1, "no full try yet");
+    assert!(env.cluster.set_reachable(true));
+    agent.wait_state("Cleaned");
+    assert_eq!(replicas(&env, "app"), 2);
+    assert!(!agent.log().contains("asleep"), "{}", agent.log());
 }
 
 #[test]

@@ -522,6 +522,60 @@ fn without_a_user_manager_install_says_so_and_writes_nothing() {
 }
 
 #[test]
+fn a_dry_run_without_a_user_manager_prints_every_step_then_why_it_would_fail() {
+    let f = Fixture::new();
+    std::fs::write(f.path("fake/no-manager"), "").expect("marker");
+    let out = f.agent("systemd", &["install", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let steps = [
+        format!(
+            "would create the directory {}",
+            f.path("xdg-config/systemd/user").display()
+        ),
+        format!("would write {}", f.unit_file().display()),
+        "--user daemon-reload`".to_string(),
+        "--user enable --now telepolice-agent.service`".to_string(),
+        "dry run: nothing was changed".to_string(),
+    ];
+    let mut at = 0;
+    for step in &steps {
+        let found = printed[at..]
+            .find(step.as_str())
+            .unwrap_or_else(|| panic!("missing {step:?} (in order) in:\n{printed}"));
+        at += found + step.len();
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the install would fail here: no systemd user manager")
+            && said.contains("No medium found"),
+        "{said}"
+    );
+    assert!(!f.unit_file().exists(), "nothing is written");
+    assert!(!f.path("xdg-config").exists(), "no directory is made");
+
+    // An agent started by hand: the steps, then that.
+    std::fs::remove_file(f.path("fake/no-manager")).expect("marker");
+    std::fs::create_dir_all(f.path("run")).expect("runtime dir");
+    let lock = std::fs::File::create(f.path("run/telepolice-agent.lock")).expect("lock file");
+    lock.try_lock().expect("the test holds the lock");
+    let out = f.agent("systemd", &["install", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("--user enable --now"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the install would fail here: another telepolice-agent runs"),
+        "{}",
+        text(&out)
+    );
+    assert!(!f.unit_file().exists());
+}
+
+#[test]
 fn an_agent_started_by_hand_blocks_the_install() {
     let f = Fixture::new();
     std::fs::create_dir_all(f.path("run")).expect("runtime dir");

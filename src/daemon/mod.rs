@@ -19,6 +19,7 @@
 //! when a watched Telepresence program is opened and by a slow safety-net scan.
 
 mod follow;
+mod knock;
 mod lock;
 mod reload;
 mod repair;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::knock;
 use super::retry::Retry;
 use super::{Ctx, is_running};
 use crate::cluster::{self, ClusterError};
@@ -22,8 +23,9 @@ use crate::telepresence::{self, Mode};
 ///
 /// Retries back off from 0.5 s to at most 1.5 s (plus jitter), and a resume or a network
 /// change ([`Ctx::probe_now`]) makes the next try happen at once, no sooner than
-/// [`super::retry::MIN_SPACING`] after the last one. While it waits, the repair is on the board `status`
-/// shows.
+/// [`super::retry::MIN_SPACING`] after the last one. While the server does not answer at
+/// all, it is knocked at ([`knock`]) and the next try comes as soon as it takes connections
+/// again. While it waits, the repair is on the board `status` shows.
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     let (first, max) =
         crate::wake::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
@@ -31,6 +33,7 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     // within about two seconds of the API server answering again.
     let mut retry = Retry::new(first, max, 300, ctx.probe.subscribe());
     let mut last_wait = String::new();
+    let mut waiting_since = None;
     // Built once (kubeconfig read, server checked, TLS set up), reused across retries.
     let mut client = None;
     loop {
@@ -65,7 +68,20 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 } else {
                     Duration::ZERO
                 };
-                retry.pause(tried, cap).await;
+                let since = *waiting_since.get_or_insert(tried);
+                // Unanswered (no status, a client built): knock until it answers.
+                let addrs = if matches!(e, RepairError::Cluster(_))
+                    && e.status_code().is_none()
+                    && !no_client
+                    && !crate::wake::test_no_knock()
+                {
+                    knock::resolve(&rec.cluster.server).await
+                } else {
+                    Vec::new()
+                };
+                retry
+                    .pause_or(tried, cap, knock::until_answered(&addrs, since))
+                    .await;
             }
             Err(e) => {
                 rec.transition(

@@ -44,6 +44,18 @@ impl Retry {
     ///
     /// Cancel-safe: dropped mid-way, it leaves the schedule as it was.
     pub(super) async fn pause(&mut self, tried: Instant, cap: Duration) {
+        self.pause_or(tried, cap, std::future::pending()).await;
+    }
+
+    /// As [`Self::pause`], also cut short (at once, and starting the schedule again) when
+    /// `answered` completes: the server was seen taking connections again after refusing
+    /// them (see [`super::knock`]).
+    pub(super) async fn pause_or(
+        &mut self,
+        tried: Instant,
+        cap: Duration,
+        answered: impl std::future::Future<Output = ()>,
+    ) {
         let jitter = match self.jitter_ms {
             0 => Duration::ZERO,
             j => Duration::from_millis(u64::from(
@@ -61,6 +73,9 @@ impl Retry {
             // A burst of network messages is one wake: `changed` coalesces.
             Ok(()) = self.woken.changed() => {
                 tokio::time::sleep_until(tried + MIN_SPACING).await;
+                self.next = self.first;
+            }
+            () = answered => {
                 self.next = self.first;
             }
         }

@@ -364,6 +364,40 @@ fn query(setup: &Setup, args: &[&str]) -> Result<Ran> {
 /// The manager's program missing, or no manager to talk to (no systemd user manager, no
 /// launchd GUI domain): an install could not work, so nothing is planned.
 pub fn observe(setup: &Setup, held_lock: Option<PathBuf>) -> Result<Observed> {
+    let mut now = observe_files(setup, held_lock)?;
+    (now.enabled, now.running) = observe_manager(setup)?;
+    Ok(now)
+}
+
+/// As [`observe`], for a dry run: what cannot be observed is taken as absent (no file, not
+/// enabled, not running), and the error that would stop the real command comes back beside
+/// it, so that every step can still be printed before saying why it would fail.
+pub fn observe_for_dry_run(
+    setup: &Setup,
+    held_lock: Option<PathBuf>,
+) -> (Observed, Option<ServiceError>) {
+    let mut now = match observe_files(setup, held_lock.clone()) {
+        Ok(now) => now,
+        Err(e) => {
+            let now = Observed {
+                missing_dirs: setup.dirs.clone(),
+                held_lock,
+                ..Observed::default()
+            };
+            return (now, Some(e));
+        }
+    };
+    match observe_manager(setup) {
+        Ok(state) => {
+            (now.enabled, now.running) = state;
+            (now, None)
+        }
+        Err(e) => (now, Some(e)),
+    }
+}
+
+/// The definition file and the directories; `enabled` and `running` left false.
+fn observe_files(setup: &Setup, held_lock: Option<PathBuf>) -> Result<Observed> {
     let file = match std::fs::read(&setup.file) {
         Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -375,7 +409,18 @@ pub fn observe(setup: &Setup, held_lock: Option<PathBuf>) -> Result<Observed> {
         }
     };
     let missing_dirs = setup.dirs.iter().filter(|d| !d.is_dir()).cloned().collect();
-    let (enabled, running) = match setup.manager {
+    Ok(Observed {
+        file,
+        missing_dirs,
+        enabled: false,
+        running: false,
+        held_lock,
+    })
+}
+
+/// (enabled, running), from the service manager.
+fn observe_manager(setup: &Setup) -> Result<(bool, bool)> {
+    Ok(match setup.manager {
         Manager::Systemd => {
             let probe = ["--user", "show", "--property=Version"];
             let ran = query(setup, &probe)?;
@@ -403,13 +448,6 @@ pub fn observe(setup: &Setup, held_lock: Option<PathBuf>) -> Result<Observed> {
             let loaded = query(setup, &["print", &setup.service_target()])?.ok;
             (loaded, loaded)
         }
-    };
-    Ok(Observed {
-        file,
-        missing_dirs,
-        enabled,
-        running,
-        held_lock,
     })
 }
 

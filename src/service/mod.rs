@@ -28,6 +28,12 @@ pub enum ServiceError {
     /// A path cannot be written into a unit or plist.
     #[error("cannot name {path} in a service definition: {why}")]
     UnusablePath { path: PathBuf, why: &'static str },
+    /// A dry run found that the real command would stop here.
+    #[error("the install would fail here: {source}")]
+    WouldFail {
+        #[source]
+        source: Box<ServiceError>,
+    },
     /// No home directory to install into.
     #[error("HOME is not set: it says where the service definition goes")]
     NoHome,
@@ -248,18 +254,56 @@ pub fn install(
     }
     let held =
         crate::daemon::is_running(runtime_dir).then(|| crate::daemon::lock_path(runtime_dir));
+    if dry_run {
+        return dry_run_install(&setup, held, &content, out);
+    }
     let now = install::observe(&setup, held)?;
     writeln!(out, "{}", install::describe(&setup, &now))?;
     let plan = install::plan_install(&setup, &now, &content)?;
-    install::execute(&setup, &plan, dry_run, out)?;
-    if !dry_run {
-        let logs = match setup.manager {
-            Manager::Systemd => "journalctl --user -u telepolice-agent".to_string(),
-            Manager::Launchd => files::launchd_log_dir(&setup.home).display().to_string(),
-        };
-        writeln!(out, "see it with `telepolice-agent status`; logs: {logs}")?;
-    }
+    install::execute(&setup, &plan, false, out)?;
+    let logs = match setup.manager {
+        Manager::Systemd => "journalctl --user -u telepolice-agent".to_string(),
+        Manager::Launchd => files::launchd_log_dir(&setup.home).display().to_string(),
+    };
+    writeln!(out, "see it with `telepolice-agent status`; logs: {logs}")?;
     Ok(())
+}
+
+/// `install --dry-run`: every step the install would take, even where the service manager
+/// cannot be reached (then taken as having nothing installed), then the error the real
+/// install would stop at, if any.
+fn dry_run_install(
+    setup: &Setup,
+    held: Option<PathBuf>,
+    content: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (now, unreachable) = install::observe_for_dry_run(setup, held);
+    match &unreachable {
+        None => writeln!(out, "{}", install::describe(setup, &now))?,
+        Some(_) => writeln!(
+            out,
+            "found: the service manager could not be asked (see below); taking it as having nothing installed"
+        )?,
+    }
+    let (plan, refused) = match install::plan_install(setup, &now, content) {
+        Ok(plan) => (plan, None),
+        Err(e) => {
+            // Plans as if that agent were gone, to show the steps all the same.
+            let free = install::Observed {
+                held_lock: None,
+                ..now.clone()
+            };
+            (install::plan_install(setup, &free, content)?, Some(e))
+        }
+    };
+    install::execute(setup, &plan, true, out)?;
+    match unreachable.or(refused) {
+        None => Ok(()),
+        Some(e) => Err(ServiceError::WouldFail {
+            source: Box::new(e),
+        }),
+    }
 }
 
 /// `telepolice-agent uninstall`: stops the service and removes its definition; prints each
