@@ -1,13 +1,16 @@
 //! The agent as it is installed, under a real systemd: the machine's own systemd (252 on
-//! Debian 12) runs as PID 1 in namespaces of its own (the recipe of
-//! `real-init-facts.md`), with a user manager for a test user who exists only inside. As
+//! Debian 12), or that of a Debian root made with debootstrap (257 from Debian 13, 254 from
+//! bookworm-backports; see `debian_root`), runs as PID 1 in namespaces of its own (the
+//! recipe of `real-init-facts.md`; another root is made the namespace's own with
+//! `pivot_root`), with a user manager for a test user who exists only inside. As
 //! that user: `telepolice-agent install`, a Telepresence session from a login-like shell
 //! with its own `KUBECONFIG`, `TMPDIR` and working directory and a program that is not on
 //! the service's PATH, `kill -9`, the cluster repaired; the service still active with its
 //! watchdog quiet after 70 s; `systemctl --user reload`; `uninstall`.
 //!
-//! Needs root, util-linux (`unshare`, `nsenter`, `setpriv`), systemd and a writable cgroup2
-//! hierarchy; in CI a missing one fails the test, elsewhere it is skipped with a line.
+//! Needs root, util-linux (`unshare`, `nsenter`, `setpriv`), systemd, a writable cgroup2
+//! hierarchy, and for the other roots debootstrap and Debian's mirror; in CI a missing one
+//! fails the test, elsewhere it is skipped with a line.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,7 +28,22 @@ const UID: u32 = 4242;
 const INIT: &str = r#"#!/bin/sh
 set -eu
 W="$1"
+R="${2:-}"
 mount --make-rprivate /
+if [ -n "$R" ]; then
+  # Another Debian's root: the work dir at the same path inside, the kernel's file
+  # systems, then that root made the namespace's own (the old one goes with its tmp).
+  mount --bind "$R" "$R"
+  mkdir -p "$R$W"
+  mount --bind "$W" "$R$W"
+  mount -t proc proc "$R/proc"
+  mount --rbind /sys "$R/sys"
+  mount --rbind /dev "$R/dev"
+  cd "$R"
+  pivot_root . tmp
+  cd /
+  umount -l /tmp
+fi
 # The work dir may be under /tmp (a checkout there): held aside, then bound back.
 mount --bind "$W" /mnt
 for d in /run /tmp /var/tmp /var/lib/systemd /var/log/journal; do
@@ -106,13 +124,15 @@ fn cgroup2_root() -> Option<PathBuf> {
 }
 
 impl RealInit {
-    fn start() -> Self {
+    /// systemd from `root` (another Debian's root), or the machine's own.
+    fn start(root: Option<&Path>) -> Self {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a work dir");
         let w = dir.path();
         chmod(w, 0o755);
         std::fs::create_dir_all(w.join("etc")).expect("etc");
         for f in ["passwd", "group", "shadow", "gshadow"] {
-            let mut text = std::fs::read_to_string(Path::new("/etc").join(f)).unwrap_or_default();
+            let etc = root.unwrap_or(Path::new("/")).join("etc");
+            let mut text = std::fs::read_to_string(etc.join(f)).unwrap_or_default();
             text.push_str(&match f {
                 "passwd" => format!(
                     "tpuser:x:{UID}:{UID}:test:{}:/bin/bash\n",
@@ -126,16 +146,19 @@ impl RealInit {
         }
         std::fs::write(w.join("init.sh"), INIT).expect("init written");
         chmod(&w.join("init.sh"), 0o755);
-        let cgroup = cgroup2_root()
-            .expect("checked")
-            .join(format!("telepolice-real-init-{}", std::process::id()));
+        let cgroup = cgroup2_root().expect("checked").join(format!(
+            "telepolice-real-init-{}-{}",
+            std::process::id(),
+            w.file_name().and_then(|n| n.to_str()).unwrap_or("w")
+        ));
         std::fs::create_dir_all(&cgroup).expect("a cgroup of its own");
         // Into the cgroup first, so that the cgroup namespace's root is that cgroup.
         let script = format!(
-            "echo $$ > {}/cgroup.procs && exec unshare --pid --fork --mount-proc --mount --uts --ipc --cgroup --propagation private {}/init.sh {}",
+            "echo $$ > {}/cgroup.procs && exec unshare --pid --fork --mount-proc --mount --uts --ipc --cgroup --propagation private {}/init.sh {} {}",
             cgroup.display(),
             w.display(),
-            w.display()
+            w.display(),
+            root.map(|r| r.display().to_string()).unwrap_or_default()
         );
         let unshare = Command::new("/bin/sh")
             .args(["-c", &script])
@@ -178,7 +201,7 @@ impl RealInit {
     /// A command in the namespaces, as root.
     fn root(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
-            .args(["-t", &self.pid1.to_string(), "-a"])
+            .args(["-t", &self.pid1.to_string(), "-a", "-r", "-w"])
             .args(args)
             .output()
             .expect("nsenter runs")
@@ -188,7 +211,7 @@ impl RealInit {
     fn user_command(&self, args: &[&str]) -> Command {
         let home = self.home();
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.pid1.to_string(), "-a", "setpriv"])
+        cmd.args(["-t", &self.pid1.to_string(), "-a", "-r", "-w", "setpriv"])
             .arg(format!("--reuid={UID}"))
             .arg(format!("--regid={UID}"))
             .args(["--init-groups", "env", "-i"])
@@ -324,12 +347,46 @@ fn install_file(from: &Path, to: &Path) {
 }
 
 #[test]
-fn installed_under_a_real_systemd_it_repairs_a_killed_session() {
+fn installed_under_the_machines_systemd_it_repairs_a_killed_session() {
     if !available() {
         return;
     }
+    repairs_a_killed_session(None, "systemd 252");
+}
+
+#[test]
+fn installed_under_debian_13s_systemd_257_it_repairs_a_killed_session() {
+    if !available() {
+        return;
+    }
+    let Some(root) = crate::debian_root::trixie() else {
+        return;
+    };
+    repairs_a_killed_session(Some(&root), "systemd 257");
+}
+
+#[test]
+fn installed_under_debian_12_backports_systemd_254_it_repairs_a_killed_session() {
+    if !available() {
+        return;
+    }
+    let Some(root) = crate::debian_root::bookworm_backports() else {
+        return;
+    };
+    repairs_a_killed_session(Some(&root), "systemd 254");
+}
+
+/// The whole story under the systemd of `root` (the machine's own when `None`), which must
+/// say `version` of itself.
+fn repairs_a_killed_session(root: Option<&Path>, version: &str) {
     let Some(env) = setup() else { return };
-    let init = RealInit::start();
+    let init = RealInit::start(root);
+    let said = String::from_utf8_lossy(&init.root(&["systemctl", "--version"]).stdout).into_owned();
+    if root.is_some() {
+        assert!(said.starts_with(version), "{said}");
+    } else if !said.starts_with(version) {
+        eprintln!("note: the machine's systemd is not {version}: {said}");
+    }
     let home = init.home();
     for d in ["bin", "work", "mytmp", ".kube-alt"] {
         std::fs::create_dir_all(home.join(d)).expect("home dirs");
@@ -339,6 +396,9 @@ fn installed_under_a_real_systemd_it_repairs_a_killed_session() {
         &home.join("bin/telepolice-agent"),
     );
     install_file(Path::new(SCRIPT), &home.join("bin/telepresence"));
+    // Another Debian's root has no kubectl of its own.
+    let kubectl = crate::util::kubectl_binary().expect("kubectl (setup checked it)");
+    install_file(&kubectl, &home.join("bin/kubectl"));
     install_file(
         &examples_dir().join("telepresence_helper"),
         &home.join("bin/telepresence_helper"),

@@ -3,6 +3,7 @@
 //! - `agent`: the real binary repairing sessions of the stand-in against the emulator.
 //! - `crash`: the agent killed at each failpoint, or losing the cluster mid-repair, and
 //!   restarted: every repair write carried out exactly once.
+//! - `debian_root`: a Debian 13 root made with debootstrap (cached), for systemd 257 and the VM.
 //! - `discovery`: sessions found wherever Telepresence lives and however it is launched
 //!   (a replaced program, one not configured or on PATH, a shell wrapper).
 //! - `doctor`: `telepolice-agent doctor` against the emulator, a running agent and the
@@ -21,6 +22,7 @@
 
 mod agent;
 mod crash;
+mod debian_root;
 mod discovery;
 mod doctor;
 mod emulator_kube;

@@ -232,6 +232,9 @@ UMask=0077
 #   directory or log. (The same for PrivateUsers=, ProtectHome=, PrivateTmp=, which would
 #   also hide the home directory or /tmp.)
 # So the agent runs with the user's own view of the file system, as the user's shells do.
+# This unit as it is starts, keeps its watchdog quiet and repairs a killed session under
+# the user managers of systemd 252 (Debian 12), 254 (bookworm-backports) and 257 (Debian
+# 13): the real_init tests run all three.
 
 # Nothing the agent runs can gain privileges (setuid programs run as the user); this is
 # also what lets the filters below apply without privileges.
