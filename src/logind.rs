@@ -49,17 +49,27 @@ pub enum Sleep {
     Woke,
 }
 
+/// A request for a delay inhibitor that logind has not answered yet, and since when.
+type Pending = (
+    tokio::task::JoinHandle<zbus::Result<zbus::zvariant::OwnedFd>>,
+    tokio::time::Instant,
+);
+
 /// A connection to logind, listening for sleeps.
 pub struct Logind {
     manager: ManagerProxy<'static>,
     signals: PrepareForSleepStream,
     inhibitor: Option<zbus::zvariant::OwnedFd>,
+    /// Asked for and not answered yet: logind asks polkit, which may first have to start
+    /// (seconds on a slow machine), and the daemon's loop must not wait for that.
+    pending: Option<Pending>,
 }
 
 impl std::fmt::Debug for Logind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Logind")
             .field("inhibiting", &self.inhibitor.is_some())
+            .field("asking", &self.pending.is_some())
             .finish()
     }
 }
@@ -68,6 +78,8 @@ impl std::fmt::Debug for Logind {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call to logind may take: the daemon's loop waits for it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// An inhibitor granted later than this is worth a line in the log.
+const SLOW_ANSWER: Duration = Duration::from_secs(2);
 
 impl Logind {
     /// Connects to the system bus and subscribes to `PrepareForSleep`.
@@ -86,6 +98,7 @@ impl Logind {
                 manager,
                 signals,
                 inhibitor: None,
+                pending: None,
             })
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
@@ -97,36 +110,64 @@ impl Logind {
         }
     }
 
-    /// Takes a delay inhibitor for sleep, unless one is held already.
-    ///
-    /// # Errors
-    /// Logind's refusal (a policy may forbid delay inhibitors), for the log.
-    pub async fn hold(&mut self) -> Result<(), String> {
-        if self.inhibitor.is_some() {
-            return Ok(());
+    /// Asks for a delay inhibitor for sleep, unless one is held or asked for already; the
+    /// answer comes in through [`Self::next`] (logged there: a refusal, or a late grant).
+    pub fn hold(&mut self) {
+        if self.inhibitor.is_some() || self.pending.is_some() {
+            return;
         }
-        let ask = self.manager.inhibit(
-            "sleep",
-            "telepolice-agent",
-            "ending live Telepresence sessions so that they clean up while the network is up",
-            "delay",
-        );
-        let fd = match tokio::time::timeout(CALL_TIMEOUT, ask).await {
-            Ok(Ok(fd)) => fd,
-            Ok(Err(e)) => return Err(format!("logind refused a delay inhibitor for sleep: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "logind did not answer a request for a delay inhibitor within {CALL_TIMEOUT:?}"
-                ));
-            }
-        };
-        self.inhibitor = Some(fd);
-        Ok(())
+        let manager = self.manager.clone();
+        let ask = tokio::spawn(async move {
+            manager
+                .inhibit(
+                    "sleep",
+                    "telepolice-agent",
+                    "ending live Telepresence sessions so that they clean up while the network is up",
+                    "delay",
+                )
+                .await
+        });
+        self.pending = Some((ask, tokio::time::Instant::now()));
     }
 
-    /// Lets the sleep go ahead; whether an inhibitor was held.
+    /// Lets the sleep go ahead, and stops asking; whether an inhibitor was held.
     pub fn release(&mut self) -> bool {
+        if let Some((ask, _)) = self.pending.take() {
+            ask.abort();
+        }
         self.inhibitor.take().is_some()
+    }
+
+    /// Whether a delay inhibitor is held now.
+    pub fn holds(&self) -> bool {
+        self.inhibitor.is_some()
+    }
+
+    /// Takes in logind's answer to [`Self::hold`].
+    fn answered(
+        &mut self,
+        answer: Result<zbus::Result<zbus::zvariant::OwnedFd>, tokio::task::JoinError>,
+        asked: tokio::time::Instant,
+    ) {
+        let took = asked.elapsed();
+        match answer {
+            Ok(Ok(fd)) => {
+                self.inhibitor = Some(fd);
+                if took > SLOW_ANSWER {
+                    tracing::info!(
+                        "holding a delay inhibitor for sleep (logind took {:.1} s to grant it)",
+                        took.as_secs_f64()
+                    );
+                } else {
+                    tracing::debug!("holding a delay inhibitor for sleep");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "logind refused a delay inhibitor for sleep: {e}; with on_sleep = \"end-sessions\" the sessions are still sent SIGTERM as a sleep begins, but nothing holds the sleep back for their cleanup: what they leave is repaired after the resume"
+            ),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => tracing::warn!("asking logind for a delay inhibitor failed: {e}"),
+        }
     }
 
     /// How long logind waits for delay inhibitors (5 s when it does not say in time).
@@ -137,10 +178,24 @@ impl Logind {
         }
     }
 
-    /// The next sleep or resume; `None` when the bus connection is gone.
+    /// The next sleep or resume; `None` when the bus connection is gone. Meanwhile takes in
+    /// the answer to a pending [`Self::hold`]. Cancel-safe.
     pub async fn next(&mut self) -> Option<Sleep> {
         loop {
-            let signal = self.signals.next().await?;
+            let signal = tokio::select! {
+                signal = self.signals.next() => signal?,
+                answer = async {
+                    match self.pending.as_mut() {
+                        Some((ask, _)) => ask.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some((_, asked)) = self.pending.take() {
+                        self.answered(answer, asked);
+                    }
+                    continue;
+                }
+            };
             match signal.args() {
                 Ok(a) => {
                     return Some(if *a.start() {

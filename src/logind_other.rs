@@ -26,11 +26,11 @@ impl Logind {
     }
 
     /// Unreachable (no value exists).
-    ///
-    /// # Errors
-    /// Never.
-    pub async fn hold(&mut self) -> Result<(), String> {
-        Ok(())
+    pub fn hold(&mut self) {}
+
+    /// Unreachable (no value exists).
+    pub fn holds(&self) -> bool {
+        false
     }
 
     /// Unreachable (no value exists).

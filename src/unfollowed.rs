@@ -100,10 +100,19 @@ pub struct Sight {
 /// environment and working directory.
 pub fn check_sight(uid: u32) -> Sight {
     let me = std::process::id();
-    let usable = |i: &platform::ProcessInfo| i.uid == uid && !i.argv.is_empty() && i.ppid != me;
-    // The agent's parent first (under systemd, the user's service manager, outside any
-    // sandbox of the agent's own; run by hand, the shell): no scan needed. Else one outside
+    // Not one the kernel keeps from its own user, sandbox or not: one holding capabilities
+    // (a user's systemd 254 or later keeps CAP_WAKE_ALARM; seen in a real boot) or not
+    // dumpable.
+    let usable = |i: &platform::ProcessInfo| {
+        i.uid == uid
+            && !i.argv.is_empty()
+            && i.ppid != me
+            && platform::readable_by_owner(i.id.pid, uid)
+    };
+    // The agent's parent first (run by hand, the shell): no scan needed. Else one outside
     // the agent's cgroup (its service); else any (a machine where all share one cgroup).
+    // Under systemd the parent is the user's manager, which is passed over then, so the
+    // scan runs.
     let parent = platform::process_info(me)
         .ok()
         .and_then(|i| platform::process_info(i.ppid).ok())

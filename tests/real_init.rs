@@ -422,6 +422,10 @@ fn repairs_a_killed_session(root: Option<&Path>, version: &str) {
         let text = init.service_state();
         (text.contains("ActiveState=active")).then_some(text)
     });
+    // Under a real systemd the agent's parent is the user's manager, which the kernel keeps
+    // from its own user (not dumpable): no reason to say the agent is blind.
+    let status = init.user_ok(&["telepolice-agent", "status"]);
+    assert!(!status.contains("cannot read"), "{status}");
 
     // A session, as a person starts one; the agent finds it (by its scan: the program is not
     // on the service's PATH), reads its own KUBECONFIG and records it.

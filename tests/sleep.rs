@@ -94,17 +94,20 @@ struct Seen {
 /// The part of `org.freedesktop.login1.Manager` the agent uses.
 struct Manager {
     seen: Arc<Seen>,
+    /// How long `Inhibit` takes to answer (a real logind asks polkit first).
+    answer_after: std::time::Duration,
 }
 
 #[zbus::interface(name = "org.freedesktop.login1.Manager")]
 impl Manager {
-    fn inhibit(
+    async fn inhibit(
         &self,
         what: &str,
         _who: &str,
         _why: &str,
         mode: &str,
     ) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
+        tokio::time::sleep(self.answer_after).await;
         let (mut reader, writer) =
             std::io::pipe().map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
         self.seen
@@ -146,13 +149,21 @@ const PATH: &str = "/org/freedesktop/login1";
 
 impl Logind {
     fn serve(address: &str) -> Self {
+        Self::serve_answering_after(address, std::time::Duration::ZERO)
+    }
+
+    /// As [`Logind::serve`], answering `Inhibit` only after `answer_after`.
+    fn serve_answering_after(address: &str, answer_after: std::time::Duration) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let seen = Arc::new(Seen::default());
-        let manager = Manager { seen: seen.clone() };
+        let manager = Manager {
+            seen: seen.clone(),
+            answer_after,
+        };
         let conn = rt
             .block_on(async {
                 zbus::connection::Builder::address(address)?
@@ -246,6 +257,33 @@ fn before_a_sleep_live_sessions_end_themselves_and_then_the_sleep_is_let_go() {
     wait_for("the inhibitor is held again", || {
         logind.inhibits().len() == 2
     });
+    agent.stop();
+    drop(bus);
+}
+
+#[test]
+fn a_delay_inhibitor_that_logind_grants_late_is_still_taken_and_held() {
+    let Some(env) = setup() else { return };
+    let Some(bus) = PrivateBus::start(&env) else {
+        return;
+    };
+    // Seen in a real boot: logind's first answer waited for polkit to start.
+    let logind = Logind::serve_answering_after(&bus.address, std::time::Duration::from_secs(4));
+    let program = Agent::program(&env);
+    let agent = Agent::start_with_env(
+        &env,
+        &program,
+        "on_sleep = \"end-sessions\"",
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
+    );
+    agent.wait_log("holding a delay inhibitor for sleep (logind took");
+    let (mut s, _, _) = swap_followed(&env, &agent, &program);
+    assert_eq!(logind.released(), 0, "still held");
+    logind.prepare_for_sleep(true);
+    wait_for("the agent lets the sleep go", || logind.released() == 1);
+    assert!(!alive(s.pid()), "the session ended before the sleep");
+    assert_eq!(replicas(&env, "app"), 2);
+    s.wait_exit(&env);
     agent.stop();
     drop(bus);
 }

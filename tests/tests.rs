@@ -18,6 +18,7 @@
 //! - `service`: the generated unit and plist, `install`/`uninstall` with stand-ins for
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
+//! - `vm_sleep`: a real suspend and a lost link, in a Debian 13 VM booted under qemu.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
 
 mod agent;
@@ -35,3 +36,4 @@ mod service;
 mod sleep;
 mod standin;
 mod util;
+mod vm_sleep;

@@ -29,12 +29,10 @@ pub(super) async fn apply_sleep_policy(cfg: &Config, logind: &mut Option<Logind>
         return;
     };
     match cfg.on_sleep {
-        OnSleep::EndSessions => match l.hold().await {
-            Ok(()) => debug!("holding a delay inhibitor for sleep"),
-            Err(e) => warn!(
-                "{e}; on_sleep = \"end-sessions\" cannot end sessions before a sleep, they are repaired after it"
-            ),
-        },
+        OnSleep::EndSessions => {
+            l.hold();
+            debug!("asked logind for a delay inhibitor for sleep");
+        }
         OnSleep::Keep => {
             l.release();
         }
@@ -46,6 +44,11 @@ pub(super) async fn apply_sleep_policy(cfg: &Config, logind: &mut Option<Logind>
 /// then, once they have exited or logind's delay is nearly spent, lets the sleep go on.
 pub(super) async fn end_sessions_before_sleep(ctx: &Ctx, logind: &mut Logind) {
     let cfg = ctx.cfg();
+    if !logind.holds() {
+        info!(
+            "no delay inhibitor is held (logind has not granted it): the sleep does not wait for the sessions' cleanup"
+        );
+    }
     // Within logind's limit, and well within the service watchdog's 30 s: the loop waits.
     let limit = logind.delay_limit().await.min(Duration::from_secs(20));
     let deadline = tokio::time::Instant::now() + limit.saturating_sub(Duration::from_millis(500));

@@ -38,7 +38,7 @@ pub use events::{NetworkChanges, suspended_total};
 pub use imp::{
     boot_clock_ticks_per_second, children, current_uid, is_alive, list_pids, private_umask,
     process_argv, process_cgroup, process_cwd, process_environ, process_info, process_start_time,
-    signal, wait_for_exit,
+    readable_by_owner, signal, wait_for_exit,
 };
 
 /// A process identity that survives pid reuse: the pid plus the process's start time, in

@@ -62,6 +62,22 @@ pub fn process_cgroup(pid: u32) -> Option<String> {
     )
 }
 
+/// Whether `pid`'s environment and working directory are meant to be readable by its owner
+/// `uid` without privileges. Not so for a process that holds capabilities (the kernel lets
+/// only a reader holding them all look: a user's systemd 254 or later keeps
+/// `CAP_WAKE_ALARM`), nor for one it marks not dumpable (its `/proc` files then belong to
+/// root). Read from `/proc/<pid>/status` (`CapPrm`) and the owner of `/proc/<pid>/environ`;
+/// `false` once it is gone.
+pub fn readable_by_owner(pid: u32, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let no_caps = fs::read_to_string(proc_path(pid, "status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapPrm:"))
+            .is_some_and(|v| v.trim().chars().all(|c| c == '0'))
+    });
+    no_caps && fs::metadata(proc_path(pid, "environ")).is_ok_and(|m| m.uid() == uid)
+}
+
 /// A process's working directory, or why it cannot be read (an `EACCES` here while the
 /// process is the user's own means the agent runs in a namespace that hides it).
 ///
@@ -541,6 +557,42 @@ mod tests {
 
     use super::super::NewProcesses;
     use super::*;
+
+    #[test]
+    fn only_a_process_without_capabilities_is_readable_by_its_owner() {
+        // The tests run as root (with every capability) in CI, or as a user without any.
+        let me = std::process::id();
+        let caps = fs::read_to_string(proc_path(me, "status"))
+            .expect("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("CapPrm:").map(|v| v.trim().to_string()))
+            .expect("CapPrm");
+        let none = caps.chars().all(|c| c == '0');
+        assert_eq!(readable_by_owner(me, current_uid()), none, "CapPrm {caps}");
+        assert!(!readable_by_owner(me, current_uid().wrapping_add(1)));
+        assert!(
+            !readable_by_owner(u32::MAX - 1, current_uid()),
+            "no such process"
+        );
+        // A child that dropped every capability (setpriv, from util-linux).
+        if none || !Path::new("/usr/bin/setpriv").exists() {
+            return;
+        }
+        let mut child = Command::new("/usr/bin/setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-all", "sleep", "30"])
+            .spawn()
+            .expect("setpriv runs");
+        let pid = child.id();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_to_string(proc_path(pid, "comm")).is_ok_and(|c| c.trim() != "sleep") {
+            assert!(std::time::Instant::now() < end, "sleep started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let readable = readable_by_owner(pid, current_uid());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(readable, "a process without capabilities");
+    }
 
     /// A `sleep 30` child that is killed and reaped when dropped, so a failing test leaves
     /// nothing behind.

@@ -68,6 +68,12 @@ pub fn process_cgroup(_pid: u32) -> Option<String> {
     None
 }
 
+/// Whether `pid`'s environment is meant to be readable by its owner: taken as so here
+/// (the reads themselves say otherwise).
+pub fn readable_by_owner(_pid: u32, _uid: u32) -> bool {
+    true
+}
+
 /// A process's working directory: not readable through `ps`.
 ///
 /// # Errors
