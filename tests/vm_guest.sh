@@ -22,6 +22,10 @@ as_user() {
 }
 
 diagnose() {
+    echo "--- the user's processes: capabilities, and who owns their /proc files"
+    for p in $(pgrep -u tpuser); do
+        echo "$p $(cat /proc/$p/comm) $(grep CapPrm /proc/$p/status) owner $(stat -c %U /proc/$p/environ)"
+    done
     echo "--- telepolice-agent status -v"
     as_user telepolice-agent status -v 2>&1
     echo "--- the agent's journal"

@@ -570,11 +570,12 @@ fn a_real_suspend_and_a_lost_link_in_a_vm() {
         );
 
         vm.expect("VMTEST done", long);
-        // The agent's journal, as the guest printed it (seen with --nocapture).
+        // The agent's journal and the user's processes, as the guest printed them (seen with
+        // --nocapture).
         for line in vm
             .tail()
             .lines()
-            .filter(|l| l.contains("telepolice-agent["))
+            .filter(|l| l.contains("telepolice-agent[") || l.contains("CapPrm"))
         {
             eprintln!("vm agent: {line}");
         }
