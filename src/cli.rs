@@ -86,7 +86,8 @@ pub enum Command {
     },
     /// Install the agent as a user service (systemd on Linux, launchd on macOS) and start it.
     Install {
-        /// Print the steps without taking them.
+        /// Print every step without taking any, even where the service manager cannot be
+        /// reached, then why the install would fail here (exit 1), if it would.
         #[arg(long)]
         dry_run: bool,
         /// The binary the service starts (default: this one).

@@ -797,6 +797,23 @@ fn one_unreachable_cluster_does_not_delay_the_repair_in_another() {
     assert_eq!(replicas(&env, "app"), 2);
 }
 
+/// A followed swap session killed while its cluster is unreachable; returns once its
+/// repair has failed once, with the session's key.
+fn killed_while_unreachable(env: &Env, agent: &Agent, program: &Path) -> String {
+    let (mut s, _, rec) = swap_followed(env, agent, program);
+    assert!(env.cluster.set_reachable(false));
+    s.signal("KILL");
+    s.wait_exit(env);
+    let key = text(&rec, "/key");
+    wait_for("the repair has failed once", || {
+        agent
+            .waiting()
+            .get(key.as_str())
+            .is_some_and(|w| w["tries"] == 1)
+    });
+    key
+}
+
 #[test]
 fn a_resume_makes_a_waiting_repair_try_again_at_once() {
     let Some(env) = setup() else { return };
@@ -818,17 +835,7 @@ fn a_resume_makes_a_waiting_repair_try_again_at_once() {
             ("TELEPOLICE_TEST_NO_KNOCK", "1"),
         ],
     );
-    let (mut s, _, rec) = swap_followed(&env, &agent, &program);
-    assert!(env.cluster.set_reachable(false));
-    s.signal("KILL");
-    s.wait_exit(&env);
-    let key = text(&rec, "/key");
-    wait_for("the repair has failed once", || {
-        agent
-            .waiting()
-            .get(key.as_str())
-            .is_some_and(|w| w["tries"] == 1)
-    });
+    killed_while_unreachable(&env, &agent, &program);
     assert!(env.cluster.set_reachable(true));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(replicas(&env, "app"), 0, "no try before the wake");
@@ -853,17 +860,7 @@ fn a_waiting_repair_runs_as_soon_as_its_server_takes_connections_again() {
     let program = Agent::program(&env);
     // Ten minutes between tries: only a knock answered can make the next one happen soon.
     let agent = Agent::start_with_env(&env, &program, "", &[("TELEPOLICE_TEST_RETRY_SECS", "600")]);
-    let (mut s, _, rec) = swap_followed(&env, &agent, &program);
-    assert!(env.cluster.set_reachable(false));
-    s.signal("KILL");
-    s.wait_exit(&env);
-    let key = text(&rec, "/key");
-    wait_for("the repair has failed once", || {
-        agent
-            .waiting()
-            .get(key.as_str())
-            .is_some_and(|w| w["tries"] == 1)
-    });
+    let key = killed_while_unreachable(&env, &agent, &program);
     // Refused knocks meanwhile: still one try.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(agent.waiting()[key.as_str()]["tries"], 1, "no full try yet");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::standin::{SCRIPT, replicas, setup};
-use crate::util::{examples_dir, in_ci};
+use crate::util::examples_dir;
 
 /// The test user's uid and gid (they exist only in the namespace's /etc/passwd).
 const UID: u32 = 4242;
@@ -90,29 +90,17 @@ struct RealInit {
 
 /// Whether the tools are here; in CI a missing one fails, elsewhere it skips.
 fn available() -> bool {
-    let missing: Vec<&str> = [
-        "/usr/bin/unshare",
-        "/usr/bin/nsenter",
-        "/usr/bin/setpriv",
-        "/lib/systemd/systemd",
-    ]
-    .into_iter()
-    .filter(|p| !Path::new(p).exists())
-    .collect();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if missing.is_empty() && root && cgroup2_root().is_some() {
-        return true;
-    }
-    let why = format!(
-        "the real-init test needs root, util-linux, systemd and cgroup2; missing: {missing:?}, root: {root}, cgroup2: {:?}",
-        cgroup2_root()
-    );
-    assert!(!in_ci(), "{why} (apt-get install systemd util-linux)");
-    eprintln!("SKIPPED: {why}");
-    false
+    crate::util::root_with(
+        "the real-init test",
+        &[
+            "/usr/bin/unshare",
+            "/usr/bin/nsenter",
+            "/usr/bin/setpriv",
+            "/lib/systemd/systemd",
+        ],
+        (cgroup2_root().is_some(), "no writable cgroup2 hierarchy"),
+        "apt-get install systemd util-linux",
+    )
 }
 
 /// Where a cgroup2 hierarchy is mounted: the whole tree, or the hybrid layout's `unified`.

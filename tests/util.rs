@@ -34,6 +34,35 @@ pub fn kubectl_binary() -> Option<PathBuf> {
     }
 }
 
+/// Whether this runs as root with every file of `needed` present (and `extra` holds, with
+/// its own words for the message). Outside CI a miss makes the caller skip, with a line
+/// saying what `test` needs; in CI it fails the test, naming `install`.
+pub fn root_with(test: &str, needed: &[&str], extra: (bool, &str), install: &str) -> bool {
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if missing.is_empty() && root && extra.0 {
+        return true;
+    }
+    let why = format!(
+        "{test} needs root and {needed:?}; missing: {missing:?}, root: {root}{}",
+        if extra.0 {
+            String::new()
+        } else {
+            format!(", {}", extra.1)
+        }
+    );
+    assert!(!in_ci(), "{why} ({install})");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
 /// Whether `program --version` runs. Outside CI a missing tool makes the caller skip, with
 /// a line saying so; in CI (which installs every tool the tests use) it fails the test.
 pub fn tool_available(program: &str, needed_for: &str, debian_package: &str) -> bool {

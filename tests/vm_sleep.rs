@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::standin::{SCRIPT, replicas, setup};
-use crate::util::{examples_dir, in_ci, kubectl_binary};
+use crate::util::{examples_dir, kubectl_binary};
 
 /// The guest half.
 const GUEST: &str = include_str!("vm_guest.sh");
@@ -73,30 +73,16 @@ struct Image {
 
 /// Whether the tools are here; in CI a missing one fails, elsewhere it skips.
 fn available() -> bool {
-    let missing: Vec<&str> = [
-        "/usr/bin/qemu-system-x86_64",
-        "/usr/sbin/mkfs.ext4",
-        "/usr/sbin/chroot",
-    ]
-    .into_iter()
-    .filter(|p| !Path::new(p).exists())
-    .collect();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if missing.is_empty() && root {
-        return true;
-    }
-    let why = format!(
-        "the VM test needs root, qemu-system-x86 and e2fsprogs; missing: {missing:?}, root: {root}"
-    );
-    assert!(
-        !in_ci(),
-        "{why} (apt-get install qemu-system-x86 e2fsprogs)"
-    );
-    eprintln!("SKIPPED: {why}");
-    false
+    crate::util::root_with(
+        "the VM test",
+        &[
+            "/usr/bin/qemu-system-x86_64",
+            "/usr/sbin/mkfs.ext4",
+            "/usr/sbin/chroot",
+        ],
+        (true, ""),
+        "apt-get install qemu-system-x86 e2fsprogs",
+    )
 }
 
 fn run_ok(cmd: &mut Command) {
