@@ -100,8 +100,8 @@ pub struct Sight {
 /// environment and working directory.
 pub fn check_sight(uid: u32) -> Sight {
     let me = std::process::id();
-    // Not one the kernel keeps from its own user, sandbox or not: one holding capabilities
-    // (a user's systemd 254 or later keeps CAP_WAKE_ALARM; seen in a real boot) or not
+    // Not one the kernel keeps from the agent, sandbox or not: one holding a capability the
+    // agent lacks (a user's systemd 257 keeps CAP_WAKE_ALARM; seen in a real boot) or not
     // dumpable.
     let usable = |i: &platform::ProcessInfo| {
         i.uid == uid
