@@ -3,7 +3,8 @@
 //! - `agent`: the real binary repairing sessions of the stand-in against the emulator.
 //! - `crash`: the agent killed at each failpoint, or losing the cluster mid-repair, and
 //!   restarted: every repair write carried out exactly once.
-//! - `debian_root`: a Debian 13 root made with debootstrap (cached), for systemd 257 and the VM.
+//! - `debian_root`: Debian roots made with debootstrap (cached): 13 (systemd 257, and the
+//!   VM's) and 12 with systemd 254 from bookworm-backports.
 //! - `discovery`: sessions found wherever Telepresence lives and however it is launched
 //!   (a replaced program, one not configured or on PATH, a shell wrapper).
 //! - `doctor`: `telepolice-agent doctor` against the emulator, a running agent and the
@@ -12,14 +13,15 @@
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `manual`: `completions` and `man` run as a packager runs them.
-//! - `real_init`: the installed service under a real systemd run as PID 1 in namespaces.
+//! - `real_init`: the installed service under a real systemd (252, 254, 257) run as PID 1 in
+//!   namespaces.
 //! - `real_sessions`: what the real 0.109 showed the stand-in had missed (/tmp, twins
 //!   sharing one log, `--version`, a shell dying early), against the agent.
 //! - `service`: the generated unit and plist, `install`/`uninstall` with stand-ins for
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
-//! - `vm_sleep`: a real suspend and a lost link, in a Debian 13 VM booted under qemu.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
+//! - `vm_sleep`: a real suspend and a lost link, in a Debian 13 VM booted under qemu.
 
 mod agent;
 mod crash;
