@@ -55,7 +55,9 @@ pub enum Command {
         default: bool,
     },
     /// Repair a session by hand (one in NeedsAttention), with the same safety rules.
-    Cleanup {
+    /// `cleanup` is its older name, still accepted.
+    #[command(alias = "cleanup")]
+    Repair {
         /// The session: its key from `status`, or Telepresence's session id.
         session: String,
         /// Plan and report without acting.
@@ -243,7 +245,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config { default } => show_config(paths, default),
         Command::Status { json, verbose } => show(&paths, json, verbose, false),
         Command::History { json } => show(&paths, json, true, true),
-        Command::Cleanup {
+        Command::Repair {
             session,
             dry_run,
             replicas,

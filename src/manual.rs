@@ -165,7 +165,7 @@ fn trailer() -> Roff {
     item(
         &mut r,
         "1",
-        "The command failed (for cleanup: the session is not repaired).",
+        "The command failed (for repair: the session is not repaired).",
     );
     item(&mut r, "2", "Bad usage or configuration.");
     item(

@@ -71,7 +71,7 @@ pub enum ReplicaSource {
     LastApplied,
     /// Not known: the agent will not guess.
     Uncertain,
-    /// Given by a person (`telepolice-agent cleanup --replicas N`).
+    /// Given by a person (`telepolice-agent repair --replicas N`).
     Manual,
 }
 

@@ -591,6 +591,7 @@ fn an_unknown_original_count_needs_a_person_and_cleanup_takes_it() {
     });
 
     let key = text(&rec, "/key");
+    // `cleanup`, the command's older name, still works.
     let dry = run_cli(
         &agent.envs,
         &["cleanup", &key, "--replicas", "2", "--dry-run"],
@@ -601,7 +602,7 @@ fn an_unknown_original_count_needs_a_person_and_cleanup_takes_it() {
         String::from_utf8_lossy(&dry.stdout)
     );
     assert_eq!(replicas(&env, "app"), 0, "a dry run changes nothing");
-    let out = run_cli(&agent.envs, &["cleanup", &key, "--replicas", "2"]);
+    let out = run_cli(&agent.envs, &["repair", &key, "--replicas", "2"]);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -609,7 +610,7 @@ fn an_unknown_original_count_needs_a_person_and_cleanup_takes_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(replicas(&env, "app"), 2);
-    let missing = run_cli(&agent.envs, &["cleanup", "no-such-session"]);
+    let missing = run_cli(&agent.envs, &["repair", "no-such-session"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no session"));
 }
@@ -1343,7 +1344,7 @@ fn an_rbac_refusal_needs_attention_and_names_the_permission() {
     );
     assert!(
         why.ends_with(&format!(
-            "run: telepolice-agent cleanup {}",
+            "run: telepolice-agent repair {}",
             text(&rec, "/key")
         )),
         "the reason says what to run once the permission is granted: {why}"

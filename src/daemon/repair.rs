@@ -103,7 +103,7 @@ fn refusal(e: &dyn std::fmt::Display, code: Option<u16>, key: &str) -> String {
         Some(403) => format!("the cluster refused (RBAC): {e}"),
         _ => e.to_string(),
     };
-    format!("{why}; once that is fixed, run: telepolice-agent cleanup {key}")
+    format!("{why}; once that is fixed, run: telepolice-agent repair {key}")
 }
 
 /// The first pause after a failed try.
@@ -210,7 +210,7 @@ async fn attempt(
             rec.act(a.to_string(), "dry-run: not done");
         }
         let mut why = vec![format!(
-            "dry run: repairs planned but not done (to carry them out: telepolice-agent cleanup {})",
+            "dry run: repairs planned but not done (to carry them out: telepolice-agent repair {})",
             rec.key
         )];
         why.extend(plan.attention.iter().cloned());
@@ -393,7 +393,7 @@ fn stop_helpers(ctx: &Ctx, cfg: &Config, rec: &mut SessionRecord) {
     }
 }
 
-/// Why `telepolice-agent cleanup` could not run.
+/// Why `telepolice-agent repair` could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
     /// The journal could not be read.
@@ -472,10 +472,10 @@ pub async fn cleanup(
         }
     }
     let ctx = Ctx::new(cfg, journal);
-    rec.transition(rec.state, "manual cleanup requested");
+    rec.transition(rec.state, "repair by hand requested");
     ctx.save(&rec);
     if let Err(e) = attempt(&ctx, &mut rec, &mut None).await {
-        rec.transition(State::NeedsAttention, format!("manual cleanup failed: {e}"));
+        rec.transition(State::NeedsAttention, format!("repair by hand failed: {e}"));
         ctx.save(&rec);
     }
     Ok(rec)
