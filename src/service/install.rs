@@ -32,9 +32,9 @@ pub enum Manager {
 }
 
 impl Manager {
-    /// The manager of this OS, or the one `TELEPOLICE_SERVICE_MANAGER` names.
+    /// The manager of this OS, or (debug builds) the one `TELEPOLICE_SERVICE_MANAGER` names.
     pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        match env("TELEPOLICE_SERVICE_MANAGER").filter(|v| !v.is_empty()) {
+        match test_knob(env, "TELEPOLICE_SERVICE_MANAGER") {
             Some(v) if v == "systemd" => Ok(Self::Systemd),
             Some(v) if v == "launchd" => Ok(Self::Launchd),
             Some(value) => Err(ServiceError::UnknownManager { value }),
@@ -78,6 +78,16 @@ impl Manager {
     }
 }
 
+/// A test's stand-in for the service manager, from `env`: debug builds only, so that an
+/// installed agent always talks to the real `systemctl` or `launchctl`.
+fn test_knob(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    if cfg!(debug_assertions) {
+        env(name).filter(|v| !v.is_empty())
+    } else {
+        None
+    }
+}
+
 /// Where the service definition goes and how to reach the service manager, resolved from
 /// the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +126,8 @@ impl Setup {
         let manager = Manager::resolve(env)?;
         let var = |k: &str| env(k).filter(|v| !v.is_empty());
         let home = var("HOME").map(PathBuf::from).ok_or(ServiceError::NoHome)?;
-        let program =
-            var(manager.program_var()).unwrap_or_else(|| manager.default_program().to_string());
+        let program = test_knob(env, manager.program_var())
+            .unwrap_or_else(|| manager.default_program().to_string());
         let (file, dirs) = match manager {
             Manager::Systemd => {
                 let dir = user_unit_dir(&home, var("XDG_CONFIG_HOME").as_deref());
@@ -332,7 +342,11 @@ fn run_program(setup: &Setup, args: &[String]) -> Result<Ran> {
                 ServiceError::ManagerMissing {
                     program: setup.program.clone(),
                     manager: setup.manager.name(),
-                    var: setup.manager.program_var(),
+                    hint: if cfg!(debug_assertions) {
+                        format!(" ({} names another program)", setup.manager.program_var())
+                    } else {
+                        String::new()
+                    },
                 }
             } else {
                 ServiceError::Spawn {

@@ -6,8 +6,9 @@
 //! only maps their errors to exit codes.
 //!
 //! # Testing hooks
-//! `TELEPOLICE_SYSTEMCTL` and `TELEPOLICE_LAUNCHCTL` name the programs run in place of
-//! `systemctl` and `launchctl`, and `TELEPOLICE_SERVICE_MANAGER` (`systemd` or `launchd`)
+//! Debug builds only (release builds ignore them): `TELEPOLICE_SYSTEMCTL` and
+//! `TELEPOLICE_LAUNCHCTL` name the programs run in place of `systemctl` and `launchctl`, and
+//! `TELEPOLICE_SERVICE_MANAGER` (`systemd` or `launchd`)
 //! picks the service manager regardless of the OS, so that the tests can install into a
 //! temp dir with stand-ins that log their arguments.
 
@@ -54,12 +55,13 @@ pub enum ServiceError {
     BinaryMissing { path: PathBuf, why: String },
     /// `systemctl` or `launchctl` is not installed.
     #[error(
-        "{program} not found: telepolice-agent installs itself as a {manager} service, which needs it ({var} names another program)"
+        "{program} not found: telepolice-agent installs itself as a {manager} service, which needs it{hint}"
     )]
     ManagerMissing {
         program: String,
         manager: &'static str,
-        var: &'static str,
+        /// Debug builds: which variable names a stand-in.
+        hint: String,
     },
     /// `systemctl` or `launchctl` could not be started.
     #[error("running {command}: {source}")]
