@@ -47,6 +47,16 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Only sessions in this state (Active, Orphaned, Cleaned, NeedsAttention, ...).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// Only sessions that changed within this span (30m, 2h, 3d, 1w) or since this time
+        /// (RFC 3339).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only this session: its key, or Telepresence's session id (a prefix is enough).
+        #[arg(long, value_name = "SESSION")]
+        session: Option<String>,
     },
     /// Show the configuration in effect, or print a commented default config file.
     Config {
@@ -243,8 +253,21 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Config { default } => show_config(paths, default),
-        Command::Status { json, verbose } => show(&paths, json, verbose, false),
-        Command::History { json } => show(&paths, json, true, true),
+        Command::Status { json, verbose } => show(&paths, json, verbose, None),
+        Command::History {
+            json,
+            state,
+            since,
+            session,
+        } => match status::HistoryFilter::parse(
+            state.as_deref(),
+            since.as_deref(),
+            session,
+            jiff::Timestamp::now(),
+        ) {
+            Ok(filter) => show(&paths, json, true, Some(filter)),
+            Err(e) => fail(2, e),
+        },
         Command::Repair {
             session,
             dry_run,
@@ -383,7 +406,14 @@ fn show_config(paths: Paths, default: bool) -> ExitCode {
     }
 }
 
-fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
+/// `status` (`history` is `None`) or `history` with its filter.
+fn show(
+    paths: &Paths,
+    json: bool,
+    verbose: bool,
+    history: Option<status::HistoryFilter>,
+) -> ExitCode {
+    let all = history.is_some();
     // The running daemon answers over its socket; without one, the journal is read here.
     let answer = crate::control::ask_status(&paths.runtime_dir);
     let running = answer.is_some();
@@ -417,7 +447,10 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
     };
     let shown: Vec<_> = records
         .iter()
-        .filter(|r| all || verbose || status::is_current(r))
+        .filter(|r| match &history {
+            Some(f) => f.keeps(r),
+            None => verbose || status::is_current(r),
+        })
         .collect();
     let text = if json {
         let v = serde_json::json!({
@@ -441,11 +474,18 @@ fn show(paths: &Paths, json: bool, verbose: bool, all: bool) -> ExitCode {
             t.push_str(&format!("warning: {p}\n"));
         }
         if shown.is_empty() {
-            t.push_str(if all {
-                "no sessions in the journal\n"
-            } else {
-                "no live sessions and none needing attention\n"
-            });
+            t.push_str(
+                if history
+                    .as_ref()
+                    .is_some_and(|f| *f != status::HistoryFilter::default())
+                {
+                    "no session in the journal matches\n"
+                } else if all {
+                    "no sessions in the journal\n"
+                } else {
+                    "no live sessions and none needing attention\n"
+                },
+            );
         } else if verbose {
             for r in &shown {
                 t.push_str(&status::detail(r, waiting.get(&r.key)));

@@ -38,6 +38,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of a session's life.
+    pub const ALL: [State; 8] = [
+        State::Seen,
+        State::Recorded,
+        State::Active,
+        State::Ended,
+        State::Orphaned,
+        State::CleaningUp,
+        State::Cleaned,
+        State::NeedsAttention,
+    ];
+
     /// Whether the session needs no more work from the agent.
     pub fn is_final(self) -> bool {
         matches!(self, State::Ended | State::Cleaned | State::NeedsAttention)

@@ -6,6 +6,88 @@ use std::fmt::Write as _;
 use crate::session::{SessionRecord, State};
 use crate::wake::Waiting;
 
+/// Which sessions `history` shows: all, or those its filters keep (pure).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// Only sessions in this state.
+    pub state: Option<State>,
+    /// Only sessions whose last change is at or after this.
+    pub since: Option<jiff::Timestamp>,
+    /// Only the session with this key or Telepresence id (or a prefix of either).
+    pub session: Option<String>,
+}
+
+impl HistoryFilter {
+    /// From `history`'s options: a state name (any case), a span back from `now` (`2h`,
+    /// `3d`, `1w`) or a time (RFC 3339), a session.
+    ///
+    /// # Errors
+    /// What is wrong with an option, and what it takes.
+    pub fn parse(
+        state: Option<&str>,
+        since: Option<&str>,
+        session: Option<String>,
+        now: jiff::Timestamp,
+    ) -> Result<Self, String> {
+        let state = match state {
+            None => None,
+            Some(name) => Some(
+                State::ALL
+                    .into_iter()
+                    .find(|s| format!("{s:?}").eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        let names: Vec<String> =
+                            State::ALL.iter().map(|s| format!("{s:?}")).collect();
+                        format!("--state {name:?}: not a state; one of {}", names.join(", "))
+                    })?,
+            ),
+        };
+        let since = match since {
+            None => None,
+            Some(text) => Some(since_time(text, now).ok_or_else(|| {
+                format!(
+                    "--since {text:?}: give a span back from now (30m, 2h, 3d, 1w) or a time (2026-12-03T10:00:00Z)"
+                )
+            })?),
+        };
+        Ok(Self {
+            state,
+            since,
+            session: session.filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// Whether `r` is shown.
+    pub fn keeps(&self, r: &SessionRecord) -> bool {
+        let changed = r
+            .history
+            .last()
+            .and_then(|t| t.at.parse::<jiff::Timestamp>().ok());
+        self.state.is_none_or(|s| r.state == s)
+            && self
+                .since
+                .is_none_or(|cutoff| changed.is_some_and(|at| at >= cutoff))
+            && self.session.as_deref().is_none_or(|want| {
+                r.key.starts_with(want)
+                    || r.telepresence_id
+                        .as_deref()
+                        .is_some_and(|id| id.starts_with(want))
+            })
+    }
+}
+
+/// `--since`'s time: `now` minus a span, or a time as written.
+fn since_time(text: &str, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Some(at);
+    }
+    let span: jiff::Span = text.trim().parse().ok()?;
+    now.to_zoned(jiff::tz::TimeZone::UTC)
+        .checked_sub(span)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
 /// Whether a record belongs in `status` (live or needing a person) or only in `history`.
 pub fn is_current(r: &SessionRecord) -> bool {
     !matches!(r.state, State::Ended | State::Cleaned)
@@ -175,6 +257,52 @@ mod tests {
             t.at = when.to_string();
         }
         r
+    }
+
+    #[test]
+    fn history_filters_keep_what_they_name() {
+        let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().expect("a time");
+        let mut cleaned = at(
+            SessionRecord::test()
+                .with_process(10, 1)
+                .in_state(State::Cleaned, "repaired"),
+            "2026-12-03T11:00:00Z",
+        );
+        cleaned.telepresence_id = Some("a23f09ad".into());
+        let old = at(
+            SessionRecord::test()
+                .with_process(11, 1)
+                .in_state(State::NeedsAttention, "refused"),
+            "2026-11-20T11:00:00Z",
+        );
+        let records = [cleaned.clone(), old.clone()];
+        let kept = |state: Option<&str>, since: Option<&str>, session: Option<&str>| {
+            let f =
+                HistoryFilter::parse(state, since, session.map(String::from), now).expect("valid");
+            records
+                .iter()
+                .filter(|r| f.keeps(r))
+                .map(|r| r.key.clone())
+                .collect::<Vec<_>>()
+        };
+        let (c, o) = (&cleaned.key, &old.key);
+        assert_eq!(kept(None, None, None), [c.as_str(), o.as_str()]);
+        assert_eq!(kept(Some("cleaned"), None, None), [c.as_str()]);
+        assert_eq!(kept(Some("NeedsAttention"), None, None), [o.as_str()]);
+        assert_eq!(kept(None, Some("2h"), None), [c.as_str()]);
+        assert_eq!(kept(None, Some("3w"), None), [c.as_str(), o.as_str()]);
+        assert_eq!(kept(None, Some("2026-12-01T00:00:00Z"), None), [c.as_str()]);
+        assert_eq!(kept(None, None, Some("a23f")), [c.as_str()]);
+        assert_eq!(kept(None, None, Some(o.as_str())), [o.as_str()]);
+        assert_eq!(
+            kept(Some("Cleaned"), Some("1d"), Some("zzz")),
+            Vec::<String>::new()
+        );
+
+        let bad = HistoryFilter::parse(Some("gone"), None, None, now).expect_err("no such state");
+        assert!(bad.contains("one of Seen, Recorded, Active"), "{bad}");
+        let bad = HistoryFilter::parse(None, Some("yesterday"), None, now).expect_err("no span");
+        assert!(bad.contains("30m, 2h, 3d, 1w"), "{bad}");
     }
 
     #[test]

@@ -869,6 +869,25 @@ fn a_waiting_repair_runs_as_soon_as_its_server_takes_connections_again() {
     agent.wait_state("Cleaned");
     assert_eq!(replicas(&env, "app"), 2);
     assert!(!agent.log().contains("asleep"), "{}", agent.log());
+
+    // `history` with filters finds it, and only where they say.
+    let found = |args: &[&str]| {
+        let out = run_cli(&agent.envs, &[&["history", "--json"][..], args].concat());
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["sessions"]
+            .as_array()
+            .map(|a| a.iter().map(|r| text(r, "/key")).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        found(&["--state", "cleaned", "--since", "1h"]),
+        [key.as_str()]
+    );
+    assert_eq!(found(&["--session", &key]), [key.as_str()]);
+    assert!(found(&["--state", "Active"]).is_empty());
+    let bad = run_cli(&agent.envs, &["history", "--state", "gone"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }
 
 #[test]
