@@ -14,7 +14,13 @@ use crate::wake::Waiting;
 
 /// Puts a Kubernetes cluster back after a Telepresence session dies without cleaning up.
 #[derive(Debug, Parser)]
-#[command(name = "telepolice-agent", version, about, long_about = None)]
+#[command(
+    name = "telepolice-agent",
+    version,
+    about,
+    long_about = None,
+    after_help = "For packagers: `service-files`, `completions <shell>` and `man` print the unit and plist, the shell completions and the man page (see packaging/README.md)."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -82,6 +88,7 @@ pub enum Command {
     /// Exits 1 when a check fails (warnings alone exit 0).
     Doctor(DoctorArgs),
     /// Print the systemd user unit and the launchd plist (or write them into a directory).
+    #[command(hide = true)]
     ServiceFiles {
         /// Write `DIR/systemd/telepolice-agent.service` and
         /// `DIR/launchd/dev.telepolice.agent.plist` instead of printing them.
@@ -113,11 +120,13 @@ pub enum Command {
         dry_run: bool,
     },
     /// Print a shell completion script (the packages install the bash, zsh and fish ones).
+    #[command(hide = true)]
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff: `telepolice-agent man | man -l -` shows it).
+    #[command(hide = true)]
     Man,
 }
 

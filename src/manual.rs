@@ -69,7 +69,8 @@ pub fn man_page() -> Result<String, ManualError> {
         let mut heading = Roff::new();
         heading.control("SH", ["COMMANDS"]);
         heading.to_writer(w)?;
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // Every command, those for packagers too (hidden from `--help` only).
+        for sub in cmd.get_subcommands() {
             let mut heading = Roff::new();
             heading.control("SS", [format!("{BIN} {}", sub.get_name()).as_str()]);
             heading.to_writer(w)?;
