@@ -79,6 +79,16 @@ pub(super) async fn until_answered(addrs: &[SocketAddr], waiting_since: Instant)
     if addrs.is_empty() {
         return std::future::pending().await;
     }
+    until_edge(waiting_since, |limit| answered(addrs, limit)).await;
+}
+
+/// The rule of [`until_answered`], with `knock(limit)` saying whether one knock was
+/// answered within `limit`.
+async fn until_edge<F, Fut>(waiting_since: Instant, mut knock: F)
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut refused = false;
     loop {
         let start = Instant::now();
@@ -87,7 +97,7 @@ pub(super) async fn until_answered(addrs: &[SocketAddr], waiting_since: Instant)
         } else {
             SLOW_INTERVAL
         };
-        match (answered(addrs, interval).await, refused) {
+        match (knock(interval).await, refused) {
             (true, true) => return,
             (true, false) => return std::future::pending().await,
             (false, _) => refused = true,
@@ -119,31 +129,54 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_knock_answered_after_a_refused_one_returns_and_a_first_answer_never_does() {
-        // A port nobody listens on: bind, learn the port, close.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            l.local_addr().expect("its address").port()
-        };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let started = Instant::now();
-        let knocking = tokio::spawn(async move { until_answered(&[addr], started).await });
-        tokio::time::sleep(KNOCK_INTERVAL * 3).await;
-        assert!(!knocking.is_finished(), "returned while refused");
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("the port again");
-        tokio::time::timeout(Duration::from_secs(10), knocking)
-            .await
-            .expect("a knock answered after refused ones returns")
-            .expect("the knocking task ends");
+    /// A knock that answers as `script` says, one entry per knock (then as the last one),
+    /// counting the knocks.
+    fn scripted<'a>(
+        script: &'static [bool],
+        count: &'a std::cell::Cell<usize>,
+    ) -> impl FnMut(Duration) -> std::future::Ready<bool> + 'a {
+        move |_| {
+            let i = count.get();
+            count.set(i + 1);
+            std::future::ready(script[i.min(script.len() - 1)])
+        }
+    }
 
-        // The server answered from the first knock: the requests are what fails, and
-        // knocking gives way to the caller's backoff.
-        let first =
-            tokio::time::timeout(KNOCK_INTERVAL * 5, until_answered(&[addr], Instant::now())).await;
-        assert!(first.is_err(), "returned though never refused");
-        drop(listener);
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_after_a_refusal_ends_the_wait_and_a_first_answer_never_does() {
+        let knocks = std::cell::Cell::new(0);
+        let t = Instant::now();
+        until_edge(t, scripted(&[false, false, true], &knocks)).await;
+        assert_eq!(knocks.get(), 3);
+        assert_eq!(t.elapsed(), KNOCK_INTERVAL * 2, "one knock per interval");
+
+        // Answered at once: the requests are what fails; knocking gives way to the backoff.
+        let knocks = std::cell::Cell::new(0);
+        let never = tokio::time::timeout(
+            KNOCK_INTERVAL * 50,
+            until_edge(Instant::now(), scripted(&[true], &knocks)),
+        )
+        .await;
+        assert!(never.is_err(), "returned though never refused");
+        assert_eq!(knocks.get(), 1, "one knock, then none");
+
+        // After FAST_FOR of waiting, one knock a second.
+        let knocks = std::cell::Cell::new(0);
+        let t = Instant::now();
+        until_edge(t - FAST_FOR, scripted(&[false, true], &knocks)).await;
+        assert_eq!(t.elapsed(), SLOW_INTERVAL);
+    }
+
+    #[tokio::test]
+    async fn a_listener_answers_a_knock() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        assert!(answered(&[addr], Duration::from_secs(5)).await);
+        assert!(
+            !answered(&[], Duration::from_secs(5)).await,
+            "nothing to knock at"
+        );
     }
 }
