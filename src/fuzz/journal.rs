@@ -147,16 +147,7 @@ fn many<T>(rng: &mut Rng, max: usize, mut make: impl FnMut(&mut Rng) -> T) -> Ve
     (0..rng.len(max)).map(|_| make(rng)).collect()
 }
 
-const STATES: &[State] = &[
-    State::Seen,
-    State::Recorded,
-    State::Active,
-    State::Ended,
-    State::Orphaned,
-    State::CleaningUp,
-    State::Cleaned,
-    State::NeedsAttention,
-];
+const STATES: &[State] = &State::ALL;
 
 /// A record with every field drawn at random, edge values included.
 fn record(rng: &mut Rng) -> SessionRecord {
