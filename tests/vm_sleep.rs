@@ -433,6 +433,13 @@ struct Watch {
 }
 
 impl Watch {
+    /// The first time at or after `since` the original had its 2 replicas again; fails the
+    /// test (with the console) when it never did.
+    fn restored(&self, since: Instant, vm: &Vm) -> Instant {
+        self.first(2, since)
+            .unwrap_or_else(|| panic!("the cluster never saw 2 replicas again\n{}", vm.tail()))
+    }
+
     /// The first time at or after `since` the count was `n`.
     fn first(&self, n: i64, since: Instant) -> Option<Instant> {
         self.changes
@@ -499,9 +506,7 @@ fn a_real_suspend_and_a_lost_link_in_a_vm() {
         vm.expect("VMTEST resumed 1", long);
         let (killed, _) = vm.expect("VMTEST killed 1", long);
         vm.expect("VMTEST state 1 Cleaned", long);
-        let restored = watch
-            .first(2, killed)
-            .unwrap_or_else(|| panic!("the cluster never saw 2 replicas again\n{}", vm.tail()));
+        let restored = watch.restored(killed, &vm);
         eprintln!(
             "vm keep: asleep {:.1} s; killed after the resume, restored {} ms after the kill",
             (awake - asleep).as_secs_f64(),
@@ -547,9 +552,7 @@ fn a_real_suspend_and_a_lost_link_in_a_vm() {
         let up = Instant::now();
         vm.set_link(true);
         vm.expect("VMTEST state 3 Cleaned", long);
-        let restored = watch
-            .first(2, up)
-            .unwrap_or_else(|| panic!("the cluster never saw 2 replicas again\n{}", vm.tail()));
+        let restored = watch.restored(up, &vm);
         eprintln!(
             "vm link: link up -> original restored in {} ms",
             (restored - up).as_millis()
