@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::plan::{Action, Observed, ObservedObject, ObservedWorkload};
+use crate::lifecycle::{Action, Observed, ObservedObject, ObservedWorkload, WorkloadNow};
 use crate::session::{ClusterBinding, ProxyKind};
 
 /// Why the agent could not talk to a session's cluster or act on it.
@@ -401,7 +401,7 @@ pub async fn get_workload(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<Option<(ObservedWorkload, Option<i32>, BTreeMap<String, String>)>, ClusterError> {
+) -> Result<Option<WorkloadNow>, ClusterError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let d = api
         .get_opt(name)
@@ -419,15 +419,12 @@ pub async fn get_workload(
                     .and_then(serde_json::Value::as_i64)
             })
             .and_then(|r| i32::try_from(r).ok());
-        let selector = d.spec.selector.match_labels.clone().unwrap_or_default();
-        (
-            ObservedWorkload {
-                uid: d.metadata.uid.clone().unwrap_or_default(),
-                replicas: d.spec.replicas.unwrap_or(1),
-            },
+        WorkloadNow {
+            uid: d.metadata.uid.clone().unwrap_or_default(),
+            replicas: d.spec.replicas.unwrap_or(1),
             last_applied,
-            selector,
-        )
+            selector: d.spec.selector.match_labels.clone().unwrap_or_default(),
+        }
     }))
 }
 
@@ -564,7 +561,10 @@ pub async fn observe(
     let original = match original {
         Some(name) => get_workload(client, namespace, name)
             .await?
-            .map(|(w, _, _)| w),
+            .map(|w| ObservedWorkload {
+                uid: w.uid,
+                replicas: w.replicas,
+            }),
         None => None,
     };
     let objects = match (id, since) {

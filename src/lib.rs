@@ -42,6 +42,7 @@ mod failpoint;
 mod fuzz;
 pub mod helpers;
 pub mod journal;
+pub mod lifecycle;
 mod logging;
 #[cfg(target_os = "linux")]
 pub mod logind;
@@ -49,7 +50,6 @@ pub mod logind;
 #[path = "logind_other.rs"]
 pub mod logind;
 pub mod manual;
-pub mod plan;
 pub mod service;
 pub mod session;
 mod signals;

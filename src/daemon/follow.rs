@@ -13,11 +13,11 @@ use tracing::{debug, info, warn};
 use super::retry::Retry;
 use super::{Ctx, environ_map};
 use crate::cluster::{self, ClusterError};
-use crate::config::OnShellDeath;
 use crate::failpoint;
 use crate::helpers;
+use crate::lifecycle::{self, Event, Fallbacks, evidence};
 use crate::platform::{self, Signal};
-use crate::session::{Original, ProxyKind, ProxyObject, ReplicaSource, SessionRecord, State};
+use crate::session::{ProxyKind, ProxyObject, SessionRecord, State};
 use crate::telepresence::{self, Mode};
 
 fn log_path(rec: &SessionRecord) -> Option<PathBuf> {
@@ -44,95 +44,38 @@ fn read_log(rec: &SessionRecord, deployment: Option<&str>) -> telepresence::LogF
 }
 
 /// Records the original workload of a swap, before Telepresence scales it down if the agent
-/// is in time, else from the fallbacks in order: the log, `last-applied-configuration`.
+/// is in time, else from the fallbacks (see [`lifecycle::evidence`]).
 async fn record_original(
     ctx: &Ctx,
     rec: &mut SessionRecord,
     client: &kube::Client,
 ) -> Result<(), ClusterError> {
-    let Mode::Swap { deployment, .. } = &rec.invocation.mode else {
-        rec.transition(State::Recorded, "no workload to record in this mode");
-        ctx.save(rec);
+    let Some(deployment) = lifecycle::swapped(rec).map(str::to_string) else {
+        ctx.record(rec, Event::NoWorkload);
         return Ok(());
     };
-    let deployment = deployment.clone();
-    let found = cluster::get_workload(client, &rec.cluster.namespace, &deployment).await?;
-    let original = match found {
-        None => Original {
-            name: deployment.clone(),
-            uid: None,
-            replicas: None,
-            source: ReplicaSource::Uncertain,
-            selector: Default::default(),
-        },
-        Some((w, _, selector)) if w.replicas > 0 => Original {
-            name: deployment.clone(),
-            uid: Some(w.uid),
-            replicas: Some(w.replicas),
-            source: ReplicaSource::Observed,
-            selector,
-        },
-        Some((w, last_applied, selector)) => {
-            let earlier = earlier_observation(ctx, rec, &deployment, &w.uid);
+    let now = cluster::get_workload(client, &rec.cluster.namespace, &deployment).await?;
+    let fallbacks = match &now {
+        Some(w) if evidence::needs_fallbacks(now.as_ref()) => {
+            let (records, _) = ctx.journal.load_all().unwrap_or_default();
             let log = read_log(rec, Some(&deployment));
-            let (replicas, source) = match (earlier, log.original_replicas, last_applied) {
-                (Some(r), _, _) => (Some(r), ReplicaSource::Earlier),
-                (None, Some(r), _) if log.original_uid.as_ref().is_none_or(|u| *u == w.uid) => {
-                    (Some(r), ReplicaSource::Log)
-                }
-                (None, _, Some(r)) => (Some(r), ReplicaSource::LastApplied),
-                _ => (None, ReplicaSource::Uncertain),
-            };
-            Original {
-                name: deployment.clone(),
-                uid: Some(w.uid),
-                replicas,
-                source,
-                selector,
+            Fallbacks {
+                earlier: evidence::earlier_observation(&records, rec, &deployment, &w.uid),
+                log: log.original_replicas.map(|n| (n, log.original_uid.clone())),
             }
         }
+        _ => Fallbacks::default(),
     };
-    let why = match (original.replicas, original.source) {
-        (Some(r), ReplicaSource::Observed) => {
-            format!("deployment/{deployment} has {r} replicas (observed)")
-        }
-        (Some(r), ReplicaSource::Earlier) => format!(
-            "deployment/{deployment} had {r} replicas (the agent's own earlier observation; it was late this time)"
-        ),
-        (Some(r), ReplicaSource::Log) => format!(
-            "deployment/{deployment} had {r} replicas (from telepresence.log; the agent was late)"
-        ),
-        (Some(r), ReplicaSource::LastApplied) => format!(
-            "deployment/{deployment} had {r} replicas (from last-applied-configuration; the agent was late)"
-        ),
-        _ => format!("the original replica count of deployment/{deployment} is unknown"),
-    };
-    rec.original = Some(original);
-    rec.transition(State::Recorded, why);
-    ctx.save(rec);
+    ctx.record(
+        rec,
+        Event::Workload {
+            name: deployment,
+            now,
+            fallbacks,
+        },
+    );
     failpoint::hit("record.original");
     Ok(())
-}
-
-/// The replica count the agent itself observed for the same Deployment (same cluster,
-/// namespace, name and uid) in an earlier session, if any: the newest such observation.
-fn earlier_observation(ctx: &Ctx, rec: &SessionRecord, deployment: &str, uid: &str) -> Option<i32> {
-    let (records, _) = ctx.journal.load_all().ok()?;
-    records
-        .iter()
-        .filter(|r| r.key != rec.key)
-        .filter(|r| {
-            r.cluster.server == rec.cluster.server && r.cluster.namespace == rec.cluster.namespace
-        })
-        .filter_map(|r| {
-            let o = r.original.as_ref()?;
-            let ok = o.name == deployment
-                && o.uid.as_deref() == Some(uid)
-                && o.source == ReplicaSource::Observed;
-            Some((r.seen_at()?.to_string(), o.replicas?)).filter(|_| ok)
-        })
-        .max()
-        .map(|(_, n)| n)
 }
 
 /// Telepresence's session id candidates: `tel-*` dirs under `tmp_root` (always `/tmp` for
@@ -306,12 +249,7 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
         match weigh(rec, &candidates, client, &mut objects, read_cluster).await {
             IdPick::Proven { id, because } => match ctx.claim(&id, &rec.key) {
                 Ok(()) => {
-                    rec.telepresence_id = Some(id.clone());
-                    rec.transition(
-                        rec.state,
-                        format!("Telepresence session id {id} ({because})"),
-                    );
-                    ctx.save(rec);
+                    ctx.record(rec, Event::IdProven { id, because });
                     failpoint::hit("record.session-id");
                     return exited;
                 }
@@ -387,27 +325,27 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 inv.namespace.as_deref(),
             ) {
                 Ok(b) => {
-                    if !ctx.cfg().in_scope(&b.context, &b.namespace) {
+                    let in_scope = ctx.cfg().in_scope(&b.context, &b.namespace);
+                    if !in_scope {
                         super::pass_over_out_of_scope(ctx, rec.process, &rec.argv, &b);
-                        let _ = ctx.journal.remove(&rec.key);
-                        rec.transition(State::Ended, "out of the configured scope");
+                    }
+                    let step = ctx.record(
+                        rec,
+                        Event::ClusterFound {
+                            binding: b,
+                            in_scope,
+                        },
+                    );
+                    if step.forget {
                         return;
                     }
-                    let why = format!("cluster {} (context {}) found", b.server, b.context);
-                    rec.cluster = b;
-                    rec.transition(State::Seen, why);
-                    ctx.save(rec);
                     break;
                 }
                 Err(e) => {
                     debug!(session = %rec.key, "still no cluster: {e}");
                     tokio::select! {
                         _ = exit.as_mut() => {
-                            rec.transition(
-                                State::NeedsAttention,
-                                format!("the session ended before its cluster could be known: {e}"),
-                            );
-                            ctx.save(rec);
+                            ctx.record(rec, Event::EndedBeforeCluster(e.to_string()));
                             return;
                         }
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -427,11 +365,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
         match cluster::client_for(&rec.cluster).await {
             Ok(c) => break c,
             Err(e) if !e.is_transient() => {
-                rec.transition(
-                    State::NeedsAttention,
-                    format!("cannot talk to the session's cluster: {e}"),
-                );
-                ctx.save(rec);
+                ctx.record(rec, Event::NoClient(e.to_string()));
                 return;
             }
             Err(e) => {
@@ -450,11 +384,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 Err(e) => {
                     warn!(session = %rec.key, "recording the original: {e}");
                     if !e.is_transient() {
-                        rec.transition(
-                            State::NeedsAttention,
-                            format!("cannot read the session's workload: {e}"),
-                        );
-                        ctx.save(rec);
+                        ctx.record(rec, Event::WorkloadUnreadable(e.to_string()));
                         return;
                     }
                     tokio::select! {
@@ -491,31 +421,25 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             _ = exit.as_mut() => return,
             _ = &mut parent_exit, if !parent_gone => {
                 parent_gone = true;
-                if ctx.cfg().on_shell_death == OnShellDeath::Terminate
-                    && !ctx.cfg().dry_run
-                    && platform::is_alive(rec.process)
-                {
+                let cfg = ctx.cfg();
+                if lifecycle::terminate_on_shell_death(
+                    cfg.on_shell_death,
+                    cfg.dry_run,
+                    platform::is_alive(rec.process),
+                ) {
                     let sent = platform::signal(rec.process, Signal::Term);
                     rec.act("SIGTERM to Telepresence (its shell died)", match sent {
                         Ok(true) => "done".to_string(),
                         Ok(false) => "skipped: already gone".to_string(),
                         Err(e) => format!("failed: {e}"),
                     });
-                    rec.transition(rec.state, "the session's shell died");
-                    ctx.save(rec);
+                    ctx.record(rec, Event::ShellDied);
                 }
             }
             ev = events.next() => {
                 let Some((kind, name, uid, owned)) = ev else { return };
-                // Pods of a proxy Deployment are the Deployment's; any other labelled
-                // object is recorded, owner or not (a 0.105 proxy copies the original's
-                // ownerReferences).
-                if owned && kind == ProxyKind::Pod {
-                    continue;
-                }
-                if rec.add_proxy(ProxyObject { kind, name: name.clone(), uid: uid.clone() }) {
-                    rec.transition(State::Active, format!("proxy {}/{name} (uid {uid})", kind.resource()));
-                    ctx.save(rec);
+                let proxy = ProxyObject { kind, name, uid };
+                if !ctx.record(rec, Event::ProxySeen { proxy, owned }).is_nothing() {
                     failpoint::hit("record.proxy");
                 }
             }

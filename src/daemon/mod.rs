@@ -46,6 +46,7 @@ use crate::config::{Config, OnSleep};
 use crate::discovery::{self, Discovery, Found};
 use crate::failpoint;
 use crate::journal::Journal;
+use crate::lifecycle;
 use crate::logind::{Logind, Sleep};
 use crate::platform::{self, ProcessId};
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State};
@@ -182,6 +183,19 @@ impl Ctx {
             // (Before acting on the cluster, `save_durably` is used instead.)
             warn!(session = %rec.key, "{e}");
         }
+    }
+
+    /// Takes what follows `event` (see [`lifecycle::step`]) into the record and journals it:
+    /// a session out of scope is forgotten instead.
+    fn record(&self, rec: &mut SessionRecord, event: lifecycle::Event) -> lifecycle::Step {
+        let step = lifecycle::step(rec, event);
+        lifecycle::apply(rec, &step);
+        if step.forget {
+            let _ = self.journal.remove(&rec.key);
+        } else if !step.is_nothing() {
+            self.save(rec);
+        }
+        step
     }
 
     /// Writes the record and says whether it is on disk: what must precede any action.
@@ -681,20 +695,15 @@ fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         history: Vec::new(),
         actions: Vec::new(),
     };
-    rec.transition(
-        State::Seen,
-        format!("Telepresence process {} found", info.id.pid),
-    );
-    for why in blind {
-        rec.transition(State::Seen, why);
-    }
-    if let Some(p) = problem {
-        // Not final: the kubeconfig may appear or be fixed while the session runs.
-        rec.transition(
-            State::Seen,
-            format!("cannot tell which cluster the session uses yet: {p}; will look again"),
-        );
-    }
+    // Not final while the cluster is unknown: the kubeconfig may appear or be fixed while
+    // the session runs.
+    let found = lifecycle::Event::Found {
+        pid: info.id.pid,
+        blind,
+        cluster_problem: problem,
+    };
+    let step = lifecycle::step(&rec, found);
+    lifecycle::apply(&mut rec, &step);
     info!(session = %rec.key, target = %rec.target(), context = %rec.cluster.context, namespace = %rec.cluster.namespace, "new Telepresence session");
     Some(rec)
 }

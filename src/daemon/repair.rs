@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::failpoint;
 use crate::helpers;
 use crate::journal::Journal;
-use crate::plan::{self, Action};
+use crate::lifecycle::{self, Action, Event, Wait, Why, twin};
 use crate::platform;
 use crate::session::{ProxyKind, ReplicaSource, SessionRecord, State};
 use crate::telepresence::{self, Mode};
@@ -43,23 +43,19 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
             Ok(()) => break,
             Err(e) if e.is_transient() => {
                 let no_client = matches!(e, RepairError::Cluster(ClusterError::Client { .. }));
-                let problem = match (&e, e.status_code()) {
-                    (RepairError::Cluster(_), Some(code)) => {
-                        format!("the API server answered {code}: {e}")
-                    }
-                    (RepairError::Cluster(_), None) if no_client => format!(
-                        "no client for the cluster (if a credential plugin fails, log in again): {e}"
-                    ),
-                    (RepairError::Cluster(_), None) => format!("cluster unreachable: {e}"),
-                    (RepairError::Journal(_), _) => e.to_string(),
+                let wait = match (&e, e.status_code()) {
+                    (RepairError::Cluster(_), Some(code)) => Wait::Answered(code),
+                    (RepairError::Cluster(_), None) if no_client => Wait::NoClient,
+                    (RepairError::Cluster(_), None) => Wait::Unreachable,
+                    (RepairError::Journal(_), _) => Wait::Journal,
                 };
-                let why = format!("{problem}; will retry");
-                ctx.board.failed(&rec.key, problem);
-                if why != last_wait {
-                    warn!(session = %rec.key, "{why}");
-                    rec.transition(State::Orphaned, why.clone());
-                    ctx.save(rec);
-                    last_wait = why;
+                let problem = lifecycle::waiting_problem(wait, &e.to_string());
+                ctx.board.failed(&rec.key, problem.clone());
+                if problem != last_wait {
+                    last_wait = problem.clone();
+                    for why in ctx.record(rec, Event::Unreachable(problem)).why {
+                        warn!(session = %rec.key, "{why}");
+                    }
                 }
                 // A credential plugin is a program run per try (often slow, and failing
                 // until someone logs in): tried less often, unless woken.
@@ -84,26 +80,19 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                     .await;
             }
             Err(e) => {
-                rec.transition(
-                    State::NeedsAttention,
-                    refusal(&e, e.status_code(), &rec.key),
+                let code = e.status_code();
+                ctx.record(
+                    rec,
+                    Event::Refused {
+                        problem: e.to_string(),
+                        code,
+                    },
                 );
-                ctx.save(rec);
                 break;
             }
         }
     }
     ctx.board.done(&rec.key);
-}
-
-/// Why a repair needs a person, and what to run once the cause is dealt with (the same
-/// plan and preconditions, by hand).
-fn refusal(e: &dyn std::fmt::Display, code: Option<u16>, key: &str) -> String {
-    let why = match code {
-        Some(403) => format!("the cluster refused (RBAC): {e}"),
-        _ => e.to_string(),
-    };
-    format!("{why}; once that is fixed, run: telepolice-agent repair {key}")
 }
 
 /// The first pause after a failed try.
@@ -156,10 +145,6 @@ async fn attempt(
             .insert(cluster::client_for(&rec.cluster).await?)
             .clone(),
     };
-    let original = match &rec.invocation.mode {
-        Mode::Swap { deployment, .. } => Some(deployment.clone()),
-        _ => None,
-    };
     let recorded: Vec<(ProxyKind, String)> = rec
         .proxies
         .iter()
@@ -168,68 +153,45 @@ async fn attempt(
     let observed = cluster::observe(
         &client,
         &rec.cluster.namespace,
-        original.as_deref(),
+        lifecycle::swapped(rec),
         rec.telepresence_id.as_deref(),
         &recorded,
         platform::process_start_time(rec.process)
             .map(|t| t.checked_sub(Duration::from_secs(2)).unwrap_or(t)),
     )
     .await?;
-    if let Some(other) = live_twin(ctx, rec) {
-        rec.transition(
-            State::NeedsAttention,
-            format!(
-                "session {} (pid {}) is alive and uses the same Telepresence session or workload; not repairing while it runs",
-                other.key, other.process.pid
-            ),
-        );
-        ctx.save(rec);
-        return Ok(());
-    }
-    let plan = plan::plan(rec, &observed);
-    if plan.is_empty() {
+    let (records, _) = ctx.journal.load_all().unwrap_or_default();
+    let twin =
+        twin::live_twin(rec, &records, platform::is_alive).map(|o| (o.key.clone(), o.process.pid));
+    let step = lifecycle::step(
+        rec,
+        Event::ClusterNow {
+            observed,
+            twin,
+            dry_run: cfg.dry_run,
+        },
+    );
+    if step.stop_helpers {
         stop_helpers(ctx, &cfg, rec);
-        if repair_under_way(rec) {
-            rec.transition(
-                State::Cleaned,
-                "nothing left to repair: the repair begun earlier is complete (its last steps were carried out, but not journaled, before the agent stopped or lost the cluster)",
-            );
-            log_repaired(rec);
-        } else {
-            rec.transition(
-                State::Ended,
-                "Telepresence's own cleanup left nothing to repair",
-            );
-            info!(session = %rec.key, "session ended cleanly");
-        }
-        ctx.save(rec);
-        return Ok(());
     }
-    if cfg.dry_run {
-        for a in &plan.actions {
-            rec.act(a.to_string(), "dry-run: not done");
+    lifecycle::apply(rec, &step);
+    match step.why.first() {
+        Some(Why::RepairWasComplete) => log_repaired(rec),
+        Some(Why::NothingToRepair) => info!(session = %rec.key, "session ended cleanly"),
+        Some(why @ Why::Attention(_)) if step.stop_helpers => {
+            warn!(session = %rec.key, "needs attention: {why}");
         }
-        let mut why = vec![format!(
-            "dry run: repairs planned but not done (to carry them out: telepolice-agent repair {})",
-            rec.key
-        )];
-        why.extend(plan.attention.iter().cloned());
-        rec.transition(State::NeedsAttention, why.join("; "));
+        _ => {}
+    }
+    if step.execute.is_empty() {
         ctx.save(rec);
         return Ok(());
     }
     // Write-ahead: the plan is durable before any of it is carried out.
-    for a in &plan.actions {
-        rec.act(a.to_string(), "planned");
-    }
-    rec.transition(
-        State::CleaningUp,
-        format!("{} repair action(s) planned", plan.actions.len()),
-    );
     ctx.save_durably(rec)?;
     failpoint::hit("cleanup.planned");
-    let mut attention = plan.attention.clone();
-    for a in &plan.actions {
+    let mut attention = step.then_attention;
+    for a in &step.execute {
         match cluster::execute(&client, &rec.cluster.namespace, a).await {
             Ok(()) => {
                 // Done in the cluster, not yet in the journal: a restart re-plans from the
@@ -247,16 +209,7 @@ async fn attempt(
                 return Err(e.into());
             }
             Err(e) => {
-                let why = match (a, e.status_code()) {
-                    (Action::Restore { name, .. }, Some(409 | 422)) => format!(
-                        "deployment/{name} changed while being restored (uid or replicas no longer as recorded); left as is"
-                    ),
-                    (Action::Delete { kind, name, .. }, Some(409)) => format!(
-                        "{}/{name} was replaced by another object; not deleted",
-                        kind.resource()
-                    ),
-                    (_, code) => refusal(&e, code, &rec.key),
-                };
+                let why = lifecycle::refused_action(a, e.to_string(), e.status_code(), &rec.key);
                 rec.act(a.to_string(), format!("refused: {why}"));
                 attention.push(why);
             }
@@ -264,46 +217,19 @@ async fn attempt(
         ctx.save(rec);
         failpoint::hit("cleanup.action-saved");
     }
+    let step = lifecycle::step(rec, Event::Carried { attention });
     stop_helpers(ctx, &cfg, rec);
     failpoint::hit("cleanup.helpers-stopped");
-    if attention.is_empty() {
-        rec.transition(State::Cleaned, "repaired what the session left");
+    lifecycle::apply(rec, &step);
+    if rec.state == State::Cleaned {
         log_repaired(rec);
     } else {
-        rec.transition(State::NeedsAttention, attention.join("; "));
-        warn!(session = %rec.key, "needs attention: {}", attention.join("; "));
+        for why in &step.why {
+            warn!(session = %rec.key, "needs attention: {why}");
+        }
     }
     ctx.save(rec);
     Ok(())
-}
-
-/// Whether an earlier attempt (of this agent, or of one that was killed) began carrying out
-/// a repair that is not journaled as finished: then a cluster that needs nothing more was
-/// put back by the agent, not by Telepresence's own cleanup.
-fn repair_under_way(rec: &SessionRecord) -> bool {
-    !rec.state.is_final() && rec.history.iter().any(|t| t.state == State::CleaningUp)
-}
-
-/// Another journaled session whose process is alive and that has the same Telepresence
-/// session id, or swaps the same workload of the same cluster: repairing now would undo
-/// that live session's changes.
-fn live_twin(ctx: &Ctx, rec: &SessionRecord) -> Option<SessionRecord> {
-    let swapped = |r: &SessionRecord| match &r.invocation.mode {
-        Mode::Swap { deployment, .. } => Some((
-            r.cluster.server.clone(),
-            r.cluster.namespace.clone(),
-            deployment.clone(),
-        )),
-        _ => None,
-    };
-    let mine = swapped(rec);
-    let (others, _) = ctx.journal.load_all().ok()?;
-    others.into_iter().find(|o| {
-        o.key != rec.key
-            && platform::is_alive(o.process)
-            && ((o.telepresence_id.is_some() && o.telepresence_id == rec.telepresence_id)
-                || (mine.is_some() && swapped(o) == mine))
-    })
 }
 
 /// Stops the session's local helpers (processes and, for the container method, its
@@ -472,11 +398,9 @@ pub async fn cleanup(
         }
     }
     let ctx = Ctx::new(cfg, journal);
-    rec.transition(rec.state, "repair by hand requested");
-    ctx.save(&rec);
+    ctx.record(&mut rec, Event::HandRepair);
     if let Err(e) = attempt(&ctx, &mut rec, &mut None).await {
-        rec.transition(State::NeedsAttention, format!("repair by hand failed: {e}"));
-        ctx.save(&rec);
+        ctx.record(&mut rec, Event::HandRepairFailed(e.to_string()));
     }
     Ok(rec)
 }
@@ -491,28 +415,4 @@ fn log_repaired(rec: &SessionRecord) {
         "session repaired: {}",
         rec.repair_summary()
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_repair_is_under_way_from_its_plan_until_a_final_state() {
-        let orphaned = SessionRecord::test().in_state(State::Orphaned, "the process exited");
-        assert!(!repair_under_way(&orphaned), "nothing planned yet");
-        let planned = orphaned
-            .clone()
-            .in_state(State::CleaningUp, "2 repair action(s) planned");
-        assert!(repair_under_way(&planned), "killed while repairing");
-        let retrying = planned
-            .clone()
-            .in_state(State::Orphaned, "cluster unreachable, will retry");
-        assert!(
-            repair_under_way(&retrying),
-            "the cluster was lost while repairing"
-        );
-        let refused = retrying.in_state(State::NeedsAttention, "refused");
-        assert!(!repair_under_way(&refused), "a final state ends it");
-    }
 }

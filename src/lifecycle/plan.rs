@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::reason::Attention;
 use crate::session::{ProxyKind, ReplicaSource, SessionRecord};
 use crate::telepresence::Mode;
 
@@ -97,7 +98,7 @@ pub struct Plan {
     /// What to do, in order: the original first (as Telepresence does), then the proxies.
     pub actions: Vec<Action>,
     /// Why a person must look, each with the command they could run.
-    pub attention: Vec<String>,
+    pub attention: Vec<Attention>,
 }
 
 impl Plan {
@@ -139,71 +140,62 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
                 shell_quote(&orig.name)
             )
         };
+        let name = orig.name.clone();
         match (&obs.original, orig.replicas, orig.source) {
-            (None, _, _) => p.attention.push(format!(
-                "deployment/{} no longer exists; nothing to scale back",
-                orig.name
-            )),
+            (None, _, _) => p.attention.push(Attention::OriginalGone { name }),
             (Some(now), _, _) if orig.uid.as_ref().is_some_and(|u| *u != now.uid) => {
-                p.attention.push(format!(
-                    "deployment/{} was replaced (uid {} -> {}) since the session started; check it and, if needed, run: {}",
-                    orig.name,
-                    orig.uid.as_deref().unwrap_or("?"),
-                    now.uid,
-                    scale_cmd(&orig.replicas.map_or("<replicas>".into(), |r| r.to_string()))
-                ))
+                p.attention.push(Attention::OriginalReplaced {
+                    name,
+                    was: orig.uid.clone(),
+                    now: now.uid.clone(),
+                    run: scale_cmd(&orig.replicas.map_or("<replicas>".into(), |r| r.to_string())),
+                })
             }
             (Some(now), Some(want), src) if src != ReplicaSource::Uncertain => {
                 if now.replicas == want {
                     // Already back (Telepresence's own cleanup, or a person).
                 } else if now.replicas == 0 && want > 0 {
                     p.actions.push(Action::Restore {
-                        name: orig.name.clone(),
+                        name,
                         uid: now.uid.clone(),
                         replicas: want,
                     });
                 } else {
-                    p.attention.push(format!(
-                        "deployment/{} has {} replicas, neither 0 nor the original {want}: someone rescaled it during the session; left as is (to restore: {})",
-                        orig.name,
-                        now.replicas,
-                        scale_cmd(&want.to_string())
-                    ));
+                    p.attention.push(Attention::Rescaled {
+                        name,
+                        now: now.replicas,
+                        want,
+                        run: scale_cmd(&want.to_string()),
+                    });
                 }
             }
             (Some(now), _, _) if now.replicas != 0 => {
                 // The count was never known, but the workload runs again: nothing to do.
             }
-            (Some(_), _, _) => p.attention.push(format!(
-                "deployment/{} is at 0 replicas and its original count is unknown (the agent saw the session too late and Telepresence's log did not have it); run: {}",
-                orig.name,
-                scale_cmd("<replicas>")
-            )),
+            (Some(_), _, _) => p.attention.push(Attention::ReplicasUnknown {
+                name,
+                run: scale_cmd("<replicas>"),
+            }),
         }
     }
     if let Mode::Swap { deployment, .. } = &rec.invocation.mode
         && rec.original.is_none()
     {
-        p.attention.push(format!(
-            "the original deployment/{deployment} was never recorded (the session died before the agent could read it); check its replica count"
-        ));
+        p.attention.push(Attention::OriginalNeverRecorded {
+            name: deployment.clone(),
+        });
     }
     let Some(id) = rec.telepresence_id.as_deref() else {
         // Without the id nothing is provably the session's: report, never delete.
         if !rec.proxies.is_empty() {
-            p.attention.push(
-                "proxy objects were recorded but the Telepresence session id is unknown; not deleting anything".to_string(),
-            );
+            p.attention.push(Attention::ProxiesWithoutId);
         } else if !obs.objects.is_empty() {
-            let names: Vec<String> = obs
+            let objects = obs
                 .objects
                 .iter()
                 .map(|o| format!("{}/{}", o.kind.resource(), o.name))
                 .collect();
-            p.attention.push(format!(
-                "the Telepresence session id was never learned; objects with a telepresence label were created during the session and may be its own: {}; not deleting them",
-                names.join(", ")
-            ));
+            p.attention.push(Attention::LabelledWithoutId { objects });
         }
         return p;
     };
@@ -220,12 +212,12 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
                 .iter()
                 .any(|r| r.kind == o.kind && r.name == o.name)
             {
-                p.attention.push(format!(
-                    "{}/{} no longer carries telepresence={id} (uid {}); not deleting it",
-                    o.kind.resource(),
-                    o.name,
-                    o.uid
-                ));
+                p.attention.push(Attention::LabelLost {
+                    kind: o.kind,
+                    name: o.name.clone(),
+                    id: id.to_string(),
+                    uid: o.uid.clone(),
+                });
             }
             continue;
         }
@@ -241,13 +233,12 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
             .find(|r| r.kind == o.kind && r.name == o.name)
             && r.uid != o.uid
         {
-            p.attention.push(format!(
-                "{}/{} was replaced (uid {} -> {}) by another object carrying the same session label; not deleting it",
-                o.kind.resource(),
-                o.name,
-                r.uid,
-                o.uid
-            ));
+            p.attention.push(Attention::ProxyReplaced {
+                kind: o.kind,
+                name: o.name.clone(),
+                was: r.uid.clone(),
+                now: o.uid.clone(),
+            });
             continue;
         }
         if seen.insert((o.kind, o.name.clone())) {
@@ -351,7 +342,8 @@ mod tests {
             attention.len(),
             "{what}: number of attention lines (plan: {p:#?})"
         );
-        for (line, fragments) in p.attention.iter().zip(attention) {
+        for (reason, fragments) in p.attention.iter().zip(attention) {
+            let line = reason.to_string();
             for f in *fragments {
                 assert!(
                     line.contains(f),
@@ -775,7 +767,7 @@ mod tests {
     fn a_plan_with_only_attention_is_not_empty() {
         let p = Plan {
             actions: vec![],
-            attention: vec!["look".into()],
+            attention: vec![Attention::ProxiesWithoutId],
         };
         assert!(!p.is_empty());
         let p = Plan {
