@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use telepolice_agent::discovery::Discovery;
 use telepolice_agent::platform::{self, ProcessId, Signal};
+use telepolice_agent::signals::discovery::Discovery;
 
 use standin::{SCRIPT, helper_children};
 use util::{Env, examples_dir, live_pods, text};

@@ -30,33 +30,18 @@
 //! - `fuzz` (tests only): generated-input tests of every parser of untrusted input.
 
 pub mod cli;
-pub mod cluster;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod desktop;
-pub mod discovery;
-pub mod doctor;
+pub mod effects;
 mod failpoint;
 #[cfg(test)]
 mod fuzz;
-pub mod helpers;
-pub mod journal;
 pub mod lifecycle;
 mod logging;
-#[cfg(target_os = "linux")]
-pub mod logind;
-#[cfg(not(target_os = "linux"))]
-#[path = "logind_other.rs"]
-pub mod logind;
-pub mod manual;
 pub mod service;
 pub mod session;
-mod signals;
-pub mod status;
+pub mod signals;
 pub mod telepresence;
-pub mod unfollowed;
-pub mod wake;
 
 /// The OS layer lives in its own crate (`crates/platform`), free of Kubernetes and TLS
 /// dependencies, so that it type-checks for macOS on any machine.

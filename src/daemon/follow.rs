@@ -12,9 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::retry::Retry;
 use super::{Ctx, environ_map};
-use crate::cluster::{self, ClusterError};
+use crate::effects::cluster::{self, ClusterError};
+use crate::effects::helpers;
 use crate::failpoint;
-use crate::helpers;
 use crate::lifecycle::{self, Event, Fallbacks, evidence};
 use crate::platform::{self, Signal};
 use crate::session::{ProxyKind, ProxyObject, SessionRecord, State};

@@ -18,13 +18,17 @@
 //! Idle means idle: with no session there is no cluster traffic; processes are looked at
 //! when a watched Telepresence program is opened and by a slow safety-net scan.
 
+pub mod control;
 mod follow;
 mod knock;
 mod lock;
+pub mod notify;
 mod reload;
 mod repair;
 mod retry;
 mod sleep;
+pub mod unfollowed;
+pub mod waiting;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -41,17 +45,17 @@ use reload::{next_reload, watch_config_file};
 pub use repair::{CleanupError, cleanup};
 use sleep::{apply_sleep_policy, end_sessions_before_sleep, next_network_change, next_sleep};
 
-use crate::cluster;
 use crate::config::{Config, OnSleep};
-use crate::discovery::{self, Discovery, Found};
+use crate::effects::cluster;
+use crate::effects::journal::Journal;
 use crate::failpoint;
-use crate::journal::Journal;
 use crate::lifecycle;
-use crate::logind::{Logind, Sleep};
 use crate::platform::{self, ProcessId};
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State};
+use crate::signals::discovery::{self, Discovery, Found};
+use crate::signals::logind::{Logind, Sleep};
+use crate::signals::resume;
 use crate::telepresence;
-use crate::wake;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +72,13 @@ pub enum DaemonError {
     },
     /// The journal could not be opened.
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::effects::journal::JournalError),
     /// The control socket could not be opened.
     #[error(transparent)]
-    Control(#[from] crate::control::ControlError),
+    Control(#[from] crate::daemon::control::ControlError),
     /// Watching the Telepresence programs failed.
     #[error(transparent)]
-    Watch(#[from] crate::discovery::WatchError),
+    Watch(#[from] crate::signals::discovery::WatchError),
 }
 
 /// How soon a pid caught mid-exec (its command line still its parent's) is looked at again.
@@ -100,9 +104,9 @@ struct Ctx {
     /// network change); waiting repairs subscribe.
     probe: tokio::sync::watch::Sender<u64>,
     /// Repairs waiting for their cluster, for `status`.
-    board: wake::Board,
+    board: waiting::Board,
     /// Telepresence processes passed over or followed half-blind, for `status`.
-    unfollowed: crate::unfollowed::Board,
+    unfollowed: crate::daemon::unfollowed::Board,
     /// Which session holds each Telepresence session id: an id is claimed by one session
     /// only, checked and taken in one step (filled from the journal at start).
     claims: std::sync::Mutex<HashMap<String, String>>,
@@ -115,7 +119,7 @@ impl Ctx {
             journal,
             cfg: std::sync::RwLock::new(Arc::new(cfg)),
             probe: tokio::sync::watch::Sender::new(0),
-            board: wake::Board::default(),
+            board: waiting::Board::default(),
             unfollowed: Default::default(),
             claims: Default::default(),
         }
@@ -199,7 +203,10 @@ impl Ctx {
     }
 
     /// Writes the record and says whether it is on disk: what must precede any action.
-    fn save_durably(&self, rec: &SessionRecord) -> Result<(), crate::journal::JournalError> {
+    fn save_durably(
+        &self,
+        rec: &SessionRecord,
+    ) -> Result<(), crate::effects::journal::JournalError> {
         self.journal.write(rec)
     }
 }
@@ -242,14 +249,14 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     // Started by systemd (`Type=notify`), the daemon says when it is ready, pings the
     // watchdog and says when it stops; otherwise this does nothing.
-    let notifier = crate::service::Notifier::from_env();
+    let notifier = crate::daemon::notify::Notifier::from_env();
     let _lock = take_lock(&cfg.paths.runtime_dir)?;
     let journal = Journal::open(&cfg.paths.state_dir)?;
-    let control = crate::control::bind(&cfg.paths.runtime_dir)?;
+    let control = crate::daemon::control::bind(&cfg.paths.runtime_dir)?;
     let ctx = Arc::new(Ctx::new(cfg, journal));
     // Whether a sandbox hides the user's processes from the agent: said once, and shown by
     // `status` and `doctor` for as long as it runs.
-    let sight = crate::unfollowed::check_sight(ctx.uid);
+    let sight = crate::daemon::unfollowed::check_sight(ctx.uid);
     match (&sight.problem, sight.checked_pid) {
         (Some(p), _) => warn!("{p}"),
         (None, Some(pid)) => info!(
@@ -258,7 +265,7 @@ pub async fn run(
         ),
         (None, None) => info!("no other process of this user to check sight on"),
     }
-    let _control_task = AbortOnDrop(tokio::spawn(crate::control::serve(
+    let _control_task = AbortOnDrop(tokio::spawn(crate::daemon::control::serve(
         control,
         ctx.journal.clone(),
         ctx.board.clone(),
@@ -356,8 +363,8 @@ pub async fn run(
     safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     safety.tick().await;
     // A laptop's sleeps and network changes: reasons to try unreachable clusters again.
-    let mut resume = wake::ResumeDetector::new(wake::suspended_clock);
-    let mut resume_check = tokio::time::interval(wake::RESUME_CHECK_INTERVAL);
+    let mut resume = resume::ResumeDetector::new(resume::suspended_clock);
+    let mut resume_check = tokio::time::interval(resume::RESUME_CHECK_INTERVAL);
     resume_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut network = match platform::NetworkChanges::open() {
         Ok(n) => Some(n),
@@ -516,7 +523,9 @@ pub async fn run(
     }
     info!("stopping");
     notifier.stopping();
-    let _ = std::fs::remove_file(crate::control::socket_path(&ctx.cfg().paths.runtime_dir));
+    let _ = std::fs::remove_file(crate::daemon::control::socket_path(
+        &ctx.cfg().paths.runtime_dir,
+    ));
     sessions.abort_all();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while sessions.join_next().await.is_some() {}
@@ -582,7 +591,7 @@ fn environ_map(pid: u32) -> (HashMap<String, String>, Option<String>) {
             HashMap::new(),
             Some(format!(
                 "cannot read its environment ({}): its KUBECONFIG, HOME and PATH are unknown, so the default kubeconfig is assumed; run the agent where it can read the user's /proc entries (see `telepolice-agent doctor`)",
-                crate::unfollowed::with_cause(&e)
+                crate::daemon::unfollowed::with_cause(&e)
             )),
         ),
     }
@@ -607,9 +616,10 @@ fn pass_over_out_of_scope(ctx: &Ctx, id: ProcessId, argv: &[String], cluster: &C
 fn blindness(info: &crate::platform::ProcessInfo, env_problem: Option<String>) -> Vec<String> {
     let mut out: Vec<String> = env_problem.into_iter().collect();
     if info.cwd.is_none() {
-        let why = platform::process_cwd(info.id.pid)
-            .err()
-            .map_or_else(|| "gone".to_string(), |e| crate::unfollowed::with_cause(&e));
+        let why = platform::process_cwd(info.id.pid).err().map_or_else(
+            || "gone".to_string(),
+            |e| crate::daemon::unfollowed::with_cause(&e),
+        );
         out.push(format!(
             "cannot read its working directory ({why}): its ./telepresence.log and a relative --logfile or KUBECONFIG cannot be found"
         ));
@@ -743,9 +753,9 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
 /// A desktop notification for a session repaired or needing a person (if they are on).
 fn announce(ctx: &Ctx, rec: &SessionRecord) {
     if ctx.cfg().notifications
-        && let Some(m) = crate::desktop::message(rec)
+        && let Some(m) = crate::effects::desktop::message(rec)
     {
-        crate::desktop::show(&m);
+        crate::effects::desktop::show(&m);
     }
 }
 
@@ -767,7 +777,7 @@ mod testing {
 
     use super::Ctx;
     use crate::config::{Config, Paths};
-    use crate::journal::Journal;
+    use crate::effects::journal::Journal;
     use crate::platform::{self, ProcessInfo};
 
     /// A daemon context with default settings and every path under `dir`.

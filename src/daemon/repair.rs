@@ -8,11 +8,11 @@ use tracing::{info, warn};
 use super::knock;
 use super::retry::Retry;
 use super::{Ctx, is_running};
-use crate::cluster::{self, ClusterError};
 use crate::config::Config;
+use crate::effects::cluster::{self, ClusterError};
+use crate::effects::helpers;
+use crate::effects::journal::Journal;
 use crate::failpoint;
-use crate::helpers;
-use crate::journal::Journal;
 use crate::lifecycle::{self, Action, Event, Wait, Why, twin};
 use crate::platform;
 use crate::session::{ProxyKind, ReplicaSource, SessionRecord, State};
@@ -28,7 +28,7 @@ use crate::telepresence::{self, Mode};
 /// again. While it waits, the repair is on the board `status` shows.
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     let (first, max) =
-        crate::wake::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
+        crate::daemon::waiting::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
     // Capped low on purpose: a dead session's repair is waiting, and the queue must drain
     // within about two seconds of the API server answering again.
     let mut retry = Retry::new(first, max, 300, ctx.probe.subscribe());
@@ -69,7 +69,7 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 let addrs = if matches!(e, RepairError::Cluster(_))
                     && e.status_code().is_none()
                     && !no_client
-                    && !crate::wake::test_no_knock()
+                    && !crate::daemon::waiting::test_no_knock()
                 {
                     knock::resolve(&rec.cluster.server).await
                 } else {
@@ -110,7 +110,7 @@ enum RepairError {
     Cluster(#[from] ClusterError),
     /// The planned steps could not be journaled, so none was carried out.
     #[error("the journal cannot record the planned repair, so nothing was done yet: {0}")]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::effects::journal::JournalError),
 }
 
 impl RepairError {
@@ -324,7 +324,7 @@ fn stop_helpers(ctx: &Ctx, cfg: &Config, rec: &mut SessionRecord) {
 pub enum CleanupError {
     /// The journal could not be read.
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::effects::journal::JournalError),
     /// No session matches.
     #[error("no session {0:?} in the journal (see `telepolice-agent history`)")]
     NotFound(String),

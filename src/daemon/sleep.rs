@@ -6,9 +6,9 @@ use tracing::{debug, info, warn};
 
 use super::Ctx;
 use crate::config::{Config, OnSleep};
-use crate::logind::{Logind, Sleep};
 use crate::platform;
 use crate::session::{SessionRecord, State};
+use crate::signals::logind::{Logind, Sleep};
 
 /// The next word from logind, or never without it.
 pub(super) async fn next_sleep(logind: &mut Option<Logind>) -> Option<Sleep> {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::{Bytes, Rng, run};
-use crate::journal::{DecodeError, JournalError, decode, encode};
+use crate::effects::journal::{DecodeError, JournalError, decode, encode};
 use crate::platform::ProcessId;
 use crate::session::{
     ActionRecord, ClusterBinding, Original, ProxyKind, ProxyObject, ReplicaSource, SCHEMA,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::{Bytes, Rng, run};
-use crate::helpers::{container_matches, select};
+use crate::effects::helpers::{container_matches, select};
 use crate::platform::{ProcessId, ProcessInfo};
 use crate::telepresence::{DEFAULT_NAMES, Flavor, classify, program_index};
 

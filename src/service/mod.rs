@@ -1,6 +1,6 @@
 //! Running the agent as a user service: the systemd unit and launchd plist it generates
-//! (`files`), installing and removing them (`install`), and telling systemd how the running
-//! daemon is doing (`notifier`).
+//! (`files`), and installing and removing them (`install`). (Telling systemd how the running
+//! daemon is doing is the daemon's own: `crate::daemon::notify`.)
 //!
 //! The commands `service-files`, `install` and `uninstall` are implemented here; the CLI
 //! only maps their errors to exit codes.
@@ -14,14 +14,12 @@
 
 pub mod files;
 pub mod install;
-pub mod notifier;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use files::{LAUNCHD_LABEL, PLIST_NAME, UNIT_NAME};
 pub use install::{Manager, Setup};
-pub use notifier::Notifier;
 
 /// Why a service command failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Check, DoctorError, Environment};
-use crate::cluster;
 use crate::config::{Config, Paths};
-use crate::journal::{Journal, LoadProblem};
+use crate::effects::cluster;
+use crate::effects::journal::{Journal, LoadProblem};
 use crate::session::State;
 use crate::telepresence::{self, Flavor};
 
@@ -292,7 +292,8 @@ pub(super) async fn programs(
     let configured = cfg
         .map(|c| c.telepresence_programs.clone())
         .unwrap_or_default();
-    let found = crate::discovery::programs_to_watch(&configured, env.var("PATH"), env.var("HOME"));
+    let found =
+        crate::signals::discovery::programs_to_watch(&configured, env.var("PATH"), env.var("HOME"));
     if found.is_empty() {
         let every = cfg.map_or(crate::config::DEFAULT_SCAN_INTERVAL_SECS, |c| {
             c.scan_interval.as_secs_f64()
@@ -319,14 +320,14 @@ pub(super) async fn programs(
 pub(super) fn daemon(runtime_dir: &Path) -> Vec<Check> {
     let (check, doc) = daemon_answer(runtime_dir);
     let mut out = vec![check];
-    let sight: Option<crate::unfollowed::Sight> = doc
+    let sight: Option<crate::daemon::unfollowed::Sight> = doc
         .as_ref()
         .and_then(|d| serde_json::from_value(d["sight"].clone()).ok());
     match sight {
-        Some(crate::unfollowed::Sight {
+        Some(crate::daemon::unfollowed::Sight {
             problem: Some(p), ..
         }) => out.push(Check::fail("sight", p)),
-        Some(crate::unfollowed::Sight {
+        Some(crate::daemon::unfollowed::Sight {
             checked_pid: Some(pid),
             problem: None,
         }) => out.push(Check::ok(
@@ -335,7 +336,7 @@ pub(super) fn daemon(runtime_dir: &Path) -> Vec<Check> {
         )),
         _ => {}
     }
-    let unfollowed: Vec<crate::unfollowed::Unfollowed> = doc
+    let unfollowed: Vec<crate::daemon::unfollowed::Unfollowed> = doc
         .and_then(|d| serde_json::from_value(d["unfollowed"].clone()).ok())
         .unwrap_or_default();
     for u in unfollowed {
@@ -354,7 +355,7 @@ pub(super) fn daemon(runtime_dir: &Path) -> Vec<Check> {
 
 fn daemon_answer(runtime_dir: &Path) -> (Check, Option<serde_json::Value>) {
     let lock = crate::daemon::lock_path(runtime_dir);
-    let socket = crate::control::socket_path(runtime_dir);
+    let socket = crate::daemon::control::socket_path(runtime_dir);
     if !crate::daemon::is_running(runtime_dir) {
         let check = Check::fail(
             "daemon",
@@ -365,7 +366,7 @@ fn daemon_answer(runtime_dir: &Path) -> (Check, Option<serde_json::Value>) {
         );
         return (check, None);
     }
-    let Some(doc) = crate::control::ask_status(runtime_dir) else {
+    let Some(doc) = crate::daemon::control::ask_status(runtime_dir) else {
         let check = Check::fail(
             "daemon",
             format!(
@@ -461,7 +462,7 @@ pub(super) fn journal(state_dir: &Path) -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Status;
+    use crate::cli::doctor::Status;
 
     #[test]
     fn versions_of_both_generations_are_told_apart() {

@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
-use crate::journal::Journal;
-use crate::wake::Board;
+use crate::daemon::waiting::Board;
+use crate::effects::journal::Journal;
 
 /// The socket's path in the runtime dir.
 pub fn socket_path(runtime_dir: &Path) -> PathBuf {
@@ -58,8 +58,8 @@ pub fn bind(runtime_dir: &Path) -> Result<UnixListener, ControlError> {
 pub fn status_document(
     journal: &Journal,
     board: &Board,
-    unfollowed: &crate::unfollowed::Board,
-    sight: &crate::unfollowed::Sight,
+    unfollowed: &crate::daemon::unfollowed::Board,
+    sight: &crate::daemon::unfollowed::Sight,
     started: &str,
 ) -> Value {
     let (records, problems) = journal.load_all().unwrap_or_default();
@@ -84,8 +84,8 @@ pub async fn serve(
     listener: UnixListener,
     journal: Journal,
     board: Board,
-    unfollowed: crate::unfollowed::Board,
-    sight: crate::unfollowed::Sight,
+    unfollowed: crate::daemon::unfollowed::Board,
+    sight: crate::daemon::unfollowed::Sight,
     uid: u32,
     started: String,
 ) {

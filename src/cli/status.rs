@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::daemon::waiting::Waiting;
 use crate::session::{SessionRecord, State};
-use crate::wake::Waiting;
 
 /// Which sessions `history` shows: all, or those its filters keep (pure).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -113,7 +113,7 @@ fn check_service(dirs: &[PathBuf]) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Status;
+    use crate::cli::doctor::Status;
 
     #[test]
     fn service_dirs_follow_the_os_conventions() {

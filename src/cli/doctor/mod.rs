@@ -1,7 +1,7 @@
 //! `telepolice-agent doctor`: whether the agent can do its work on this machine, one line
 //! per check. Its config loads; a kubeconfig with contexts is found; each context in scope
 //! answers and grants every permission a repair needs
-//! ([`NEEDED_PERMISSIONS`](crate::cluster::NEEDED_PERMISSIONS)); the Telepresence programs
+//! ([`NEEDED_PERMISSIONS`](crate::effects::cluster::NEEDED_PERMISSIONS)); the Telepresence programs
 //! are found, with their versions and whether the agent follows them; the daemon runs and
 //! answers on its socket; the service is installed; the journal is healthy.
 //!
@@ -308,10 +308,10 @@ pub async fn run(paths: Result<Paths, ConfigError>, env: &Environment, opts: &Op
 }
 
 /// The permissions as the README's "doctor" section lists them (a Markdown table), from
-/// [`NEEDED_PERMISSIONS`](crate::cluster::NEEDED_PERMISSIONS).
+/// [`NEEDED_PERMISSIONS`](crate::effects::cluster::NEEDED_PERMISSIONS).
 pub fn permissions_table() -> String {
     let mut t = String::from("| verb | resource | what for |\n|---|---|---|\n");
-    for p in crate::cluster::NEEDED_PERMISSIONS {
+    for p in crate::effects::cluster::NEEDED_PERMISSIONS {
         t.push_str(&format!(
             "| `{}` | `{}` | {} |\n",
             p.verb,
@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn the_readme_lists_exactly_the_permissions_doctor_checks() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let table = permissions_table();
         assert!(
             readme.contains(&table),
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn the_permissions_are_those_the_repair_uses() {
-        let list: Vec<String> = crate::cluster::NEEDED_PERMISSIONS
+        let list: Vec<String> = crate::effects::cluster::NEEDED_PERMISSIONS
             .iter()
             .map(|p| format!("{} {}", p.verb, p.qualified_resource()))
             .collect();

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::local::Kubeconfigs;
 use super::{Check, DoctorError, Environment, Options};
-use crate::cluster::{self, AccessAnswer, ClusterError, NEEDED_PERMISSIONS, Permission};
 use crate::config::Config;
+use crate::effects::cluster::{self, AccessAnswer, ClusterError, NEEDED_PERMISSIONS, Permission};
 
 /// Which contexts are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,8 +352,8 @@ pub(super) async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::doctor::Status;
     use crate::config::{Paths, RawConfig};
-    use crate::doctor::Status;
 
     fn cfg(toml: &str) -> Config {
         let paths = Paths::resolve(&|k| match k {

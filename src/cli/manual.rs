@@ -1,5 +1,6 @@
-//! The man page and the shell completion scripts, generated from the clap definition in
-//! [`crate::cli`] so that they cannot drift from the commands the binary accepts.
+//! The man page and the shell completion scripts, generated from the clap definition the
+//! CLI passes in (`Cli::command()`), so that they cannot drift from the commands the binary
+//! accepts.
 //!
 //! They are produced at run time (`telepolice-agent man`, `telepolice-agent completions
 //! <shell>`) rather than by a build script or an `xtask`: a packager always has the binary
@@ -7,11 +8,8 @@
 //! `cargo install` gets them too, and the five shells cost nothing extra. Neither depends on
 //! a home directory, a config file or the platform.
 
-use clap::CommandFactory;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, italic, roman};
-
-use crate::cli::Cli;
 
 /// The program's name as installed and as the completion scripts complete it.
 const BIN: &str = "telepolice-agent";
@@ -32,11 +30,11 @@ pub enum ManualError {
 }
 
 /// The completion script for `shell`, for the program named `telepolice-agent`.
-pub fn completions(shell: clap_complete::Shell) -> String {
+pub fn completions(mut cmd: clap::Command, shell: clap_complete::Shell) -> String {
     // Rendered to memory: clap_complete panics when its writer fails, and stdout can be a
     // closed pipe.
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), BIN, &mut out);
+    clap_complete::generate(shell, &mut cmd, BIN, &mut out);
     // Made of Rust strings, so valid UTF-8: nothing is ever replaced.
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -51,8 +49,8 @@ pub fn completions(shell: clap_complete::Shell) -> String {
 ///
 /// # Errors
 /// [`ManualError::Render`] if a section cannot be rendered.
-pub fn man_page() -> Result<String, ManualError> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+pub fn man_page(cmd: clap::Command) -> Result<String, ManualError> {
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let man = Man::new(cmd.clone()).manual("User Commands");
     let mut out = Vec::new();
@@ -246,6 +244,8 @@ fn trailer() -> Roff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Cli;
+    use clap::CommandFactory;
 
     fn subcommand_names() -> Vec<String> {
         Cli::command()
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn the_man_page_has_a_subsection_for_every_command() {
-        let page = man_page().expect("renders");
+        let page = man_page(Cli::command()).expect("renders");
         assert!(page.contains("\n.TH telepolice-agent 1 "), "{page}");
         assert_eq!(
             page.matches(".el .ds Aq").count(),
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn bash_completion_offers_every_command() {
-        let script = completions(clap_complete::Shell::Bash);
+        let script = completions(Cli::command(), clap_complete::Shell::Bash);
         assert!(
             script.contains("complete -F _telepolice__agent"),
             "{script}"
@@ -316,7 +316,7 @@ mod tests {
     fn every_shell_gets_a_script_naming_the_program() {
         use clap::ValueEnum;
         for shell in clap_complete::Shell::value_variants() {
-            let script = completions(*shell);
+            let script = completions(Cli::command(), *shell);
             assert!(script.contains("telepolice-agent"), "{shell}: {script}");
         }
     }

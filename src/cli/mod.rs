@@ -1,16 +1,19 @@
 //! The command line: parsing (pure, with clap) and what each command does.
 
+pub mod doctor;
+pub mod manual;
+pub mod status;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Paths};
-use crate::journal::Journal;
+use crate::daemon::waiting::Waiting;
+use crate::effects::journal::Journal;
 use crate::session::SessionRecord;
-use crate::status;
-use crate::wake::Waiting;
 
 /// Puts a Kubernetes cluster back after a Telepresence session dies without cleaning up.
 #[derive(Debug, Parser)]
@@ -191,7 +194,9 @@ pub fn run(cli: Cli) -> ExitCode {
     // These need only the command definition, so they answer before the paths are resolved:
     // a package build may run them with no home directory.
     match cli.command {
-        Command::Completions { shell } => return print(&crate::manual::completions(shell)),
+        Command::Completions { shell } => {
+            return print(&manual::completions(Cli::command(), shell));
+        }
         Command::Man => return print_man(),
         _ => {}
     }
@@ -232,7 +237,10 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             let (shutdown, hangups) = {
                 let _in_runtime = rt.enter();
-                (crate::signals::shutdown(), crate::signals::hangups())
+                (
+                    crate::signals::unix::shutdown(),
+                    crate::signals::unix::hangups(),
+                )
             };
             let reload = hangups.map(|hangups| crate::daemon::Reload {
                 hangups,
@@ -294,13 +302,13 @@ pub fn run(cli: Cli) -> ExitCode {
             dry_run,
             &mut std::io::stdout().lock(),
         )),
-        Command::Completions { shell } => print(&crate::manual::completions(shell)),
+        Command::Completions { shell } => print(&manual::completions(Cli::command(), shell)),
         Command::Man => print_man(),
     }
 }
 
 fn doctor(paths: Result<Paths, crate::config::ConfigError>, args: &DoctorArgs) -> ExitCode {
-    let opts = crate::doctor::Options {
+    let opts = crate::cli::doctor::Options {
         context: args.context.clone(),
         namespace: args.namespace.clone(),
         timeout: args.timeout,
@@ -312,8 +320,8 @@ fn doctor(paths: Result<Paths, crate::config::ConfigError>, args: &DoctorArgs) -
         Ok(rt) => rt,
         Err(e) => return fail(1, format!("starting the runtime: {e}")),
     };
-    let env = crate::doctor::Environment::current();
-    let report = rt.block_on(crate::doctor::run(paths, &env, &opts));
+    let env = crate::cli::doctor::Environment::current();
+    let report = rt.block_on(crate::cli::doctor::run(paths, &env, &opts));
     // The runtime may hold a Telepresence `--version` that timed out: do not wait for it.
     rt.shutdown_background();
     let text = if args.json {
@@ -343,7 +351,7 @@ fn service_result(result: crate::service::Result<()>) -> ExitCode {
 }
 
 fn print_man() -> ExitCode {
-    match crate::manual::man_page() {
+    match manual::man_page(Cli::command()) {
         Ok(page) => print(&page),
         Err(e) => fail(1, e),
     }
@@ -424,11 +432,11 @@ fn show(
 ) -> ExitCode {
     let all = history.is_some();
     // The running daemon answers over its socket; without one, the journal is read here.
-    let answer = crate::control::ask_status(&paths.runtime_dir);
+    let answer = crate::daemon::control::ask_status(&paths.runtime_dir);
     let running = answer.is_some();
     let mut waiting: HashMap<String, Waiting> = HashMap::new();
-    let mut unfollowed: Vec<crate::unfollowed::Unfollowed> = Vec::new();
-    let mut sight = crate::unfollowed::Sight::default();
+    let mut unfollowed: Vec<crate::daemon::unfollowed::Unfollowed> = Vec::new();
+    let mut sight = crate::daemon::unfollowed::Sight::default();
     let (records, problems): (Vec<SessionRecord>, Vec<String>) = match answer {
         Some(doc) => {
             waiting = serde_json::from_value(doc["waiting"].clone()).unwrap_or_default();
@@ -506,7 +514,7 @@ fn show(
             t.push_str(&status::recent_repairs(&records, jiff::Timestamp::now()));
         }
         if verbose {
-            t.push_str(&crate::unfollowed::render(&unfollowed));
+            t.push_str(&crate::daemon::unfollowed::render(&unfollowed));
         } else if !unfollowed.is_empty() {
             t.push_str(&format!(
                 "{} Telepresence process(es) not followed or followed half-blind: see `telepolice-agent status -v`\n",
@@ -524,7 +532,6 @@ mod tests {
 
     #[test]
     fn the_command_line_is_well_formed() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 
