@@ -207,68 +207,7 @@ pub fn run(cli: Cli) -> ExitCode {
         (Err(e), _) => return fail(2, e),
     };
     match cli.command {
-        Command::Run { dry_run, json_logs } => {
-            let reload_paths = paths.clone();
-            let mut cfg = match Config::load(paths) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
-            };
-            cfg.dry_run |= dry_run;
-            crate::platform::private_umask();
-            if json_logs {
-                cfg.log_format = crate::config::LogFormat::Json;
-            }
-            let (_log_guard, log_problem) = crate::logging::init(&crate::logging::Settings {
-                dir: &cfg.paths.log_dir,
-                level: &cfg.log_level,
-                format: cfg.log_format,
-                keep_files: usize::try_from(cfg.log_retention_days).unwrap_or(usize::MAX),
-            });
-            if let Some(p) = log_problem {
-                tracing::warn!("{p}");
-            }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(1, format!("starting the runtime: {e}")),
-            };
-            let (shutdown, hangups) = {
-                let _in_runtime = rt.enter();
-                (
-                    crate::signals::unix::shutdown(),
-                    crate::signals::unix::hangups(),
-                )
-            };
-            let reload = hangups.map(|hangups| crate::daemon::Reload {
-                hangups,
-                load: Box::new(move || {
-                    Config::load(reload_paths.clone()).map(|mut c| {
-                        c.dry_run |= dry_run;
-                        if json_logs {
-                            c.log_format = crate::config::LogFormat::Json;
-                        }
-                        c
-                    })
-                }),
-            });
-            match rt.block_on(crate::daemon::run(cfg, shutdown, reload)) {
-                Ok(()) => ExitCode::SUCCESS,
-                // launchd restarts an agent that exits non-zero, every 10 s, forever: when
-                // it started this one, another agent already doing the work is no failure.
-                Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. })
-                    if std::env::var("XPC_SERVICE_NAME").as_deref()
-                        == Ok(crate::service::LAUNCHD_LABEL) =>
-                {
-                    eprintln!("telepolice-agent: {e}; leaving the work to it");
-                    ExitCode::SUCCESS
-                }
-                Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. }) => fail(3, e),
-                Err(e) => fail(1, e),
-            }
-        }
+        Command::Run { dry_run, json_logs } => run_daemon(paths, dry_run, json_logs),
         Command::Config { default } => show_config(paths, default),
         Command::Status { json, verbose } => show(&paths, json, verbose, None),
         Command::History {
@@ -304,6 +243,70 @@ pub fn run(cli: Cli) -> ExitCode {
         )),
         Command::Completions { shell } => print(&manual::completions(Cli::command(), shell)),
         Command::Man => print_man(),
+    }
+}
+
+/// `run`: the daemon, in the foreground, until SIGTERM or SIGINT.
+fn run_daemon(paths: Paths, dry_run: bool, json_logs: bool) -> ExitCode {
+    let reload_paths = paths.clone();
+    let mut cfg = match Config::load(paths) {
+        Ok(c) => c,
+        Err(e) => return fail(2, e),
+    };
+    cfg.dry_run |= dry_run;
+    crate::platform::private_umask();
+    if json_logs {
+        cfg.log_format = crate::config::LogFormat::Json;
+    }
+    let (_log_guard, log_problem) = crate::logging::init(&crate::logging::Settings {
+        dir: &cfg.paths.log_dir,
+        level: &cfg.log_level,
+        format: cfg.log_format,
+        keep_files: usize::try_from(cfg.log_retention_days).unwrap_or(usize::MAX),
+    });
+    if let Some(p) = log_problem {
+        tracing::warn!("{p}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("starting the runtime: {e}")),
+    };
+    let (shutdown, hangups) = {
+        let _in_runtime = rt.enter();
+        (
+            crate::signals::unix::shutdown(),
+            crate::signals::unix::hangups(),
+        )
+    };
+    let reload = hangups.map(|hangups| crate::daemon::Reload {
+        hangups,
+        load: Box::new(move || {
+            Config::load(reload_paths.clone()).map(|mut c| {
+                c.dry_run |= dry_run;
+                if json_logs {
+                    c.log_format = crate::config::LogFormat::Json;
+                }
+                c
+            })
+        }),
+    });
+    match rt.block_on(crate::daemon::run(cfg, shutdown, reload)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // launchd restarts an agent that exits non-zero, every 10 s, forever: when
+        // it started this one, another agent already doing the work is no failure.
+        Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. })
+            if std::env::var("XPC_SERVICE_NAME").as_deref()
+                == Ok(crate::service::LAUNCHD_LABEL) =>
+        {
+            eprintln!("telepolice-agent: {e}; leaving the work to it");
+            ExitCode::SUCCESS
+        }
+        Err(e @ crate::daemon::DaemonError::AlreadyRunning { .. }) => fail(3, e),
+        Err(e) => fail(1, e),
     }
 }
 
@@ -424,45 +427,57 @@ fn show_config(paths: Paths, default: bool) -> ExitCode {
 }
 
 /// `status` (`history` is `None`) or `history` with its filter.
+/// What `status` and `history` show: the running daemon's answer, or the journal.
+struct Snapshot {
+    running: bool,
+    records: Vec<SessionRecord>,
+    problems: Vec<String>,
+    waiting: HashMap<String, Waiting>,
+    unfollowed: Vec<crate::daemon::unfollowed::Unfollowed>,
+    sight: crate::daemon::unfollowed::Sight,
+}
+
+impl Snapshot {
+    /// The running daemon answers over its socket; without one, the journal is read here.
+    fn take(paths: &Paths) -> Result<Self, ExitCode> {
+        if let Some(doc) = crate::daemon::control::ask_status(&paths.runtime_dir) {
+            let field = |k: &str| doc[k].clone();
+            return Ok(Self {
+                running: true,
+                records: serde_json::from_value(field("sessions")).unwrap_or_default(),
+                problems: serde_json::from_value(field("journal_problems")).unwrap_or_default(),
+                waiting: serde_json::from_value(field("waiting")).unwrap_or_default(),
+                unfollowed: serde_json::from_value(field("unfollowed")).unwrap_or_default(),
+                sight: serde_json::from_value(field("sight")).unwrap_or_default(),
+            });
+        }
+        let journal = Journal::open(&paths.state_dir).map_err(|e| fail(1, e))?;
+        let (records, problems) = journal.load_all().map_err(|e| fail(1, e))?;
+        let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        problems.extend(journal.quarantine_warning());
+        Ok(Self {
+            running: false,
+            records,
+            problems,
+            waiting: HashMap::new(),
+            unfollowed: Vec::new(),
+            sight: Default::default(),
+        })
+    }
+}
+
 fn show(
     paths: &Paths,
     json: bool,
     verbose: bool,
     history: Option<status::HistoryFilter>,
 ) -> ExitCode {
-    let all = history.is_some();
-    // The running daemon answers over its socket; without one, the journal is read here.
-    let answer = crate::daemon::control::ask_status(&paths.runtime_dir);
-    let running = answer.is_some();
-    let mut waiting: HashMap<String, Waiting> = HashMap::new();
-    let mut unfollowed: Vec<crate::daemon::unfollowed::Unfollowed> = Vec::new();
-    let mut sight = crate::daemon::unfollowed::Sight::default();
-    let (records, problems): (Vec<SessionRecord>, Vec<String>) = match answer {
-        Some(doc) => {
-            waiting = serde_json::from_value(doc["waiting"].clone()).unwrap_or_default();
-            unfollowed = serde_json::from_value(doc["unfollowed"].clone()).unwrap_or_default();
-            sight = serde_json::from_value(doc["sight"].clone()).unwrap_or_default();
-            (
-                serde_json::from_value(doc["sessions"].clone()).unwrap_or_default(),
-                serde_json::from_value(doc["journal_problems"].clone()).unwrap_or_default(),
-            )
-        }
-        None => {
-            let journal = match Journal::open(&paths.state_dir) {
-                Ok(j) => j,
-                Err(e) => return fail(1, e),
-            };
-            match journal.load_all() {
-                Ok((r, p)) => {
-                    let mut p: Vec<String> = p.iter().map(ToString::to_string).collect();
-                    p.extend(journal.quarantine_warning());
-                    (r, p)
-                }
-                Err(e) => return fail(1, e),
-            }
-        }
+    let snap = match Snapshot::take(paths) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let shown: Vec<_> = records
+    let shown: Vec<_> = snap
+        .records
         .iter()
         .filter(|r| match &history {
             Some(f) => f.keeps(r),
@@ -471,59 +486,67 @@ fn show(
         .collect();
     let text = if json {
         let v = serde_json::json!({
-            "daemon_running": running,
+            "daemon_running": snap.running,
             "sessions": shown,
-            "waiting": waiting,
-            "unfollowed": unfollowed,
-            "sight": sight,
-            "journal_problems": problems,
+            "waiting": snap.waiting,
+            "unfollowed": snap.unfollowed,
+            "sight": snap.sight,
+            "journal_problems": snap.problems,
         });
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     } else {
-        let mut t = String::new();
-        if !running {
-            t.push_str("telepolice-agent is not running (start it with `telepolice-agent run`); showing the journal.\n");
-        }
-        for p in &problems {
-            t.push_str(&format!("warning: {p}\n"));
-        }
-        if let Some(p) = &sight.problem {
-            t.push_str(&format!("warning: {p}\n"));
-        }
-        if shown.is_empty() {
-            t.push_str(
-                if history
-                    .as_ref()
-                    .is_some_and(|f| *f != status::HistoryFilter::default())
-                {
-                    "no session in the journal matches\n"
-                } else if all {
-                    "no sessions in the journal\n"
-                } else {
-                    "no live sessions and none needing attention\n"
-                },
-            );
-        } else if verbose {
-            for r in &shown {
-                t.push_str(&status::detail(r, waiting.get(&r.key)));
-            }
-        } else {
-            t.push_str(&status::table(&shown, &waiting));
-        }
-        if !all && !verbose {
-            t.push_str(&status::recent_repairs(&records, jiff::Timestamp::now()));
-        }
-        if verbose {
-            t.push_str(&crate::daemon::unfollowed::render(&unfollowed));
-        } else if !unfollowed.is_empty() {
-            t.push_str(&format!(
-                "{} Telepresence process(es) not followed or followed half-blind: see `telepolice-agent status -v`\n",
-                unfollowed.len()
-            ));
-        }
-        t
+        render_text(&snap, &shown, verbose, history.as_ref())
     };
     print(&text)
+}
+
+/// `status` and `history` for a person.
+fn render_text(
+    snap: &Snapshot,
+    shown: &[&SessionRecord],
+    verbose: bool,
+    history: Option<&status::HistoryFilter>,
+) -> String {
+    let all = history.is_some();
+    let mut t = String::new();
+    if !snap.running {
+        t.push_str("telepolice-agent is not running (start it with `telepolice-agent run`); showing the journal.\n");
+    }
+    for p in snap.problems.iter().chain(&snap.sight.problem) {
+        t.push_str(&format!("warning: {p}\n"));
+    }
+    if shown.is_empty() {
+        t.push_str(
+            if history.is_some_and(|f| *f != status::HistoryFilter::default()) {
+                "no session in the journal matches\n"
+            } else if all {
+                "no sessions in the journal\n"
+            } else {
+                "no live sessions and none needing attention\n"
+            },
+        );
+    } else if verbose {
+        for r in shown {
+            t.push_str(&status::detail(r, snap.waiting.get(&r.key)));
+        }
+    } else {
+        t.push_str(&status::table(shown, &snap.waiting));
+    }
+    if !all && !verbose {
+        t.push_str(&status::recent_repairs(
+            &snap.records,
+            jiff::Timestamp::now(),
+        ));
+    }
+    if verbose {
+        t.push_str(&crate::daemon::unfollowed::render(&snap.unfollowed));
+    } else if !snap.unfollowed.is_empty() {
+        t.push_str(&format!(
+            "{} Telepresence process(es) not followed or followed half-blind: see `telepolice-agent status -v`\n",
+            snap.unfollowed.len()
+        ));
+    }
+    t
 }
 
 #[cfg(test)]

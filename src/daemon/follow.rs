@@ -303,7 +303,8 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
 }
 
 /// While the process lives: record the original, find the session id, record proxies,
-/// and handle the death of the session's shell.
+/// and handle the death of the session's shell. Each phase returns `None` when following
+/// ends (the process exited, or the session reached a final state).
 pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
     ctx: &Ctx,
     rec: &mut SessionRecord,
@@ -311,99 +312,138 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
 ) {
     // 0.x makes its tel-* dir in /tmp whatever the session's TMPDIR says.
     let tmp_root = ctx.cfg().paths.tmp_dir.clone();
-    if rec.cluster.server.is_empty() {
-        // The kubeconfig was missing or broken when the session was found (or its
-        // environment not readable yet): read both again until they can be (or the session
-        // ends).
-        loop {
-            let (env, _) = environ_map(rec.process.pid);
-            let inv = &rec.invocation;
-            match cluster::resolve_binding(
-                &env,
-                rec.cwd.as_deref(),
-                inv.context.as_deref(),
-                inv.namespace.as_deref(),
-            ) {
-                Ok(b) => {
-                    let in_scope = ctx.cfg().in_scope(&b.context, &b.namespace);
-                    if !in_scope {
-                        super::pass_over_out_of_scope(ctx, rec.process, &rec.argv, &b);
-                    }
-                    let step = ctx.record(
-                        rec,
-                        Event::ClusterFound {
-                            binding: b,
-                            in_scope,
-                        },
-                    );
-                    if step.forget {
-                        return;
-                    }
-                    break;
-                }
-                Err(e) => {
-                    debug!(session = %rec.key, "still no cluster: {e}");
-                    tokio::select! {
-                        _ = exit.as_mut() => {
-                            ctx.record(rec, Event::EndedBeforeCluster(e.to_string()));
-                            return;
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
+    if rec.cluster.server.is_empty() && bind_cluster(ctx, rec, exit).await.is_none() {
+        return;
     }
-    let mut retry = Retry::new(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-        0,
-        ctx.probe.subscribe(),
-    );
-    let client = loop {
-        let tried = tokio::time::Instant::now();
-        match cluster::client_for(&rec.cluster).await {
-            Ok(c) => break c,
-            Err(e) if !e.is_transient() => {
-                ctx.record(rec, Event::NoClient(e.to_string()));
-                return;
-            }
-            Err(e) => {
-                warn!(session = %rec.key, "{e}; retrying");
-                tokio::select! {
-                    _ = exit.as_mut() => return,
-                    () = retry.pause(tried, Duration::ZERO) => {}
-                }
-            }
-        }
+    let Some(client) = connect(ctx, rec, exit).await else {
+        return;
     };
-    if rec.state == State::Seen {
-        loop {
-            match record_original(ctx, rec, &client).await {
-                Ok(()) => break,
-                Err(e) => {
-                    warn!(session = %rec.key, "recording the original: {e}");
-                    if !e.is_transient() {
-                        ctx.record(rec, Event::WorkloadUnreadable(e.to_string()));
-                        return;
-                    }
-                    tokio::select! {
-                        _ = exit.as_mut() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-            }
-        }
+    if rec.state == State::Seen && record_until_read(ctx, rec, &client, exit).await.is_none() {
+        return;
     }
     // The session id: Telepresence writes it within its first second, but it is the
     // session's only once evidence that belongs to this process alone says so.
     if learn_session_id(ctx, rec, &tmp_root, &client, exit).await {
         return;
     }
+    if rec.telepresence_id.is_some() {
+        watch_proxies_and_shell(ctx, rec, &client, exit).await;
+    }
+}
+
+/// The kubeconfig was missing or broken when the session was found (or its environment
+/// not readable yet): reads both again every second until they name a cluster (or the
+/// session ends).
+async fn bind_cluster<F: std::future::Future<Output = ()>>(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    exit: &mut std::pin::Pin<&mut F>,
+) -> Option<()> {
+    loop {
+        let (env, _) = environ_map(rec.process.pid);
+        let inv = &rec.invocation;
+        match cluster::resolve_binding(
+            &env,
+            rec.cwd.as_deref(),
+            inv.context.as_deref(),
+            inv.namespace.as_deref(),
+        ) {
+            Ok(b) => {
+                let in_scope = ctx.cfg().in_scope(&b.context, &b.namespace);
+                if !in_scope {
+                    super::pass_over_out_of_scope(ctx, rec.process, &rec.argv, &b);
+                }
+                let step = ctx.record(
+                    rec,
+                    Event::ClusterFound {
+                        binding: b,
+                        in_scope,
+                    },
+                );
+                return (!step.forget).then_some(());
+            }
+            Err(e) => {
+                debug!(session = %rec.key, "still no cluster: {e}");
+                tokio::select! {
+                    _ = exit.as_mut() => {
+                        ctx.record(rec, Event::EndedBeforeCluster(e.to_string()));
+                        return None;
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A client for the session's cluster, retried while building it fails for a reason that
+/// may pass.
+async fn connect<F: std::future::Future<Output = ()>>(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    exit: &mut std::pin::Pin<&mut F>,
+) -> Option<kube::Client> {
+    let mut retry = Retry::new(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        0,
+        ctx.probe.subscribe(),
+    );
+    loop {
+        let tried = tokio::time::Instant::now();
+        match cluster::client_for(&rec.cluster).await {
+            Ok(c) => return Some(c),
+            Err(e) if !e.is_transient() => {
+                ctx.record(rec, Event::NoClient(e.to_string()));
+                return None;
+            }
+            Err(e) => {
+                warn!(session = %rec.key, "{e}; retrying");
+                tokio::select! {
+                    _ = exit.as_mut() => return None,
+                    () = retry.pause(tried, Duration::ZERO) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Records the original, retrying every 500 ms while the cluster fails for a reason that
+/// may pass.
+async fn record_until_read<F: std::future::Future<Output = ()>>(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    client: &kube::Client,
+    exit: &mut std::pin::Pin<&mut F>,
+) -> Option<()> {
+    loop {
+        let Err(e) = record_original(ctx, rec, client).await else {
+            return Some(());
+        };
+        warn!(session = %rec.key, "recording the original: {e}");
+        if !e.is_transient() {
+            ctx.record(rec, Event::WorkloadUnreadable(e.to_string()));
+            return None;
+        }
+        tokio::select! {
+            _ = exit.as_mut() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Records every object that carries the session's label, and ends the session when its
+/// shell dies (if so configured), until the process exits.
+async fn watch_proxies_and_shell<F: std::future::Future<Output = ()>>(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    client: &kube::Client,
+    exit: &mut std::pin::Pin<&mut F>,
+) {
     let Some(id) = rec.telepresence_id.clone() else {
         return;
     };
-    let mut events = proxy_events(&client, &rec.cluster.namespace, &id);
+    let mut events = proxy_events(client, &rec.cluster.namespace, &id);
     let parent = rec.parent;
     // A shell that died before this point (while the session id was still being proven,
     // which takes longer under load) has died all the same: `exited` returns at once for
@@ -421,20 +461,7 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
             _ = exit.as_mut() => return,
             _ = &mut parent_exit, if !parent_gone => {
                 parent_gone = true;
-                let cfg = ctx.cfg();
-                if lifecycle::terminate_on_shell_death(
-                    cfg.on_shell_death,
-                    cfg.dry_run,
-                    platform::is_alive(rec.process),
-                ) {
-                    let sent = platform::signal(rec.process, Signal::Term);
-                    rec.act("SIGTERM to Telepresence (its shell died)", match sent {
-                        Ok(true) => "done".to_string(),
-                        Ok(false) => "skipped: already gone".to_string(),
-                        Err(e) => format!("failed: {e}"),
-                    });
-                    ctx.record(rec, Event::ShellDied);
-                }
+                shell_died(ctx, rec);
             }
             ev = events.next() => {
                 let Some((kind, name, uid, owned)) = ev else { return };
@@ -444,6 +471,28 @@ pub(super) async fn follow_live<F: std::future::Future<Output = ()>>(
                 }
             }
         }
+    }
+}
+
+/// The session's shell died: SIGTERM to Telepresence, so that it cleans up after itself,
+/// when the configuration says so.
+fn shell_died(ctx: &Ctx, rec: &mut SessionRecord) {
+    let cfg = ctx.cfg();
+    if lifecycle::terminate_on_shell_death(
+        cfg.on_shell_death,
+        cfg.dry_run,
+        platform::is_alive(rec.process),
+    ) {
+        let sent = platform::signal(rec.process, Signal::Term);
+        rec.act(
+            "SIGTERM to Telepresence (its shell died)",
+            match sent {
+                Ok(true) => "done".to_string(),
+                Ok(false) => "skipped: already gone".to_string(),
+                Err(e) => format!("failed: {e}"),
+            },
+        );
+        ctx.record(rec, Event::ShellDied);
     }
 }
 
@@ -465,10 +514,10 @@ mod tests {
     #[test]
     fn only_session_dirs_written_after_the_process_started_and_unclaimed_are_candidates() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ctx = crate::daemon::testing::ctx(dir.path());
+        let ctx = crate::daemon::ctx::testing::ctx(dir.path());
         let tmp = dir.path().join("tmp");
         // A process started now: this test's own child.
-        let (mut child, info) = crate::daemon::testing::sleeping_child();
+        let (mut child, info) = crate::daemon::ctx::testing::sleeping_child();
         std::thread::sleep(Duration::from_millis(300));
         session_dir(&tmp, "tel-new", A);
         session_dir(&tmp, "tel-claimed", B);

@@ -123,6 +123,27 @@ fn shell_quote(s: &str) -> String {
 /// Plans the repair of a session whose process is gone.
 pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
     let mut p = Plan::default();
+    plan_original(rec, obs, &mut p);
+    match rec.telepresence_id.as_deref() {
+        Some(id) => plan_proxies(rec, obs, id, &mut p),
+        // Without the id nothing is provably the session's: report, never delete.
+        None if !rec.proxies.is_empty() => p.attention.push(Attention::ProxiesWithoutId),
+        None if !obs.objects.is_empty() => {
+            let objects = obs
+                .objects
+                .iter()
+                .map(|o| format!("{}/{}", o.kind.resource(), o.name))
+                .collect();
+            p.attention.push(Attention::LabelledWithoutId { objects });
+        }
+        None => {}
+    }
+    p
+}
+
+/// The original of a swap: restored only when it is the same object, at 0, with a count
+/// from evidence; anything else is for a person.
+fn plan_original(rec: &SessionRecord, obs: &Observed, p: &mut Plan) {
     let ns = &rec.cluster.namespace;
     let ctx = &rec.cluster.context;
     if let Mode::Swap { .. } = rec.invocation.mode
@@ -185,20 +206,11 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
             name: deployment.clone(),
         });
     }
-    let Some(id) = rec.telepresence_id.as_deref() else {
-        // Without the id nothing is provably the session's: report, never delete.
-        if !rec.proxies.is_empty() {
-            p.attention.push(Attention::ProxiesWithoutId);
-        } else if !obs.objects.is_empty() {
-            let objects = obs
-                .objects
-                .iter()
-                .map(|o| format!("{}/{}", o.kind.resource(), o.name))
-                .collect();
-            p.attention.push(Attention::LabelledWithoutId { objects });
-        }
-        return p;
-    };
+}
+
+/// The objects that carry the session's label `id`: each deleted with its observed uid,
+/// unless it is on its way out, owned by a proxy Deployment, or not what was recorded.
+fn plan_proxies(rec: &SessionRecord, obs: &Observed, id: &str, p: &mut Plan) {
     let mut seen = std::collections::BTreeSet::new();
     for o in &obs.objects {
         // Already on its way out: deleted by Telepresence, a person, or this agent before it
@@ -254,7 +266,6 @@ pub fn plan(rec: &SessionRecord, obs: &Observed) -> Plan {
         Action::Restore { .. } => (0, String::new()),
         Action::Delete { kind, name, .. } => (1 + *kind as u8, name.clone()),
     });
-    p
 }
 
 #[cfg(test)]
