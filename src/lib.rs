@@ -34,8 +34,6 @@ pub mod config;
 pub mod daemon;
 pub mod effects;
 mod failpoint;
-#[cfg(test)]
-mod fuzz;
 pub mod lifecycle;
 mod logging;
 pub mod service;

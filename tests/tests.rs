@@ -12,6 +12,7 @@
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
 //! - `example`: the standalone emulator example, driven through stdin.
+//! - `fuzz`: generated-input tests of every parser of untrusted input (see its module doc).
 //! - `manual`: `completions` and `man` run as a packager runs them.
 //! - `real_init`: the installed service under a real systemd (252, 254, 257) run as PID 1 in
 //!   namespaces.
@@ -31,6 +32,7 @@ mod doctor;
 mod emulator_kube;
 mod emulator_kubectl;
 mod example;
+mod fuzz;
 mod manual;
 mod real_init;
 mod real_sessions;

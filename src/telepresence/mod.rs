@@ -22,9 +22,7 @@ mod identity;
 mod log;
 mod program;
 
-#[cfg(test)]
-pub(crate) use args::known_flags;
-pub use args::{ArgsError, Invocation, Mode, parse_legacy_args};
+pub use args::{ArgsError, Invocation, Mode, known_flags, parse_legacy_args};
 pub use identity::{Candidate, Evidence, IdPick, Labelled, pick as pick_session_id};
 pub use log::{LogFacts, MAX_LOG_BYTES, read_log};
 pub use program::{DEFAULT_NAMES, Flavor, classify, program_index};

@@ -64,13 +64,6 @@ pub fn now() -> String {
         .to_string()
 }
 
-/// Now with microseconds, as `MicroTime` fields (leases, events) carry.
-pub fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
-        .to_string()
-}
-
 /// Seconds since `ts` (an RFC 3339 timestamp), or `None` when it does not parse.
 pub fn age_seconds(ts: &str) -> Option<i64> {
     let t: jiff::Timestamp = ts.parse().ok()?;

@@ -31,22 +31,22 @@
 //! - `status`: `Status` errors as the real server words them.
 //! - `state`, `tls`, `ids`: shared state and options, the TLS identity, server-made names.
 
-pub mod access;
-pub mod api;
-pub mod cluster;
-pub mod controllers;
-pub mod discovery;
-pub mod http;
-pub mod ids;
-pub mod resources;
-pub mod selector;
-pub mod server;
-pub mod state;
-pub mod status;
-pub mod store;
-pub mod strategic;
-pub mod table;
-pub mod tls;
+mod access;
+mod api;
+mod cluster;
+mod controllers;
+mod discovery;
+mod http;
+mod ids;
+mod resources;
+mod selector;
+mod server;
+mod state;
+mod status;
+mod store;
+mod strategic;
+mod table;
+mod tls;
 
 pub use cluster::{StartError, TestCluster};
 pub use state::{AuditEntry, FailRule, Options};

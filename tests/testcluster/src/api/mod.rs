@@ -19,7 +19,7 @@ use crate::strategic;
 mod delete;
 mod scale;
 
-pub use delete::{DeleteOptions, Deleted, delete};
+pub use delete::{DeleteOptions, delete};
 pub use scale::{get_scale, write_scale};
 
 /// The patch formats a client can send.

@@ -148,6 +148,7 @@ impl FieldSelector {
     }
 
     /// True when the selector has no term and so matches everything.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty()
     }

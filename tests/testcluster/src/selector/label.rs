@@ -200,6 +200,7 @@ impl LabelSelector {
     }
 
     /// True when the selector has no requirement and so matches everything.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         !self.nothing && self.requirements.is_empty()
     }

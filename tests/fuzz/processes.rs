@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use super::{Bytes, Rng, run};
-use crate::effects::helpers::{container_matches, select};
-use crate::platform::{ProcessId, ProcessInfo};
-use crate::telepresence::{DEFAULT_NAMES, Flavor, classify, program_index};
+use telepolice_agent::effects::helpers::{container_matches, select};
+use telepolice_agent::platform::{ProcessId, ProcessInfo};
+use telepolice_agent::telepresence::{DEFAULT_NAMES, Flavor, classify, program_index};
 
 /// Cases per target in `cargo test`.
 const CASES: u64 = 3_000;

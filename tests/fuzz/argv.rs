@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::{Rng, run};
-use crate::telepresence::{Invocation, Mode, known_flags, parse_legacy_args};
+use telepolice_agent::telepresence::{Invocation, Mode, known_flags, parse_legacy_args};
 
 /// Cases per target in `cargo test`.
 const CASES: u64 = 2_000;

@@ -220,7 +220,9 @@ mod tests {
             assert!(rng.len(0) == 0);
             let name = rng.name();
             assert!(!name.is_empty() && name.len() <= 30, "{name:?}");
-            assert!(crate::telepresence::is_session_id(&rng.session_id()));
+            assert!(telepolice_agent::telepresence::is_session_id(
+                &rng.session_id()
+            ));
         }
     }
 }

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{Rng, run};
-use crate::telepresence::{LogFacts, is_session_id, read_log, swap_proxy_name};
+use telepolice_agent::telepresence::{LogFacts, is_session_id, read_log, swap_proxy_name};
 
 /// Cases per target in `cargo test`.
 const CASES: u64 = 1_000;

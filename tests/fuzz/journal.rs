@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::{Bytes, Rng, run};
-use crate::effects::journal::{DecodeError, JournalError, decode, encode};
-use crate::platform::ProcessId;
-use crate::session::{
+use telepolice_agent::effects::journal::{DecodeError, JournalError, decode, encode};
+use telepolice_agent::platform::ProcessId;
+use telepolice_agent::session::{
     ActionRecord, ClusterBinding, Original, ProxyKind, ProxyObject, ReplicaSource, SCHEMA,
     SessionRecord, State, Transition,
 };

@@ -1,4 +1,5 @@
-//! Generated-input tests of everything that reads untrusted input (test-only): the 0.x
+//! Generated-input tests of everything that reads untrusted input (outside the library,
+//! through its public API): the 0.x
 //! command line, the classification of other processes' command lines and the matching of
 //! helpers, `telepresence.log`, and journal records.
 //!
@@ -8,12 +9,12 @@
 //! case of each run is printed with its seed, and no test asserts on time.
 //!
 //! # Running
-//! `cargo test --lib fuzz` runs 100 to 3,000 cases per target, about 2 s on a debug build
+//! `cargo test --test tests fuzz::` runs 100 to 3,000 cases per target, about 2 s on a debug build
 //! and two cores. Millions, with release optimisation and overflow checks (the `fuzz`
 //! profile):
 //!
 //! ```sh
-//! FUZZ_CASES=1000000 cargo test --profile fuzz -p telepolice-agent --lib fuzz:: -- \
+//! FUZZ_CASES=1000000 cargo test --profile fuzz -p telepolice-agent --test tests fuzz:: -- \
 //!     --nocapture --test-threads 1
 //! ```
 //!
@@ -97,7 +98,7 @@ impl Drop for OnPanic<'_> {
         };
         eprintln!(
             "fuzz {}: the case with seed {:#x} failed; replay it with \
-             FUZZ_REPLAY={:#x} cargo test --lib fuzz::{}\ninput: {shown}{cut}",
+             FUZZ_REPLAY={:#x} cargo test --test tests fuzz::{}\ninput: {shown}{cut}",
             self.target, self.seed, self.seed, self.target
         );
     }
