@@ -235,6 +235,40 @@ pub(super) fn every(every: Duration) -> Interval {
 }
 
 impl Daemon {
+    /// The discovery loop, before it has looked at anything.
+    pub(super) fn new(
+        ctx: Arc<Ctx>,
+        discovery: Discovery,
+        hint: mpsc::UnboundedSender<()>,
+    ) -> Self {
+        Self {
+            safety: every(ctx.cfg().scan_interval),
+            ctx,
+            sessions: JoinSet::new(),
+            tracked: HashSet::new(),
+            session_pids: HashSet::new(),
+            passed_over: HashSet::new(),
+            discovery,
+            hint,
+            // A laptop's sleeps and network changes: reasons to try unreachable clusters
+            // again.
+            resume: ResumeDetector::new(resume::suspended_clock as fn() -> Duration),
+            logind: None,
+        }
+    }
+
+    /// Stops: the control socket goes, and the session tasks are given 5 s to end.
+    pub(super) async fn stop(&mut self) {
+        let _ = std::fs::remove_file(super::control::socket_path(
+            &self.ctx.cfg().paths.runtime_dir,
+        ));
+        self.sessions.abort_all();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.sessions.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
     /// Follows the sessions journaled unfinished, and knows every journaled one.
     pub(super) fn resume_journaled(&mut self, records: Vec<SessionRecord>) {
         for r in &records {
@@ -380,9 +414,4 @@ impl Daemon {
         tracing::debug!("the network changed");
         self.ctx.probe_now("the network changed");
     }
-}
-
-/// The resume detector on the machine's suspended-time clock.
-pub(super) fn resume_detector() -> ResumeDetector<fn() -> Duration> {
-    ResumeDetector::new(resume::suspended_clock as fn() -> Duration)
 }

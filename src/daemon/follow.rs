@@ -274,25 +274,7 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
             && last_said.is_none_or(|t: tokio::time::Instant| t.elapsed() >= Duration::from_secs(5))
         {
             last_said = Some(tokio::time::Instant::now());
-            let dirs: Vec<String> = helpers::find_session_dirs(tmp_root, ctx.uid)
-                .into_iter()
-                .map(|(dir, id)| {
-                    let written = std::fs::symlink_metadata(dir.join("session_id.txt"))
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|w| jiff::Timestamp::try_from(w).ok());
-                    format!("{} ({id}, written {written:?})", dir.display())
-                })
-                .collect();
-            debug!(
-                session = %rec.key,
-                started = ?started.and_then(|s| jiff::Timestamp::try_from(s).ok()),
-                candidates = candidates.len(),
-                children = children_argv(rec).len(),
-                labelled = objects.len(),
-                tel_dirs = ?dirs,
-                "the session's Telepresence id is not proven yet"
-            );
+            say_unproven(ctx, rec, tmp_root, started, candidates.len(), objects.len());
         }
         tokio::select! {
             _ = exit.as_mut() => exited = true,
@@ -300,6 +282,36 @@ async fn learn_session_id<F: std::future::Future<Output = ()>>(
         }
     }
     exited
+}
+
+/// Says (at debug) what was weighed for a session whose id is not proven yet.
+fn say_unproven(
+    ctx: &Ctx,
+    rec: &SessionRecord,
+    tmp_root: &Path,
+    started: Option<std::time::SystemTime>,
+    candidates: usize,
+    labelled: usize,
+) {
+    let dirs: Vec<String> = helpers::find_session_dirs(tmp_root, ctx.uid)
+        .into_iter()
+        .map(|(dir, id)| {
+            let written = std::fs::symlink_metadata(dir.join("session_id.txt"))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|w| jiff::Timestamp::try_from(w).ok());
+            format!("{} ({id}, written {written:?})", dir.display())
+        })
+        .collect();
+    debug!(
+        session = %rec.key,
+        started = ?started.and_then(|s| jiff::Timestamp::try_from(s).ok()),
+        candidates,
+        children = children_argv(rec).len(),
+        labelled,
+        tel_dirs = ?dirs,
+        "the session's Telepresence id is not proven yet"
+    );
 }
 
 /// While the process lives: record the original, find the session id, record proxies,

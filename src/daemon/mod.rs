@@ -36,13 +36,11 @@ mod sleep;
 pub mod unfollowed;
 pub mod waiting;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use ctx::Ctx;
@@ -124,19 +122,7 @@ pub async fn run(
     };
     let (hint, hints) = mpsc::unbounded_channel::<()>();
     let (discovery, programs) = events::watch_programs(&ctx.cfg(), hint.clone())?;
-    let mut d = Daemon {
-        safety: events::every(ctx.cfg().scan_interval),
-        ctx,
-        sessions: JoinSet::new(),
-        tracked: HashSet::new(),
-        session_pids: HashSet::new(),
-        passed_over: HashSet::new(),
-        discovery,
-        hint,
-        // A laptop's sleeps and network changes: reasons to try unreachable clusters again.
-        resume: events::resume_detector(),
-        logind: None,
-    };
+    let mut d = Daemon::new(ctx, discovery, hint);
     d.resume_journaled(records);
     d.scan_all();
     // Said only now: from here on, every session that starts is seen.
@@ -179,12 +165,7 @@ pub async fn run(
     }
     info!("stopping");
     notifier.stopping();
-    let _ = std::fs::remove_file(control::socket_path(&d.ctx.cfg().paths.runtime_dir));
-    d.sessions.abort_all();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while d.sessions.join_next().await.is_some() {}
-    })
-    .await;
+    d.stop().await;
     Ok(())
 }
 

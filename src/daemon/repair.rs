@@ -145,32 +145,8 @@ async fn attempt(
             .insert(cluster::client_for(&rec.cluster).await?)
             .clone(),
     };
-    let recorded: Vec<(ProxyKind, String)> = rec
-        .proxies
-        .iter()
-        .map(|p| (p.kind, p.name.clone()))
-        .collect();
-    let observed = cluster::observe(
-        &client,
-        &rec.cluster.namespace,
-        lifecycle::swapped(rec),
-        rec.telepresence_id.as_deref(),
-        &recorded,
-        platform::process_start_time(rec.process)
-            .map(|t| t.checked_sub(Duration::from_secs(2)).unwrap_or(t)),
-    )
-    .await?;
-    let (records, _) = ctx.journal.load_all().unwrap_or_default();
-    let twin =
-        twin::live_twin(rec, &records, platform::is_alive).map(|o| (o.key.clone(), o.process.pid));
-    let step = lifecycle::step(
-        rec,
-        Event::ClusterNow {
-            observed,
-            twin,
-            dry_run: cfg.dry_run,
-        },
-    );
+    let now = cluster_now(ctx, rec, &client, cfg.dry_run).await?;
+    let step = lifecycle::step(rec, now);
     if step.stop_helpers {
         stop_helpers(ctx, &cfg, rec);
     }
@@ -190,9 +166,67 @@ async fn attempt(
     // Write-ahead: the plan is durable before any of it is carried out.
     ctx.save_durably(rec)?;
     failpoint::hit("cleanup.planned");
+    let attention = carry_out(ctx, rec, &client, step).await?;
+    let step = lifecycle::step(rec, Event::Carried { attention });
+    stop_helpers(ctx, &cfg, rec);
+    failpoint::hit("cleanup.helpers-stopped");
+    lifecycle::apply(rec, &step);
+    if rec.state == State::Cleaned {
+        log_repaired(rec);
+    } else {
+        for why in &step.why {
+            warn!(session = %rec.key, "needs attention: {why}");
+        }
+    }
+    ctx.save(rec);
+    Ok(())
+}
+
+/// The cluster as it is now, as far as the dead session `rec` is concerned, and whether a
+/// live session holds the same Telepresence session or workload.
+async fn cluster_now(
+    ctx: &Ctx,
+    rec: &SessionRecord,
+    client: &kube::Client,
+    dry_run: bool,
+) -> Result<Event, ClusterError> {
+    let recorded: Vec<(ProxyKind, String)> = rec
+        .proxies
+        .iter()
+        .map(|p| (p.kind, p.name.clone()))
+        .collect();
+    let observed = cluster::observe(
+        client,
+        &rec.cluster.namespace,
+        lifecycle::swapped(rec),
+        rec.telepresence_id.as_deref(),
+        &recorded,
+        platform::process_start_time(rec.process)
+            .map(|t| t.checked_sub(Duration::from_secs(2)).unwrap_or(t)),
+    )
+    .await?;
+    let (records, _) = ctx.journal.load_all().unwrap_or_default();
+    let twin =
+        twin::live_twin(rec, &records, platform::is_alive).map(|o| (o.key.clone(), o.process.pid));
+    Ok(Event::ClusterNow {
+        observed,
+        twin,
+        dry_run,
+    })
+}
+
+/// Carries out a journaled plan, one action at a time, each outcome journaled after it;
+/// returns what needs a person (the plan's own, and the actions refused). A failure that
+/// may pass stops it: the next attempt re-plans from the cluster as it is.
+async fn carry_out(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    client: &kube::Client,
+    step: lifecycle::Step,
+) -> Result<Vec<lifecycle::Attention>, RepairError> {
     let mut attention = step.then_attention;
     for a in &step.execute {
-        match cluster::execute(&client, &rec.cluster.namespace, a).await {
+        match cluster::execute(client, &rec.cluster.namespace, a).await {
             Ok(()) => {
                 // Done in the cluster, not yet in the journal: a restart re-plans from the
                 // cluster as it is, so the step is not repeated.
@@ -217,39 +251,13 @@ async fn attempt(
         ctx.save(rec);
         failpoint::hit("cleanup.action-saved");
     }
-    let step = lifecycle::step(rec, Event::Carried { attention });
-    stop_helpers(ctx, &cfg, rec);
-    failpoint::hit("cleanup.helpers-stopped");
-    lifecycle::apply(rec, &step);
-    if rec.state == State::Cleaned {
-        log_repaired(rec);
-    } else {
-        for why in &step.why {
-            warn!(session = %rec.key, "needs attention: {why}");
-        }
-    }
-    ctx.save(rec);
-    Ok(())
+    Ok(attention)
 }
 
 /// Stops the session's local helpers (processes and, for the container method, its
 /// Docker containers) and removes its temp dir.
 fn stop_helpers(ctx: &Ctx, cfg: &Config, rec: &mut SessionRecord) {
-    let container_method =
-        rec.invocation.docker_run || rec.invocation.method.as_deref() == Some("container");
-    if container_method
-        && let Some(start) = platform::process_start_time(rec.process)
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-    {
-        for (cid, name) in helpers::find_containers(rec.process.pid, start.as_secs()) {
-            let outcome = if cfg.dry_run {
-                "dry-run: not done".to_string()
-            } else {
-                helpers::stop_container(&cid)
-            };
-            rec.act(format!("stop container {name} ({cid})"), outcome);
-        }
-    }
+    stop_containers(cfg, rec);
     let Some(id) = rec.telepresence_id.clone() else {
         return;
     };
@@ -316,6 +324,25 @@ fn stop_helpers(ctx: &Ctx, cfg: &Config, rec: &mut SessionRecord) {
             }
         };
         rec.act(format!("remove temp dir {}", dir.display()), outcome);
+    }
+}
+
+/// Stops the Docker containers of a session that used the container method.
+fn stop_containers(cfg: &Config, rec: &mut SessionRecord) {
+    let container_method =
+        rec.invocation.docker_run || rec.invocation.method.as_deref() == Some("container");
+    if container_method
+        && let Some(start) = platform::process_start_time(rec.process)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        for (cid, name) in helpers::find_containers(rec.process.pid, start.as_secs()) {
+            let outcome = if cfg.dry_run {
+                "dry-run: not done".to_string()
+            } else {
+                helpers::stop_container(&cid)
+            };
+            rec.act(format!("stop container {name} ({cid})"), outcome);
+        }
     }
 }
 

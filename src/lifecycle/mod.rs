@@ -176,20 +176,7 @@ pub fn step(rec: &SessionRecord, event: Event) -> Step {
                 .collect(),
             ..Step::default()
         },
-        Event::ClusterFound {
-            in_scope: false, ..
-        } => Step {
-            forget: true,
-            ..Step::to(State::Ended, Why::OutOfScope)
-        },
-        Event::ClusterFound { binding, .. } => Step::to(
-            State::Seen,
-            Why::ClusterFound {
-                server: binding.server.clone(),
-                context: binding.context.clone(),
-            },
-        )
-        .learning(Learn::Cluster(binding)),
+        Event::ClusterFound { binding, in_scope } => cluster_found(binding, in_scope),
         Event::EndedBeforeCluster(e) => Step::attention(vec![Attention::EndedBeforeCluster(e)]),
         Event::NoClient(e) => Step::attention(vec![Attention::NoClient(e)]),
         Event::WorkloadUnreadable(e) => Step::attention(vec![Attention::WorkloadUnreadable(e)]),
@@ -216,19 +203,7 @@ pub fn step(rec: &SessionRecord, event: Event) -> Step {
         )
         .learning(Learn::Id(id)),
         Event::ShellDied => Step::to(here, Why::ShellDied),
-        Event::ProxySeen { proxy, owned } => {
-            // Pods of a proxy Deployment are the Deployment's; any other labelled object is
-            // recorded, owner or not (a 0.105 proxy copies the original's ownerReferences).
-            if (owned && proxy.kind == ProxyKind::Pod) || rec.proxies.contains(&proxy) {
-                return Step::default();
-            }
-            let why = Why::Proxy {
-                kind: proxy.kind,
-                name: proxy.name.clone(),
-                uid: proxy.uid.clone(),
-            };
-            Step::to(State::Active, why).learning(Learn::Proxy(proxy))
-        }
+        Event::ProxySeen { proxy, owned } => proxy_seen(rec, proxy, owned),
         Event::Exited if matches!(here, State::Orphaned | State::CleaningUp) => Step::default(),
         Event::Exited => Step::to(State::Orphaned, Why::Exited),
         Event::Unreachable(problem) => Step::to(State::Orphaned, Why::Waiting(problem)),
@@ -253,6 +228,36 @@ pub fn step(rec: &SessionRecord, event: Event) -> Step {
         Event::HandRepair => Step::to(here, Why::HandRepair),
         Event::HandRepairFailed(e) => Step::attention(vec![Attention::HandRepairFailed(e)]),
     }
+}
+
+/// The session's kubeconfig names its cluster now: followed if in scope, else forgotten.
+fn cluster_found(binding: ClusterBinding, in_scope: bool) -> Step {
+    if !in_scope {
+        return Step {
+            forget: true,
+            ..Step::to(State::Ended, Why::OutOfScope)
+        };
+    }
+    let why = Why::ClusterFound {
+        server: binding.server.clone(),
+        context: binding.context.clone(),
+    };
+    Step::to(State::Seen, why).learning(Learn::Cluster(binding))
+}
+
+/// An object with the session's label: recorded once. Pods of a proxy Deployment are the
+/// Deployment's; any other labelled object is recorded, owner or not (a 0.105 proxy copies
+/// the original's ownerReferences).
+fn proxy_seen(rec: &SessionRecord, proxy: ProxyObject, owned: bool) -> Step {
+    if (owned && proxy.kind == ProxyKind::Pod) || rec.proxies.contains(&proxy) {
+        return Step::default();
+    }
+    let why = Why::Proxy {
+        kind: proxy.kind,
+        name: proxy.name.clone(),
+        uid: proxy.uid.clone(),
+    };
+    Step::to(State::Active, why).learning(Learn::Proxy(proxy))
 }
 
 /// The repair of a dead session, given the cluster as it is now.

@@ -285,25 +285,11 @@ pub fn parse_legacy_args(args: &[String]) -> Result<Invocation, ArgsError> {
         } else if is_value(arg) {
             return Err(ArgsError::UnexpectedArgument { value: arg.clone() });
         } else {
-            // A short flag: `-n NAME`, `-nNAME`, `-n=NAME`.
-            let mut chars = arg[1..].chars();
-            let letter = chars.next();
-            let attached = chars.as_str();
-            let known = FLAGS
-                .iter()
-                .find(|(_, short, _)| short.is_some() && *short == letter);
-            match known {
-                Some(&(_, Some(letter), flag)) if flag.arity() == Arity::Value => {
-                    let inline = (!attached.is_empty())
-                        .then(|| attached.strip_prefix('=').unwrap_or(attached));
-                    (flag, format!("-{letter}"), inline)
-                }
-                Some(&(_, Some(letter), flag)) if attached.is_empty() => {
-                    (flag, format!("-{letter}"), None)
-                }
+            match resolve_short(arg) {
+                Ok(known) => known,
                 // Unknown, or a switch clustered with other letters (`-hv`).
-                _ => {
-                    let value = if attached.is_empty() { next } else { None };
+                Err(attached) => {
+                    let value = if attached { None } else { next };
                     i += parser.keep_unknown(arg, value);
                     continue;
                 }
@@ -352,6 +338,28 @@ pub fn parse_legacy_args(args: &[String]) -> Result<Invocation, ArgsError> {
         }
     }
     Ok(parser.finish())
+}
+
+/// A short flag: `-n NAME`, `-nNAME`, `-n=NAME`, as (flag, how it was written, inline
+/// value); otherwise whether something was attached to the unknown letter.
+fn resolve_short(arg: &str) -> Result<(Flag, String, Option<&str>), bool> {
+    let mut chars = arg[1..].chars();
+    let letter = chars.next();
+    let attached = chars.as_str();
+    let known = FLAGS
+        .iter()
+        .find(|(_, short, _)| short.is_some() && *short == letter);
+    match known {
+        Some(&(_, Some(letter), flag)) if flag.arity() == Arity::Value => {
+            let inline =
+                (!attached.is_empty()).then(|| attached.strip_prefix('=').unwrap_or(attached));
+            Ok((flag, format!("-{letter}"), inline))
+        }
+        Some(&(_, Some(letter), flag)) if attached.is_empty() => {
+            Ok((flag, format!("-{letter}"), None))
+        }
+        _ => Err(!attached.is_empty()),
+    }
 }
 
 /// Whether argparse would take `arg` as a value rather than a flag: `-` alone, a negative

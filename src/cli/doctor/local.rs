@@ -127,14 +127,23 @@ pub(super) fn kubeconfig(env: &Environment) -> Kubeconfigs {
     if readable == 0 {
         return out;
     }
-    match cluster::load_merged(&paths) {
+    merged_contexts(&paths, &mut out);
+    out
+}
+
+/// The contexts of the kubeconfig files merged, and whether the current one is among them.
+fn merged_contexts(paths: &[PathBuf], out: &mut Kubeconfigs) {
+    let list = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match cluster::load_merged(paths) {
         Ok(kc) => {
             out.contexts = kc.contexts.iter().map(|c| c.name.clone()).collect();
             if out.contexts.is_empty() {
-                out.checks.push(Check::fail(
-                    "kubeconfig",
-                    format!("no contexts in {}", list(&paths)),
-                ));
+                out.checks
+                    .push(Check::fail("kubeconfig", format!("no contexts in {list}")));
             }
             match &kc.current_context {
                 None if !out.contexts.is_empty() => out.checks.push(Check::warn(
@@ -150,7 +159,6 @@ pub(super) fn kubeconfig(env: &Environment) -> Kubeconfigs {
         }
         Err(e) => out.checks.push(Check::fail("kubeconfig", e.to_string())),
     }
-    out
 }
 
 /// What a program's `--version` says.
