@@ -1,6 +1,6 @@
-//! The README's "Speed" numbers, measured against the API emulator with the release-built
-//! agent binary and the Telepresence stand-in. Prints a Markdown table; asserts nothing about
-//! timing.
+//! The numbers in CONTRIBUTING.md's "Performance" (the README has a summary), measured
+//! against the API emulator with the release-built agent binary and the Telepresence
+//! stand-in. Prints a Markdown table; asserts nothing about timing.
 //!
 //! ```sh
 //! cargo bench --bench agent                 # every section

@@ -2,32 +2,30 @@
 //! what each is about to change in the cluster, and puts the cluster back when a session
 //! dies without cleaning up.
 //!
-//! # Layout
-//! - [`cli`]: the command line and what each command does.
+//! # Layout: signals -> decision -> effects
+//! - [`signals`]: what the OS says, as events: new Telepresence processes
+//!   ([`signals::discovery`]), resumes, logind's sleeps, SIGTERM/SIGHUP.
+//! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure). A new kind
+//!   of session (2.x) brings its own module beside it.
+//! - [`lifecycle`]: every decision on a session, pure and table-tested: one
+//!   [`lifecycle::step`] from (record, event) to (what it learns, next state, typed reasons,
+//!   actions), with the repair plan, the evidence for the original's replica count and the
+//!   live-twin check.
+//! - [`effects`]: what changes the world: the cluster (with uid preconditions), local
+//!   helpers, the journal, desktop notifications.
+//! - [`daemon`]: the loop that wires them: one `Event` enum, one task per session that
+//!   gathers events, asks the lifecycle, and carries out its steps; the lock, the control
+//!   socket `status` asks, the systemd notifier.
+//! - [`session`]: the journaled record of a session and its states (shared by all).
 //! - [`config`]: `config.toml` and the paths the agent uses.
-//! - [`control`]: the control socket `status` asks the daemon through.
-//! - [`daemon`]: the lock, discovery loop and one task per session.
-//! - [`desktop`]: desktop notifications of repairs and of sessions needing a person.
-//! - [`discovery`]: noticing new Telepresence processes (inotify + new-pid scan).
-//! - [`doctor`]: checking that the agent can do its work here, one line per check.
-//! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure).
-//! - [`service`]: the systemd unit and launchd plist, `install`/`uninstall`, and telling
-//!   systemd the daemon is ready and alive (`NOTIFY_SOCKET`).
-//! - [`session`]: the journaled record of a session and its states.
-//! - [`journal`]: durable, atomic storage of session records.
-//! - `logind`: sleep notifications and the delay inhibitor (Linux).
-//! - [`plan`]: deciding what to repair (pure).
-//! - [`cluster`]: talking to a session's cluster as it did, and acting with preconditions.
-//! - [`helpers`]: a dead session's local helper processes and temp dir.
+//! - [`cli`]: the commands (`status`, `history`, `repair`, `doctor`, the man page).
+//! - [`service`]: the systemd unit and launchd plist, `install`/`uninstall`.
 //! - [`platform`]: the OS layer (processes, exit watches, signals); no Kubernetes in it.
-//! - [`status`]: rendering the journal for `status` and `history`.
-//! - [`unfollowed`]: Telepresence processes passed over or followed half-blind, for `status`
-//!   and `doctor`.
-//! - [`wake`]: noticing a resume, and what waiting repairs show in `status`.
-//! - [`manual`]: the man page and shell completions, generated from the CLI definition.
-//! - `logging`, `signals`: process set-up.
-//! - `failpoint`: test builds only: named instants at which a test can kill the agent.
-//! - `fuzz` (tests only): generated-input tests of every parser of untrusted input.
+//! - `logging`: process set-up; `failpoint`: test builds only, named instants at which a test
+//!   can kill the agent.
+//!
+//! No module imports one above it in this flow: `lifecycle` knows nothing of `effects` or
+//! `daemon`, `effects` nothing of `daemon`, and `cli` sits on top.
 
 pub mod cli;
 pub mod config;

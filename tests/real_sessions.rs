@@ -271,7 +271,7 @@ fn every_closed_terminal_is_acted_on() {
     let Some(env) = setup() else { return };
     let (agent, program) = Agent::start(&env, "");
     let script = format!("'{}' --swap-deployment app; echo done", program.display());
-    // `TELEPOLICE_TEST_SHELL_DEATHS=200` by hand, during a parallel build (see the README).
+    // `TELEPOLICE_TEST_SHELL_DEATHS=200` by hand, during a parallel build, for the stress.
     let n = count("TELEPOLICE_TEST_SHELL_DEATHS", 3);
     let mut missed = Vec::new();
     for i in 0..n {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kube::config::Kubeconfig;
+use kube::config::{Context, Kubeconfig};
 
 use super::ClusterError;
 use crate::session::ClusterBinding;
@@ -82,22 +82,11 @@ pub fn resolve_binding(
                 paths: paths.clone(),
             })?,
     };
-    let ctx = kc
-        .contexts
-        .iter()
-        .find(|c| c.name == context)
-        .and_then(|c| c.context.clone())
-        .ok_or_else(|| ClusterError::NoContext {
+    let (ctx, server) =
+        context_and_server(&kc, &context).ok_or_else(|| ClusterError::NoContext {
             context: context.clone(),
             paths: paths.clone(),
         })?;
-    let server = kc
-        .clusters
-        .iter()
-        .find(|c| c.name == ctx.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.server.clone())
-        .unwrap_or_default();
     let namespace = namespace
         .map(str::to_string)
         .or(ctx.namespace.clone())
@@ -117,22 +106,30 @@ pub fn resolve_binding(
 
 /// The API server `context` points at in `kc`.
 pub(super) fn resolve_server(kc: &Kubeconfig, context: &str) -> Result<String, ClusterError> {
+    context_and_server(kc, context)
+        .map(|(_, server)| server)
+        .ok_or_else(|| ClusterError::NoContext {
+            context: context.to_string(),
+            paths: Vec::new(),
+        })
+}
+
+/// The context named `context` in `kc`, and the API server its cluster names (empty when
+/// the cluster or its server is missing).
+fn context_and_server(kc: &Kubeconfig, context: &str) -> Option<(Context, String)> {
     let ctx = kc
         .contexts
         .iter()
         .find(|c| c.name == context)
-        .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| ClusterError::NoContext {
-            context: context.to_string(),
-            paths: Vec::new(),
-        })?;
-    Ok(kc
+        .and_then(|c| c.context.clone())?;
+    let server = kc
         .clusters
         .iter()
         .find(|c| c.name == ctx.cluster)
         .and_then(|c| c.cluster.as_ref())
         .and_then(|c| c.server.clone())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Some((ctx, server))
 }
 
 #[cfg(test)]

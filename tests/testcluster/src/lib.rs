@@ -16,8 +16,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Public API
+//! [`TestCluster`] (start, kubeconfig, faults, direct reads and writes, the audit log),
+//! [`Options`], [`FailRule`], [`AuditEntry`], [`ApiError`] and [`StartError`]: nothing else is
+//! exported, so that the emulator's inside can change without touching a test.
+//!
 //! # Layout
-//! - [`cluster`]: [`TestCluster`], the handle a test holds, and its control commands.
+//! - `cluster`: [`TestCluster`], the handle a test holds, and its control commands.
 //! - `server`: the listener, connections, reachability switch and controller loop.
 //! - `http`: routing, authentication, faults, content negotiation, watches, pod logs, audit.
 //! - `api`: what each verb does to the store (create, update, patch, scale, delete).
