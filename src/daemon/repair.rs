@@ -1,5 +1,5 @@
 //! After a session's process died: comparing the cluster with the record and repairing,
-//! retrying while the cluster cannot be reached; and the manual `cleanup` command.
+//! retrying while the cluster cannot be reached; and the manual `repair` command.
 
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use crate::telepresence::{self, Mode};
 /// again. While it waits, the repair is on the board `status` shows.
 pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
     let (first, max) =
-        crate::daemon::waiting::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
+        super::waiting::test_retry_pause().map_or((FIRST_BACKOFF, MAX_BACKOFF), |p| (p, p));
     // Capped low on purpose: a dead session's repair is waiting, and the queue must drain
     // within about two seconds of the API server answering again.
     let mut retry = Retry::new(first, max, 300, ctx.probe.subscribe());
@@ -69,7 +69,7 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
                 let addrs = if matches!(e, RepairError::Cluster(_))
                     && e.status_code().is_none()
                     && !no_client
-                    && !crate::daemon::waiting::test_no_knock()
+                    && !super::waiting::test_no_knock()
                 {
                     knock::resolve(&rec.cluster.server).await
                 } else {

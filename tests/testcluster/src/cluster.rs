@@ -52,21 +52,68 @@ pub struct TestCluster {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Creates the namespaces a new cluster has.
+fn create_namespaces(shared: &Shared) {
+    let mut st = shared.lock();
+    let rt = by_plural("namespaces").unwrap_or(&crate::resources::RESOURCES[0]);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let body =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        // Fresh store: these cannot collide.
+        let _ = api::create(&mut st, rt, "", &body, false);
+    }
+}
+
+/// The emulator's thread: binds a free port, reports it (or the failure) on `ready_tx`,
+/// then serves and runs the controllers until shutdown.
+fn run(
+    shared: Arc<Shared>,
+    tls: tokio_rustls::TlsAcceptor,
+    reachable_rx: watch::Receiver<bool>,
+    ack_tx: std::sync::mpsc::Sender<(bool, bool)>,
+    shutdown_rx: watch::Receiver<bool>,
+    ready_tx: std::sync::mpsc::Sender<Result<SocketAddr, std::io::Error>>,
+) {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready_tx.send(Err(e));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        // Port 0, bound once and kept: no window in which another process
+        // could take the port between choosing and binding it.
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = match server::bind(any).and_then(|l| Ok((l.local_addr()?, l))) {
+            Ok((addr, l)) => {
+                let _ = ready_tx.send(Ok(addr));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let controllers =
+            tokio::spawn(server::run_controllers(shared.clone(), shutdown_rx.clone()));
+        server::serve(shared, listener, tls, reachable_rx, ack_tx, shutdown_rx).await;
+        let _ = controllers.await;
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+}
+
 impl TestCluster {
     /// Starts an instance on a free port of 127.0.0.1 with the namespaces a new cluster
     /// has (`default`, `kube-system`, `kube-public`, `kube-node-lease`).
     pub fn start(opts: Options) -> Result<Self, StartError> {
         let identity = tls::generate()?;
         let shared = Shared::new(opts, ids::token());
-        {
-            let mut st = shared.lock();
-            let rt = by_plural("namespaces").unwrap_or(&crate::resources::RESOURCES[0]);
-            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-                let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-                // Fresh store: these cannot collide.
-                let _ = api::create(&mut st, rt, "", &body, false);
-            }
-        }
+        create_namespaces(&shared);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let reachable_rx = shared.reachable.subscribe();
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
@@ -76,47 +123,14 @@ impl TestCluster {
         let thread = std::thread::Builder::new()
             .name("testcluster".to_string())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    // Port 0, bound once and kept: no window in which another process
-                    // could take the port between choosing and binding it.
-                    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-                    let listener = match server::bind(any).and_then(|l| Ok((l.local_addr()?, l))) {
-                        Ok((addr, l)) => {
-                            let _ = ready_tx.send(Ok(addr));
-                            l
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let controllers = tokio::spawn(server::run_controllers(
-                        thread_shared.clone(),
-                        shutdown_rx.clone(),
-                    ));
-                    server::serve(
-                        thread_shared,
-                        listener,
-                        tls,
-                        reachable_rx,
-                        ack_tx,
-                        shutdown_rx,
-                    )
-                    .await;
-                    let _ = controllers.await;
-                });
-                rt.shutdown_timeout(Duration::from_secs(2));
+                run(
+                    thread_shared,
+                    tls,
+                    reachable_rx,
+                    ack_tx,
+                    shutdown_rx,
+                    ready_tx,
+                )
             })
             .map_err(StartError::Runtime)?;
         let addr = match ready_rx.recv() {

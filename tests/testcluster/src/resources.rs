@@ -250,96 +250,103 @@ impl ResourceType {
     /// Returns `(field path, message)` pairs; empty means valid.
     pub fn validate(&self, obj: &Value) -> Vec<(String, String)> {
         let mut causes = Vec::new();
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if name.is_empty() {
-            causes.push((
-                "metadata.name".to_string(),
-                "Required value: name or generateName is required".to_string(),
-            ));
-        } else if !is_dns_subdomain(name) {
-            causes.push((
-                "metadata.name".to_string(),
-                format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
-            ));
-        }
-        if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
-            for (k, v) in labels {
-                let v = v.as_str().unwrap_or("");
-                if v.len() > 63 {
-                    causes.push((
-                        "metadata.labels".to_string(),
-                        format!("Invalid value: \"{v}\": must be no more than 63 characters"),
-                    ));
-                }
-                if k.is_empty() {
-                    causes.push((
-                        "metadata.labels".to_string(),
-                        "Invalid value: \"\": name part must be non-empty".to_string(),
-                    ));
-                }
-            }
-        }
+        check_metadata(obj, &mut causes);
         match self.plural {
             "pods" => check_pod_spec(obj.get("spec"), "spec", &mut causes),
-            "deployments" | "replicasets" => {
-                let selector = obj.pointer("/spec/selector/matchLabels");
-                let template_labels = obj.pointer("/spec/template/metadata/labels");
-                let has_exprs = obj
-                    .pointer("/spec/selector/matchExpressions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty());
-                match (selector.and_then(Value::as_object), has_exprs) {
-                    (None, false) => {
-                        causes.push(("spec.selector".to_string(), "Required value".to_string()))
-                    }
-                    (Some(sel), _) => {
-                        let tl = template_labels.and_then(Value::as_object);
-                        let ok = sel
-                            .iter()
-                            .all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
-                        if !ok {
-                            causes.push((
-                                "spec.template.metadata.labels".to_string(),
-                                "Invalid value: `selector` does not match template `labels`"
-                                    .to_string(),
-                            ));
-                        }
-                    }
-                    (None, true) => {}
-                }
-                if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
-                    && r < 0
-                {
-                    causes.push((
-                        "spec.replicas".to_string(),
-                        format!("Invalid value: {r}: must be greater than or equal to 0"),
-                    ));
-                }
-                check_pod_spec(
-                    obj.pointer("/spec/template/spec"),
-                    "spec.template.spec",
-                    &mut causes,
-                );
-            }
-            "services" => {
-                if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
-                    for (i, p) in ports.iter().enumerate() {
-                        if p.get("port").and_then(Value::as_i64).unwrap_or(0) <= 0 {
-                            causes.push((
-                                format!("spec.ports[{i}].port"),
-                                "Invalid value: 0: must be between 1 and 65535, inclusive"
-                                    .to_string(),
-                            ));
-                        }
-                    }
-                }
-            }
+            "deployments" | "replicasets" => check_workload(obj, &mut causes),
+            "services" => check_service(obj, &mut causes),
             _ => {}
         }
         causes
+    }
+}
+
+/// Checks the object's name and labels.
+fn check_metadata(obj: &Value, causes: &mut Vec<(String, String)>) {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.is_empty() {
+        causes.push((
+            "metadata.name".to_string(),
+            "Required value: name or generateName is required".to_string(),
+        ));
+    } else if !is_dns_subdomain(name) {
+        causes.push((
+            "metadata.name".to_string(),
+            format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ));
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            let v = v.as_str().unwrap_or("");
+            if v.len() > 63 {
+                causes.push((
+                    "metadata.labels".to_string(),
+                    format!("Invalid value: \"{v}\": must be no more than 63 characters"),
+                ));
+            }
+            if k.is_empty() {
+                causes.push((
+                    "metadata.labels".to_string(),
+                    "Invalid value: \"\": name part must be non-empty".to_string(),
+                ));
+            }
+        }
+    }
+}
+
+/// Checks a deployment's or replica set's selector, replicas and pod template.
+fn check_workload(obj: &Value, causes: &mut Vec<(String, String)>) {
+    let selector = obj.pointer("/spec/selector/matchLabels");
+    let template_labels = obj.pointer("/spec/template/metadata/labels");
+    let has_exprs = obj
+        .pointer("/spec/selector/matchExpressions")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    match (selector.and_then(Value::as_object), has_exprs) {
+        (None, false) => causes.push(("spec.selector".to_string(), "Required value".to_string())),
+        (Some(sel), _) => {
+            let tl = template_labels.and_then(Value::as_object);
+            let ok = sel
+                .iter()
+                .all(|(k, v)| tl.and_then(|t| t.get(k)) == Some(v));
+            if !ok {
+                causes.push((
+                    "spec.template.metadata.labels".to_string(),
+                    "Invalid value: `selector` does not match template `labels`".to_string(),
+                ));
+            }
+        }
+        (None, true) => {}
+    }
+    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+        && r < 0
+    {
+        causes.push((
+            "spec.replicas".to_string(),
+            format!("Invalid value: {r}: must be greater than or equal to 0"),
+        ));
+    }
+    check_pod_spec(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+        causes,
+    );
+}
+
+/// Checks a service's ports.
+fn check_service(obj: &Value, causes: &mut Vec<(String, String)>) {
+    if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
+        for (i, p) in ports.iter().enumerate() {
+            if p.get("port").and_then(Value::as_i64).unwrap_or(0) <= 0 {
+                causes.push((
+                    format!("spec.ports[{i}].port"),
+                    "Invalid value: 0: must be between 1 and 65535, inclusive".to_string(),
+                ));
+            }
+        }
     }
 }
 

@@ -31,148 +31,26 @@ impl Include {
 /// (name, type, priority, description)
 type Column = (&'static str, &'static str, u8, &'static str);
 
+const NAME: Column = (
+    "Name",
+    "string",
+    0,
+    "Name must be unique within a namespace.",
+);
+const AGE: Column = (
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
+
+/// The columns `kubectl get` shows for a resource type.
 fn columns(rt: &ResourceType) -> &'static [Column] {
-    const NAME: Column = (
-        "Name",
-        "string",
-        0,
-        "Name must be unique within a namespace.",
-    );
-    const AGE: Column = (
-        "Age",
-        "string",
-        0,
-        "CreationTimestamp is a timestamp representing the server time when this object was created.",
-    );
     match rt.plural {
-        "pods" => &[
-            NAME,
-            (
-                "Ready",
-                "string",
-                0,
-                "The aggregate readiness state of this pod for accepting traffic.",
-            ),
-            (
-                "Status",
-                "string",
-                0,
-                "The aggregate status of the containers in this pod.",
-            ),
-            (
-                "Restarts",
-                "string",
-                0,
-                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
-            ),
-            AGE,
-            ("IP", "string", 1, "IP address allocated to the pod."),
-            (
-                "Node",
-                "string",
-                1,
-                "Name of the Node this pod is assigned to.",
-            ),
-        ],
-        "deployments" => &[
-            NAME,
-            ("Ready", "string", 0, "Number of the pod with ready state"),
-            (
-                "Up-to-date",
-                "integer",
-                0,
-                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
-            ),
-            (
-                "Available",
-                "integer",
-                0,
-                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
-            ),
-            AGE,
-            (
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            (
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
-            ("Selector", "string", 1, "Label selector for pods."),
-        ],
-        "replicasets" => &[
-            NAME,
-            (
-                "Desired",
-                "integer",
-                0,
-                "Replicas is the number of desired replicas.",
-            ),
-            (
-                "Current",
-                "integer",
-                0,
-                "Replicas is the most recently observed number of replicas.",
-            ),
-            (
-                "Ready",
-                "integer",
-                0,
-                "The number of ready replicas for this replica set.",
-            ),
-            AGE,
-            (
-                "Containers",
-                "string",
-                1,
-                "Names of each container in the template.",
-            ),
-            (
-                "Images",
-                "string",
-                1,
-                "Images referenced by each container in the template.",
-            ),
-            ("Selector", "string", 1, "Label selector for pods."),
-        ],
-        "services" => &[
-            NAME,
-            (
-                "Type",
-                "string",
-                0,
-                "type determines how the Service is exposed.",
-            ),
-            (
-                "Cluster-IP",
-                "string",
-                0,
-                "clusterIP is the IP address of the service.",
-            ),
-            (
-                "External-IP",
-                "string",
-                0,
-                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
-            ),
-            (
-                "Port(s)",
-                "string",
-                0,
-                "The list of ports that are exposed by this service.",
-            ),
-            AGE,
-            (
-                "Selector",
-                "string",
-                1,
-                "Route service traffic to pods with label keys and values matching this selector.",
-            ),
-        ],
+        "pods" => pod_columns(),
+        "deployments" => deployment_columns(),
+        "replicasets" => replicaset_columns(),
+        "services" => service_columns(),
         "namespaces" => &[
             NAME,
             ("Status", "string", 0, "The status of the namespace"),
@@ -183,38 +61,7 @@ fn columns(rt: &ResourceType) -> &'static [Column] {
             ("Data", "string", 0, "Data contains the configuration data."),
             AGE,
         ],
-        "events" => &[
-            (
-                "Last Seen",
-                "string",
-                0,
-                "Time when this Event was last observed.",
-            ),
-            (
-                "Type",
-                "string",
-                0,
-                "Type of this event (Normal, Warning), new types could be added in the future.",
-            ),
-            (
-                "Reason",
-                "string",
-                0,
-                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
-            ),
-            (
-                "Object",
-                "string",
-                0,
-                "The object that this event is about.",
-            ),
-            (
-                "Message",
-                "string",
-                0,
-                "A human-readable description of the status of this operation.",
-            ),
-        ],
+        "events" => event_columns(),
         "leases" => &[
             NAME,
             (
@@ -227,6 +74,186 @@ fn columns(rt: &ResourceType) -> &'static [Column] {
         ],
         _ => &[NAME, AGE],
     }
+}
+
+/// The columns of a pod.
+fn pod_columns() -> &'static [Column] {
+    &[
+        NAME,
+        (
+            "Ready",
+            "string",
+            0,
+            "The aggregate readiness state of this pod for accepting traffic.",
+        ),
+        (
+            "Status",
+            "string",
+            0,
+            "The aggregate status of the containers in this pod.",
+        ),
+        (
+            "Restarts",
+            "string",
+            0,
+            "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+        ),
+        AGE,
+        ("IP", "string", 1, "IP address allocated to the pod."),
+        (
+            "Node",
+            "string",
+            1,
+            "Name of the Node this pod is assigned to.",
+        ),
+    ]
+}
+
+/// The columns of a deployment.
+fn deployment_columns() -> &'static [Column] {
+    &[
+        NAME,
+        ("Ready", "string", 0, "Number of the pod with ready state"),
+        (
+            "Up-to-date",
+            "integer",
+            0,
+            "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        ),
+        (
+            "Available",
+            "integer",
+            0,
+            "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        ),
+        AGE,
+        (
+            "Containers",
+            "string",
+            1,
+            "Names of each container in the template.",
+        ),
+        (
+            "Images",
+            "string",
+            1,
+            "Images referenced by each container in the template.",
+        ),
+        ("Selector", "string", 1, "Label selector for pods."),
+    ]
+}
+
+/// The columns of a replica set.
+fn replicaset_columns() -> &'static [Column] {
+    &[
+        NAME,
+        (
+            "Desired",
+            "integer",
+            0,
+            "Replicas is the number of desired replicas.",
+        ),
+        (
+            "Current",
+            "integer",
+            0,
+            "Replicas is the most recently observed number of replicas.",
+        ),
+        (
+            "Ready",
+            "integer",
+            0,
+            "The number of ready replicas for this replica set.",
+        ),
+        AGE,
+        (
+            "Containers",
+            "string",
+            1,
+            "Names of each container in the template.",
+        ),
+        (
+            "Images",
+            "string",
+            1,
+            "Images referenced by each container in the template.",
+        ),
+        ("Selector", "string", 1, "Label selector for pods."),
+    ]
+}
+
+/// The columns of a service.
+fn service_columns() -> &'static [Column] {
+    &[
+        NAME,
+        (
+            "Type",
+            "string",
+            0,
+            "type determines how the Service is exposed.",
+        ),
+        (
+            "Cluster-IP",
+            "string",
+            0,
+            "clusterIP is the IP address of the service.",
+        ),
+        (
+            "External-IP",
+            "string",
+            0,
+            "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+        ),
+        (
+            "Port(s)",
+            "string",
+            0,
+            "The list of ports that are exposed by this service.",
+        ),
+        AGE,
+        (
+            "Selector",
+            "string",
+            1,
+            "Route service traffic to pods with label keys and values matching this selector.",
+        ),
+    ]
+}
+
+/// The columns of an event.
+fn event_columns() -> &'static [Column] {
+    &[
+        (
+            "Last Seen",
+            "string",
+            0,
+            "Time when this Event was last observed.",
+        ),
+        (
+            "Type",
+            "string",
+            0,
+            "Type of this event (Normal, Warning), new types could be added in the future.",
+        ),
+        (
+            "Reason",
+            "string",
+            0,
+            "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+        ),
+        (
+            "Object",
+            "string",
+            0,
+            "The object that this event is about.",
+        ),
+        (
+            "Message",
+            "string",
+            0,
+            "A human-readable description of the status of this operation.",
+        ),
+    ]
 }
 
 fn s(v: &Value, p: &str) -> String {
@@ -266,49 +293,12 @@ fn selector_string(v: &Value, p: &str) -> String {
         .unwrap_or_else(|| "<none>".to_string())
 }
 
+/// The cells of one object's row, one per column.
 fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let name = s(o, "/metadata/name");
     let age = ids::human_age(&s(o, "/metadata/creationTimestamp"));
     match rt.plural {
-        "pods" => {
-            let statuses = o
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array);
-            let total = o
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let ready = statuses.map_or(0, |a| {
-                a.iter()
-                    .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
-                    .count()
-            });
-            let restarts: i64 = statuses.map_or(0, |a| {
-                a.iter()
-                    .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
-                    .sum()
-            });
-            let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating".to_string()
-            } else {
-                s(o, "/status/phase")
-            };
-            let ip = s(o, "/status/podIP");
-            let node = s(o, "/spec/nodeName");
-            vec![
-                json!(name),
-                json!(format!("{ready}/{total}")),
-                json!(status),
-                json!(restarts.to_string()),
-                json!(age),
-                json!(if ip.is_empty() { "<none>".into() } else { ip }),
-                json!(if node.is_empty() {
-                    "<none>".into()
-                } else {
-                    node
-                }),
-            ]
-        }
+        "pods" => pod_cells(o, name, age),
         "deployments" => vec![
             json!(name),
             json!(format!(
@@ -341,28 +331,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             )),
             json!(selector_string(o, "/spec/selector/matchLabels")),
         ],
-        "services" => {
-            let ports = o
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| format!("{}/{}", s(p, "/port"), s(p, "/protocol")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "<none>".to_string());
-            vec![
-                json!(name),
-                json!(s(o, "/spec/type")),
-                json!(s(o, "/spec/clusterIP")),
-                json!("<none>"),
-                json!(ports),
-                json!(age),
-                json!(selector_string(o, "/spec/selector")),
-            ]
-        }
+        "services" => service_cells(o, name, age),
         "namespaces" => vec![json!(name), json!(s(o, "/status/phase")), json!(age)],
         "configmaps" => vec![
             json!(name),
@@ -373,31 +342,99 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             ),
             json!(age),
         ],
-        "events" => {
-            let last = [
-                "/lastTimestamp",
-                "/eventTime",
-                "/metadata/creationTimestamp",
-            ]
-            .iter()
-            .map(|p| s(o, p))
-            .find(|t| !t.is_empty())
-            .unwrap_or_default();
-            vec![
-                json!(ids::human_age(&last)),
-                json!(s(o, "/type")),
-                json!(s(o, "/reason")),
-                json!(format!(
-                    "{}/{}",
-                    s(o, "/involvedObject/kind").to_lowercase(),
-                    s(o, "/involvedObject/name")
-                )),
-                json!(s(o, "/message")),
-            ]
-        }
+        "events" => event_cells(o),
         "leases" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age)],
         _ => vec![json!(name), json!(age)],
     }
+}
+
+/// The cells of a pod's row.
+fn pod_cells(o: &Value, name: String, age: String) -> Vec<Value> {
+    let statuses = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses.map_or(0, |a| {
+        a.iter()
+            .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+            .count()
+    });
+    let restarts: i64 = statuses.map_or(0, |a| {
+        a.iter()
+            .map(|c| c.get("restartCount").and_then(Value::as_i64).unwrap_or(0))
+            .sum()
+    });
+    let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating".to_string()
+    } else {
+        s(o, "/status/phase")
+    };
+    let ip = s(o, "/status/podIP");
+    let node = s(o, "/spec/nodeName");
+    vec![
+        json!(name),
+        json!(format!("{ready}/{total}")),
+        json!(status),
+        json!(restarts.to_string()),
+        json!(age),
+        json!(if ip.is_empty() { "<none>".into() } else { ip }),
+        json!(if node.is_empty() {
+            "<none>".into()
+        } else {
+            node
+        }),
+    ]
+}
+
+/// The cells of a service's row.
+fn service_cells(o: &Value, name: String, age: String) -> Vec<Value> {
+    let ports = o
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .map(|p| format!("{}/{}", s(p, "/port"), s(p, "/protocol")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "<none>".to_string());
+    vec![
+        json!(name),
+        json!(s(o, "/spec/type")),
+        json!(s(o, "/spec/clusterIP")),
+        json!("<none>"),
+        json!(ports),
+        json!(age),
+        json!(selector_string(o, "/spec/selector")),
+    ]
+}
+
+/// The cells of an event's row.
+fn event_cells(o: &Value) -> Vec<Value> {
+    let last = [
+        "/lastTimestamp",
+        "/eventTime",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .map(|p| s(o, p))
+    .find(|t| !t.is_empty())
+    .unwrap_or_default();
+    vec![
+        json!(ids::human_age(&last)),
+        json!(s(o, "/type")),
+        json!(s(o, "/reason")),
+        json!(format!(
+            "{}/{}",
+            s(o, "/involvedObject/kind").to_lowercase(),
+            s(o, "/involvedObject/name")
+        )),
+        json!(s(o, "/message")),
+    ]
 }
 
 fn row(rt: &ResourceType, o: &Value, include: Include) -> Value {

@@ -68,66 +68,10 @@ pub fn delete(
     let Some(current) = st.store.get(&key).cloned() else {
         return Err(ApiError::not_found(rt, name));
     };
-    let uid = current
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if let Some(want) = &del.uid
-        && *want != uid
-    {
-        return Err(ApiError::conflict(
-            rt,
-            name,
-            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
-        ));
-    }
-    let rv = current
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if let Some(want) = &del.resource_version
-        && want != rv
-    {
-        return Err(ApiError::conflict(
-            rt,
-            name,
-            &format!(
-                "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
-            ),
-        ));
-    }
-    if let Some(p) = &del.propagation
-        && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
-    {
-        return Err(ApiError::invalid(
-            rt,
-            name,
-            &[(
-                "propagationPolicy".into(),
-                format!(
-                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
-                ),
-            )],
-        ));
-    }
+    let uid = check_options(rt, name, &current, del)?;
     let mut obj = current.clone();
     let already = obj.pointer("/metadata/deletionTimestamp").is_some();
-    let mut finalizers: Vec<Value> = obj
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let add = match del.propagation.as_deref() {
-        Some("Foreground") => Some("foregroundDeletion"),
-        Some("Orphan") => Some("orphan"),
-        _ => None,
-    };
-    if let Some(f) = add
-        && !finalizers.iter().any(|x| x == f)
-    {
-        finalizers.push(json!(f));
-    }
+    let (finalizers, add) = finalizers_after(&obj, del);
     let grace = match rt.plural {
         "pods" => del.grace_period.unwrap_or_else(|| {
             obj.pointer("/spec/terminationGracePeriodSeconds")
@@ -172,4 +116,78 @@ pub fn delete(
         202
     };
     Ok(Deleted { code, body: stored })
+}
+
+/// Checks a delete's preconditions (uid, resourceVersion) against the stored object
+/// `current` and its propagation policy; returns the object's uid.
+fn check_options(
+    rt: &ResourceType,
+    name: &str,
+    current: &Value,
+    del: &DeleteOptions,
+) -> Result<String, ApiError> {
+    let uid = current
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some(want) = &del.uid
+        && *want != uid
+    {
+        return Err(ApiError::conflict(
+            rt,
+            name,
+            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
+        ));
+    }
+    let rv = current
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if let Some(want) = &del.resource_version
+        && want != rv
+    {
+        return Err(ApiError::conflict(
+            rt,
+            name,
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
+            ),
+        ));
+    }
+    if let Some(p) = &del.propagation
+        && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
+    {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            &[(
+                "propagationPolicy".into(),
+                format!(
+                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            )],
+        ));
+    }
+    Ok(uid)
+}
+
+/// The object's finalizers with the one its propagation policy adds, and that one.
+fn finalizers_after(obj: &Value, del: &DeleteOptions) -> (Vec<Value>, Option<&'static str>) {
+    let mut finalizers: Vec<Value> = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let add = match del.propagation.as_deref() {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ => None,
+    };
+    if let Some(f) = add
+        && !finalizers.iter().any(|x| x == f)
+    {
+        finalizers.push(json!(f));
+    }
+    (finalizers, add)
 }

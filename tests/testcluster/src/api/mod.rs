@@ -336,7 +336,7 @@ fn store_update(
     rt: &ResourceType,
     ns: &str,
     name: &str,
-    mut obj: Value,
+    obj: Value,
     part: Part,
 ) -> Result<Value, ApiError> {
     let key = Key::new(rt.plural, if rt.namespaced { ns } else { "" }, name);
@@ -355,48 +355,8 @@ fn store_update(
     {
         return Err(ApiError::stale(rt, name));
     }
-    if part == Part::Status {
-        let status = obj.get("status").cloned();
-        obj = current.clone();
-        match status {
-            Some(s) => obj["status"] = s,
-            None => {
-                if let Some(o) = obj.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    } else if rt.has_status {
-        match current.get("status") {
-            Some(s) => obj["status"] = s.clone(),
-            None => {
-                if let Some(o) = obj.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    }
-    {
-        let cur_meta = current
-            .get("metadata")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let meta = meta_mut(&mut obj);
-        for k in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "namespace",
-        ] {
-            match cur_meta.get(k) {
-                Some(v) => meta.insert(k.to_string(), v.clone()),
-                None => meta.remove(k),
-            };
-        }
-        meta.remove("managedFields");
-    }
+    let mut obj = carry_status(rt, part, &current, obj);
+    carry_metadata(&current, &mut obj);
     if rt.tracks_generation && obj.get("spec") != current.get("spec") {
         let g = current
             .pointer("/metadata/generation")
@@ -427,6 +387,56 @@ fn store_update(
         return Ok(gone);
     }
     Ok(st.store.replace(key, obj))
+}
+
+/// What a write keeps of the status: a status write changes only the status of `current`;
+/// a main write keeps `current`'s status for kinds with a status subresource.
+fn carry_status(rt: &ResourceType, part: Part, current: &Value, mut obj: Value) -> Value {
+    if part == Part::Status {
+        let status = obj.get("status").cloned();
+        obj = current.clone();
+        match status {
+            Some(s) => obj["status"] = s,
+            None => {
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    } else if rt.has_status {
+        match current.get("status") {
+            Some(s) => obj["status"] = s.clone(),
+            None => {
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    obj
+}
+
+/// Carries the server-set metadata of `current` over to the written `obj`.
+fn carry_metadata(current: &Value, obj: &mut Value) {
+    let cur_meta = current
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let meta = meta_mut(obj);
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+    ] {
+        match cur_meta.get(k) {
+            Some(v) => meta.insert(k.to_string(), v.clone()),
+            None => meta.remove(k),
+        };
+    }
+    meta.remove("managedFields");
 }
 
 /// `PATCH`: applies a patch of the given type to the stored object (server-side apply

@@ -142,6 +142,240 @@ fn drop_zero(mut status: Value) -> Value {
     status
 }
 
+/// A new replica set for deployment `d` (at `key`) with the template of hash `hash`.
+fn new_replicaset(
+    key: &Key,
+    d: &Value,
+    template: &Value,
+    hash: &str,
+    replicas: i64,
+    revision: usize,
+) -> Value {
+    let mut rs_labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    rs_labels["pod-template-hash"] = json!(hash);
+    let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+    if !selector.get("matchLabels").is_some_and(Value::is_object) {
+        selector["matchLabels"] = json!({});
+    }
+    selector["matchLabels"]["pod-template-hash"] = json!(hash);
+    let mut tpl = template.clone();
+    if !tpl.get("metadata").is_some_and(Value::is_object) {
+        tpl["metadata"] = json!({});
+    }
+    tpl["metadata"]["labels"] = rs_labels.clone();
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": format!("{}-{hash}", key.name),
+            "labels": rs_labels,
+            "annotations": {
+                "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
+                "deployment.kubernetes.io/max-replicas": replicas.to_string(),
+                "deployment.kubernetes.io/revision": revision.to_string(),
+            },
+            "ownerReferences": [owner_ref("Deployment", d)],
+        },
+        "spec": { "replicas": replicas, "selector": selector, "template": tpl },
+    })
+}
+
+/// The pod counts of a deployment's replica sets.
+struct Counts {
+    /// All pods.
+    total: i64,
+    /// The pods of the current set.
+    updated: i64,
+    /// Ready pods.
+    ready: i64,
+    /// Available pods.
+    available: i64,
+}
+
+/// Scales deployment `d`'s current set (by `hash`) to `replicas` and every older one to
+/// zero; counts their pods.
+fn scale_replicasets(st: &mut State, key: &Key, d: &Value, hash: &str, replicas: i64) -> Counts {
+    let owned: Vec<Value> = owned_by(st, "replicasets", &key.namespace, d);
+    let (mut total, mut updated, mut ready, mut available) = (0, 0, 0, 0);
+    for rs in &owned {
+        let is_current = str_at(rs, "/metadata/labels/pod-template-hash") == hash;
+        let want = if is_current { replicas } else { 0 };
+        if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(want) && !deleting(rs) {
+            let mut next = rs.clone();
+            next["spec"]["replicas"] = json!(want);
+            if let Some(k) = key_of("replicasets", rs) {
+                st.store.replace(k, next);
+            }
+        }
+        let n = |p: &str| rs.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+        total += n("/status/replicas");
+        ready += n("/status/readyReplicas");
+        available += n("/status/availableReplicas");
+        if is_current {
+            updated = n("/status/replicas");
+        }
+    }
+    Counts {
+        total,
+        updated,
+        ready,
+        available,
+    }
+}
+
+/// A deployment condition; its times are kept from `old` status when it did not change.
+fn condition(old: &Value, ty: &str, ok: bool, reason: &str, message: String) -> Value {
+    let status = if ok { "True" } else { "False" };
+    let prev = old
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
+    let keep = prev.is_some_and(|p| p["status"] == status && p["reason"] == reason);
+    let (lu, lt) = match prev {
+        Some(p) if keep => (p["lastUpdateTime"].clone(), p["lastTransitionTime"].clone()),
+        _ => (json!(ids::now()), json!(ids::now())),
+    };
+    json!({"type": ty, "status": status, "lastUpdateTime": lu, "lastTransitionTime": lt,
+           "reason": reason, "message": message})
+}
+
+/// The status of deployment `d` (named `name`), from its sets' pod counts.
+fn deployment_status(d: &Value, name: &str, hash: &str, replicas: i64, c: &Counts) -> Value {
+    let Counts {
+        total,
+        updated,
+        ready,
+        available,
+    } = *c;
+    let old = d.get("status").cloned().unwrap_or(json!({}));
+    let avail_ok = available >= replicas;
+    let done = updated == replicas && available == replicas && total == replicas;
+    let conditions = json!([
+        condition(
+            &old,
+            "Available",
+            avail_ok,
+            if avail_ok {
+                "MinimumReplicasAvailable"
+            } else {
+                "MinimumReplicasUnavailable"
+            },
+            if avail_ok {
+                "Deployment has minimum availability.".to_string()
+            } else {
+                "Deployment does not have minimum availability.".to_string()
+            },
+        ),
+        condition(
+            &old,
+            "Progressing",
+            true,
+            if done {
+                "NewReplicaSetAvailable"
+            } else {
+                "ReplicaSetUpdated"
+            },
+            format!(
+                "ReplicaSet \"{name}-{hash}\" {}",
+                if done {
+                    "has successfully progressed."
+                } else {
+                    "is progressing."
+                }
+            ),
+        ),
+    ]);
+    let mut status = drop_zero(json!({
+        "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "replicas": total,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "unavailableReplicas": (replicas - available).max(0),
+    }));
+    status["conditions"] = conditions;
+    status
+}
+
+/// Creates `count` pods from replica set `rs`'s template.
+fn create_pods(st: &mut State, key: &Key, rs: &Value, count: i64) {
+    let tpl = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    for _ in 0..count {
+        let mut meta = tpl.get("metadata").cloned().unwrap_or(json!({}));
+        meta["name"] = json!(format!("{}-{}", key.name, ids::suffix(5)));
+        meta["ownerReferences"] = json!([owner_ref("ReplicaSet", rs)]);
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": tpl.get("spec").cloned().unwrap_or(json!({})),
+        });
+        let _ = api::create(st, rt("pods"), &key.namespace, &pod, false);
+    }
+}
+
+/// Deletes `count` of the `active` pods, not-ready ones first, then the newest.
+fn delete_pods(st: &mut State, active: &[&Value], count: i64) {
+    let mut victims = active.to_vec();
+    // Not-ready pods first, then the newest, as the real controller prefers.
+    victims.sort_by_key(|p| {
+        let ready = str_at(p, "/status/phase") == "Running";
+        (
+            ready,
+            std::cmp::Reverse(str_at(p, "/metadata/creationTimestamp").to_string()),
+        )
+    });
+    let extra: Vec<Key> = victims
+        .iter()
+        .take(count as usize)
+        .filter_map(|p| key_of("pods", p))
+        .collect();
+    for k in extra {
+        let _ = api::delete(
+            st,
+            rt("pods"),
+            &k.namespace,
+            &k.name,
+            &DeleteOptions::default(),
+        );
+    }
+}
+
+/// The status of replica set `rs` (at `key`), from its live pods.
+fn replicaset_status(st: &State, key: &Key, rs: &Value) -> Value {
+    let pods: Vec<Value> = owned_by(st, "pods", &key.namespace, rs)
+        .into_iter()
+        .filter(|p| !deleting(p))
+        .collect();
+    let selector = rs
+        .pointer("/spec/selector")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .map(|s| LabelSelector::from_label_selector(&s))
+        .unwrap_or_default();
+    let labelled = pods
+        .iter()
+        .filter(|p| selector.matches(&labels(p, "/metadata/labels")))
+        .count();
+    let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    let status = drop_zero(json!({
+        "replicas": pods.len(),
+        "fullyLabeledReplicas": labelled,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+    }));
+    if status.get("replicas").is_none() {
+        let mut s = status;
+        s["replicas"] = json!(0);
+        s
+    } else {
+        status
+    }
+}
+
 impl Controllers {
     /// Runs passes until the store settles; returns when timed work next needs a look.
     pub fn reconcile(&mut self, st: &mut State, opts: &Options, now: Instant) -> Option<Instant> {
@@ -180,126 +414,14 @@ impl Controllers {
                 .iter()
                 .find(|rs| str_at(rs, "/metadata/labels/pod-template-hash") == hash);
             if current.is_none() {
-                let mut rs_labels = template
-                    .pointer("/metadata/labels")
-                    .cloned()
-                    .unwrap_or(json!({}));
-                rs_labels["pod-template-hash"] = json!(hash);
-                let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-                if !selector.get("matchLabels").is_some_and(Value::is_object) {
-                    selector["matchLabels"] = json!({});
-                }
-                selector["matchLabels"]["pod-template-hash"] = json!(hash);
-                let mut tpl = template.clone();
-                if !tpl.get("metadata").is_some_and(Value::is_object) {
-                    tpl["metadata"] = json!({});
-                }
-                tpl["metadata"]["labels"] = rs_labels.clone();
-                let revision = owned.len() + 1;
-                let rs = json!({
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "metadata": {
-                        "name": format!("{}-{hash}", key.name),
-                        "labels": rs_labels,
-                        "annotations": {
-                            "deployment.kubernetes.io/desired-replicas": replicas.to_string(),
-                            "deployment.kubernetes.io/max-replicas": replicas.to_string(),
-                            "deployment.kubernetes.io/revision": revision.to_string(),
-                        },
-                        "ownerReferences": [owner_ref("Deployment", &d)],
-                    },
-                    "spec": { "replicas": replicas, "selector": selector, "template": tpl },
-                });
+                let rs = new_replicaset(&key, &d, &template, &hash, replicas, owned.len() + 1);
                 // A name collision leaves the deployment without a new set, as a real
                 // controller would until the collision is resolved.
                 let _ = api::create(st, rt("replicasets"), &key.namespace, &rs, false);
             }
             // Scale: the current set to the desired count, every older one to zero.
-            let owned: Vec<Value> = owned_by(st, "replicasets", &key.namespace, &d);
-            let (mut total, mut updated, mut ready, mut available) = (0, 0, 0, 0);
-            for rs in &owned {
-                let is_current = str_at(rs, "/metadata/labels/pod-template-hash") == hash;
-                let want = if is_current { replicas } else { 0 };
-                if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(want)
-                    && !deleting(rs)
-                {
-                    let mut next = rs.clone();
-                    next["spec"]["replicas"] = json!(want);
-                    if let Some(k) = key_of("replicasets", rs) {
-                        st.store.replace(k, next);
-                    }
-                }
-                let n = |p: &str| rs.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-                total += n("/status/replicas");
-                ready += n("/status/readyReplicas");
-                available += n("/status/availableReplicas");
-                if is_current {
-                    updated = n("/status/replicas");
-                }
-            }
-            let old = d.get("status").cloned().unwrap_or(json!({}));
-            let cond = |ty: &str, ok: bool, reason: &str, message: String| {
-                let status = if ok { "True" } else { "False" };
-                let prev = old
-                    .get("conditions")
-                    .and_then(Value::as_array)
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == ty));
-                let keep = prev.is_some_and(|p| p["status"] == status && p["reason"] == reason);
-                let (lu, lt) = match prev {
-                    Some(p) if keep => {
-                        (p["lastUpdateTime"].clone(), p["lastTransitionTime"].clone())
-                    }
-                    _ => (json!(ids::now()), json!(ids::now())),
-                };
-                json!({"type": ty, "status": status, "lastUpdateTime": lu, "lastTransitionTime": lt,
-                       "reason": reason, "message": message})
-            };
-            let avail_ok = available >= replicas;
-            let done = updated == replicas && available == replicas && total == replicas;
-            let conditions = json!([
-                cond(
-                    "Available",
-                    avail_ok,
-                    if avail_ok {
-                        "MinimumReplicasAvailable"
-                    } else {
-                        "MinimumReplicasUnavailable"
-                    },
-                    if avail_ok {
-                        "Deployment has minimum availability.".to_string()
-                    } else {
-                        "Deployment does not have minimum availability.".to_string()
-                    },
-                ),
-                cond(
-                    "Progressing",
-                    true,
-                    if done {
-                        "NewReplicaSetAvailable"
-                    } else {
-                        "ReplicaSetUpdated"
-                    },
-                    format!(
-                        "ReplicaSet \"{}-{hash}\" {}",
-                        key.name,
-                        if done {
-                            "has successfully progressed."
-                        } else {
-                            "is progressing."
-                        }
-                    ),
-                ),
-            ]);
-            let mut status = drop_zero(json!({
-                "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
-                "replicas": total,
-                "updatedReplicas": updated,
-                "readyReplicas": ready,
-                "availableReplicas": available,
-                "unavailableReplicas": (replicas - available).max(0),
-            }));
-            status["conditions"] = conditions;
+            let counts = scale_replicasets(st, &key, &d, &hash, replicas);
+            let status = deployment_status(&d, &key.name, &hash, replicas, &counts);
             write_status(st, &key, status);
         }
     }
@@ -320,72 +442,11 @@ impl Controllers {
             let active: Vec<&Value> = pods.iter().filter(|p| !deleting(p)).collect();
             let have = active.len() as i64;
             if have < want {
-                let tpl = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
-                for _ in have..want {
-                    let mut meta = tpl.get("metadata").cloned().unwrap_or(json!({}));
-                    meta["name"] = json!(format!("{}-{}", key.name, ids::suffix(5)));
-                    meta["ownerReferences"] = json!([owner_ref("ReplicaSet", &rs)]);
-                    let pod = json!({
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "metadata": meta,
-                        "spec": tpl.get("spec").cloned().unwrap_or(json!({})),
-                    });
-                    let _ = api::create(st, rt("pods"), &key.namespace, &pod, false);
-                }
+                create_pods(st, &key, &rs, want - have);
             } else if have > want {
-                let mut victims = active.clone();
-                // Not-ready pods first, then the newest, as the real controller prefers.
-                victims.sort_by_key(|p| {
-                    let ready = str_at(p, "/status/phase") == "Running";
-                    (
-                        ready,
-                        std::cmp::Reverse(str_at(p, "/metadata/creationTimestamp").to_string()),
-                    )
-                });
-                let extra: Vec<Key> = victims
-                    .iter()
-                    .take((have - want) as usize)
-                    .filter_map(|p| key_of("pods", p))
-                    .collect();
-                for k in extra {
-                    let _ = api::delete(
-                        st,
-                        rt("pods"),
-                        &k.namespace,
-                        &k.name,
-                        &DeleteOptions::default(),
-                    );
-                }
+                delete_pods(st, &active, have - want);
             }
-            let pods: Vec<Value> = owned_by(st, "pods", &key.namespace, &rs)
-                .into_iter()
-                .filter(|p| !deleting(p))
-                .collect();
-            let selector = rs
-                .pointer("/spec/selector")
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
-                .map(|s| LabelSelector::from_label_selector(&s))
-                .unwrap_or_default();
-            let labelled = pods
-                .iter()
-                .filter(|p| selector.matches(&labels(p, "/metadata/labels")))
-                .count();
-            let ready = pods.iter().filter(|p| pod_ready(p)).count();
-            let status = drop_zero(json!({
-                "replicas": pods.len(),
-                "fullyLabeledReplicas": labelled,
-                "readyReplicas": ready,
-                "availableReplicas": ready,
-                "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
-            }));
-            let status = if status.get("replicas").is_none() {
-                let mut s = status;
-                s["replicas"] = json!(0);
-                s
-            } else {
-                status
-            };
+            let status = replicaset_status(st, &key, &rs);
             write_status(st, &key, status);
         }
     }

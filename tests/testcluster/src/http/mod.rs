@@ -2,7 +2,8 @@
 //! check, injected faults and latency, content negotiation (JSON, `Table`), watches as
 //! newline-delimited JSON streams, pod logs, and the audit log.
 //!
-//! The streamed answers (watches, followed pod logs) are in `stream`.
+//! The streamed answers (watches, followed pod logs) are in `stream`, the resource verbs in
+//! `verbs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,21 +13,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::access;
-use crate::api::{self, DeleteOptions, Part, PatchType};
 use crate::discovery;
 use crate::resources::{self, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{AuditEntry, Shared};
 use crate::status::ApiError;
-use crate::store::Key;
-use crate::table::{self, Include};
 
 mod stream;
-
-use stream::{pod_log, watch};
+mod verbs;
 
 /// The response body type: whole or streamed.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -203,11 +199,20 @@ fn wants_table(accept: &str) -> bool {
         .is_some_and(|first| first.contains("as=Table"))
 }
 
-/// Handles one request: authenticates, applies faults, answers, and audits it.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let raw_query = req.uri().query().unwrap_or("").to_string();
+/// The request headers a request is judged by.
+struct Headers {
+    /// `User-Agent`, or empty.
+    user_agent: String,
+    /// `Content-Type`, or empty.
+    content_type: String,
+    /// `Accept`, or empty.
+    accept: String,
+    /// Whether it carries the instance's bearer token.
+    authorized: bool,
+}
+
+/// Reads a request's headers; `token` is the bearer token it must carry.
+fn read_headers(req: &Request<Incoming>, token: &str) -> Headers {
     let header_str = |h: header::HeaderName| {
         req.headers()
             .get(h)
@@ -222,12 +227,25 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {}", shared.token));
-    let route = route(&path, shared.opts.minor);
-    let query = Query(parse_query(&raw_query));
-    let (verb, resource, namespace, name) = match &route {
+        .is_some_and(|v| v == format!("Bearer {token}"));
+    Headers {
+        user_agent,
+        content_type,
+        accept,
+        authorized,
+    }
+}
+
+/// The verb, resource (with any subresource), namespace and name a request is audited as;
+/// empty for non-resource paths.
+fn classify(
+    method: &Method,
+    route: &Route,
+    query: &Query,
+) -> (&'static str, String, Option<String>, Option<String>) {
+    match route {
         Route::Resource(t) => (
-            verb_of(&method, t, &query),
+            verb_of(method, t, query),
             match &t.sub {
                 Some(s) => format!("{}/{s}", t.rt.plural),
                 None => t.rt.plural.to_string(),
@@ -236,7 +254,114 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             t.name.clone(),
         ),
         _ => ("", String::new(), None, None),
-    };
+    }
+}
+
+/// The injected latency, and the code of the first injected fault or denial that matches.
+fn fault_for(shared: &Shared, verb: &str, resource: &str) -> (Duration, Option<u16>) {
+    let st = shared.lock();
+    // An injected error matching first wins; then a denial, always RBAC's 403.
+    let fault = st
+        .faults
+        .rules
+        .iter()
+        .chain(&st.faults.denials)
+        .find(|r| !verb.is_empty() && r.matches(verb, resource))
+        .map(|r| r.code);
+    (st.faults.latency, fault)
+}
+
+/// The answer to a request an injected fault refuses with `code`.
+fn refused(route: &Route, code: u16, verb: &str, resource: &str) -> Response<Body> {
+    // An injected 403 reads like RBAC's, naming the verb and resource refused.
+    match (route, code) {
+        (Route::Resource(t), 403) => error_response(&ApiError::forbidden(
+            t.rt,
+            verb,
+            resource,
+            t.name.as_deref(),
+            t.namespace.as_deref(),
+        )),
+        _ => error_response(&ApiError::injected(code)),
+    }
+}
+
+/// The OpenAPI v2 document, as protobuf or JSON as `accept` asks.
+fn openapi_v2(shared: &Shared, method: &Method, accept: &str) -> Response<Body> {
+    if method != Method::GET {
+        error_response(&ApiError::method_not_allowed())
+    } else if accept.contains("protobuf") {
+        let mut r = Response::new(full(discovery::openapi_v2_protobuf(shared.opts.minor)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            ),
+        );
+        r
+    } else {
+        json_response(200, &discovery::openapi_v2_json(shared.opts.minor))
+    }
+}
+
+/// Answers an authorized request that no fault refused.
+async fn answer(
+    shared: &Arc<Shared>,
+    route: Route,
+    method: &Method,
+    req: Request<Incoming>,
+    query: &Query,
+    headers: &Headers,
+) -> Response<Body> {
+    match route {
+        Route::NotFound => error_response(&ApiError::no_route()),
+        Route::OpenApiV2 => openapi_v2(shared, method, &headers.accept),
+        Route::Document(doc) => {
+            if method == Method::GET {
+                json_response(200, &doc)
+            } else {
+                error_response(&ApiError::method_not_allowed())
+            }
+        }
+        Route::Resource(t) => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            verbs::resource_request(&verbs::Req {
+                shared,
+                method,
+                t: &t,
+                q: query,
+                content_type: &headers.content_type,
+                accept: &headers.accept,
+                body: &body,
+            })
+        }
+    }
+}
+
+/// Adds a request to the audit log; says whether a cut matched it (each cut is used once).
+fn record(shared: &Shared, entry: AuditEntry, verb: &str, resource: &str) -> bool {
+    let mut st = shared.lock();
+    st.audit.push(entry);
+    let i = st
+        .faults
+        .cuts
+        .iter()
+        .position(|r| !verb.is_empty() && r.matches(verb, resource));
+    i.map(|i| st.faults.cuts.remove(i)).is_some()
+}
+
+/// Handles one request: authenticates, applies faults, answers, and audits it.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let headers = read_headers(&req, &shared.token);
+    let route = route(&path, shared.opts.minor);
+    let query = Query(parse_query(&raw_query));
+    let (verb, resource, namespace, name) = classify(&method, &route, &query);
     let mut entry = AuditEntry {
         at: SystemTime::now(),
         method: method.to_string(),
@@ -246,106 +371,29 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         resource: resource.clone(),
         namespace,
         name,
-        content_type: content_type.clone(),
+        content_type: headers.content_type.clone(),
         status: 0,
-        user_agent,
+        user_agent: headers.user_agent.clone(),
     };
-    let (latency, fault) = {
-        let st = shared.lock();
-        // An injected error matching first wins; then a denial, always RBAC's 403.
-        let fault = st
-            .faults
-            .rules
-            .iter()
-            .chain(&st.faults.denials)
-            .find(|r| !verb.is_empty() && r.matches(verb, &resource))
-            .map(|r| r.code);
-        (st.faults.latency, fault)
-    };
+    let (latency, fault) = fault_for(&shared, verb, &resource);
     if latency > Duration::ZERO {
         tokio::time::sleep(latency).await;
     }
-    let response = if !authorized {
+    let response = if !headers.authorized {
         error_response(&ApiError::unauthorized())
     } else if let Some(code) = fault {
-        // An injected 403 reads like RBAC's, naming the verb and resource refused.
-        match (&route, code) {
-            (Route::Resource(t), 403) => error_response(&ApiError::forbidden(
-                t.rt,
-                verb,
-                &resource,
-                t.name.as_deref(),
-                t.namespace.as_deref(),
-            )),
-            _ => error_response(&ApiError::injected(code)),
-        }
+        refused(&route, code, verb, &resource)
     } else {
-        match route {
-            Route::NotFound => error_response(&ApiError::no_route()),
-            Route::OpenApiV2 => {
-                if method != Method::GET {
-                    error_response(&ApiError::method_not_allowed())
-                } else if accept.contains("protobuf") {
-                    let mut r =
-                        Response::new(full(discovery::openapi_v2_protobuf(shared.opts.minor)));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        header::HeaderValue::from_static(
-                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                        ),
-                    );
-                    r
-                } else {
-                    json_response(200, &discovery::openapi_v2_json(shared.opts.minor))
-                }
-            }
-            Route::Document(doc) => {
-                if method == Method::GET {
-                    json_response(200, &doc)
-                } else {
-                    error_response(&ApiError::method_not_allowed())
-                }
-            }
-            Route::Resource(t) => {
-                let body = match req.into_body().collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => Bytes::new(),
-                };
-                resource_request(&shared, &method, &t, &query, &content_type, &accept, &body)
-            }
-        }
+        answer(&shared, route, &method, req, &query, &headers).await
     };
     entry.status = response.status().as_u16();
-    let cut = {
-        let mut st = shared.lock();
-        st.audit.push(entry);
-        let i = st
-            .faults
-            .cuts
-            .iter()
-            .position(|r| !verb.is_empty() && r.matches(verb, &resource));
-        i.map(|i| st.faults.cuts.remove(i)).is_some()
-    };
-    if cut {
+    if record(&shared, entry, verb, &resource) {
         // The request was carried out; now the network fails before the answer leaves. The
         // listener drops every connection, this one with it, so this never returns.
         let _ = shared.reachable.send(false);
         std::future::pending::<()>().await;
     }
     response
-}
-
-fn read_json(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
-    let ct = content_type.split(';').next().unwrap_or("").trim();
-    if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(ct));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
-}
-
-fn strict(q: &Query) -> bool {
-    q.get("fieldValidation") == Some("Strict")
 }
 
 fn label_filter(q: &Query) -> Result<LabelSelector, ApiError> {
@@ -359,212 +407,6 @@ fn field_filter(q: &Query, rt: &ResourceType) -> Result<FieldSelector, ApiError>
 
 fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
     crate::controllers::labels(v, "/metadata/labels")
-}
-
-/// A `<Kind>List` of `items` at resource version `rv`, as a list or a deletecollection
-/// answers.
-fn list_document<T: serde::Serialize>(rt: &ResourceType, rv: u64, items: Vec<T>) -> Value {
-    json!({
-        "kind": format!("{}List", rt.kind),
-        "apiVersion": rt.api_version(),
-        "metadata": {"resourceVersion": rv.to_string()},
-        "items": items,
-    })
-}
-
-fn after_write(shared: &Shared) {
-    shared.changed.notify_one();
-}
-
-#[allow(clippy::too_many_arguments)]
-fn resource_request(
-    shared: &Arc<Shared>,
-    method: &Method,
-    t: &Target,
-    q: &Query,
-    content_type: &str,
-    accept: &str,
-    body: &[u8],
-) -> Response<Body> {
-    if !accept.is_empty()
-        && !accept.contains("json")
-        && !accept.contains("*/*")
-        && !accept.contains("yaml")
-        && t.sub.as_deref() != Some("log")
-    {
-        return error_response(&ApiError::not_acceptable(accept));
-    }
-    let verb = verb_of(method, t, q);
-    if t.sub.is_none() && !t.rt.verbs.contains(&verb) {
-        return error_response(&ApiError::method_not_allowed());
-    }
-    if verb == "create" && t.rt.kind == "SelfSubjectAccessReview" {
-        let answer = read_json(content_type, body)
-            .and_then(|v| access::review(t.rt, &shared.lock().faults, &v, strict(q)));
-        return match answer {
-            Ok(v) => json_response(201, &v),
-            Err(e) => error_response(&e),
-        };
-    }
-    if verb == "get" && t.sub.as_deref() == Some("log") && t.rt.plural == "pods" {
-        return pod_log(shared, t, q);
-    }
-    if verb == "watch" {
-        return watch(shared, t, q, wants_table(accept));
-    }
-    let ns = t.namespace.as_deref().unwrap_or("");
-    let result: Result<(u16, Value), ApiError> = (|| {
-        let rt = t.rt;
-        match (verb, t.sub.as_deref(), t.name.as_deref()) {
-            ("list", None, None) => {
-                let labels = label_filter(q)?;
-                let fields = field_filter(q, rt)?;
-                let st = shared.lock();
-                let rv = st.store.current_rv();
-                let items: Vec<&Value> = st
-                    .store
-                    .list(rt.plural, t.namespace.as_deref())
-                    .into_iter()
-                    .filter(|o| labels.matches(&obj_labels(o)) && fields.matches(o))
-                    .collect();
-                if wants_table(accept) {
-                    return Ok((
-                        200,
-                        table::table(rt, &items, rv, Include::parse(q.get("includeObject"))),
-                    ));
-                }
-                Ok((200, list_document(rt, rv, items)))
-            }
-            ("get", None, Some(name)) => {
-                let st = shared.lock();
-                let key = Key::new(rt.plural, ns, name);
-                let obj = st
-                    .store
-                    .get(&key)
-                    .ok_or_else(|| ApiError::not_found(rt, name))?;
-                if wants_table(accept) {
-                    let rv = st.store.current_rv();
-                    return Ok((
-                        200,
-                        table::table(rt, &[obj], rv, Include::parse(q.get("includeObject"))),
-                    ));
-                }
-                Ok((200, obj.clone()))
-            }
-            ("get", Some("status"), Some(name)) => {
-                let st = shared.lock();
-                let obj = st
-                    .store
-                    .get(&Key::new(rt.plural, ns, name))
-                    .ok_or_else(|| ApiError::not_found(rt, name))?;
-                Ok((200, obj.clone()))
-            }
-            ("get", Some("scale"), Some(name)) if rt.group == "apps" => {
-                Ok((200, api::get_scale(&shared.lock(), rt, ns, name)?))
-            }
-            ("create", None, None) => {
-                let v = read_json(content_type, body)?;
-                let created = api::create(&mut shared.lock(), rt, ns, &v, strict(q))?;
-                after_write(shared);
-                Ok((201, created))
-            }
-            ("update", sub @ (None | Some("status")), Some(name)) => {
-                let v = read_json(content_type, body)?;
-                let part = if sub.is_some() {
-                    Part::Status
-                } else {
-                    Part::Main
-                };
-                let out = api::update(&mut shared.lock(), rt, ns, name, &v, part, strict(q))?;
-                after_write(shared);
-                Ok((200, out))
-            }
-            ("patch", sub @ (None | Some("status")), Some(name)) => {
-                let kind = PatchType::from_content_type(content_type)
-                    .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-                let part = if sub.is_some() {
-                    Part::Status
-                } else {
-                    Part::Main
-                };
-                let mut st = shared.lock();
-                let existed = st.store.get(&Key::new(rt.plural, ns, name)).is_some();
-                let out = api::patch(&mut st, rt, ns, name, kind, body, part, strict(q))?;
-                drop(st);
-                after_write(shared);
-                Ok((if existed { 200 } else { 201 }, out))
-            }
-            ("update", Some("scale"), Some(name)) if rt.group == "apps" => {
-                let v = read_json(content_type, body)?;
-                let out = api::write_scale(&mut shared.lock(), rt, ns, name, Ok(v))?;
-                after_write(shared);
-                Ok((200, out))
-            }
-            ("patch", Some("scale"), Some(name)) if rt.group == "apps" => {
-                let kind = PatchType::from_content_type(content_type)
-                    .filter(|k| *k != PatchType::Apply)
-                    .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-                let out = api::write_scale(&mut shared.lock(), rt, ns, name, Err((kind, body)))?;
-                after_write(shared);
-                Ok((200, out))
-            }
-            ("delete", None, Some(name)) => {
-                let v: Value = if body.is_empty() {
-                    json!({})
-                } else {
-                    read_json(content_type, body)?
-                };
-                let opts = DeleteOptions::from_body_and_query(&v, &q.0);
-                let out = api::delete(&mut shared.lock(), rt, ns, name, &opts)?;
-                after_write(shared);
-                Ok((out.code, out.body))
-            }
-            ("deletecollection", None, None) => {
-                let v: Value = if body.is_empty() {
-                    json!({})
-                } else {
-                    read_json(content_type, body)?
-                };
-                let opts = DeleteOptions::from_body_and_query(&v, &q.0);
-                let labels = label_filter(q)?;
-                let fields = field_filter(q, rt)?;
-                let mut st = shared.lock();
-                let names: Vec<(String, String)> = st
-                    .store
-                    .list(rt.plural, t.namespace.as_deref())
-                    .into_iter()
-                    .filter(|o| labels.matches(&obj_labels(o)) && fields.matches(o))
-                    .map(|o| {
-                        let s = |p| {
-                            o.pointer(p)
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        (s("/metadata/namespace"), s("/metadata/name"))
-                    })
-                    .collect();
-                let mut items = Vec::new();
-                for (ons, name) in names {
-                    match api::delete(&mut st, rt, &ons, &name, &opts) {
-                        Ok(d) if d.body["kind"] == "Status" => {}
-                        Ok(d) => items.push(d.body),
-                        Err(e) if e.code == 404 => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                let rv = st.store.current_rv();
-                drop(st);
-                after_write(shared);
-                Ok((200, list_document(rt, rv, items)))
-            }
-            _ => Err(ApiError::method_not_allowed()),
-        }
-    })();
-    match result {
-        Ok((code, v)) => json_response(code, &v),
-        Err(e) => error_response(&e),
-    }
 }
 
 #[cfg(test)]

@@ -92,27 +92,7 @@ fn merge_keyed_list(
 
     // Elements carrying a `$patch` directive first.
     let mut original = original;
-    let mut plain: Vec<&Map<String, Value>> = Vec::new();
-    let mut replace = false;
-    for elem in patch {
-        let Value::Object(m) = elem else { continue };
-        match m.get(DIRECTIVE) {
-            None => plain.push(m),
-            Some(d) => match d.as_str() {
-                Some("delete") => {
-                    let Some(kv) = m.get(key) else {
-                        return Err(err_no_merge_key(elem, key));
-                    };
-                    original.retain(|o| !o.get(key).is_some_and(|ov| json_eq(ov, kv)));
-                }
-                Some("replace") => replace = true,
-                Some("merge") => {
-                    return Err("merging lists cannot yet be specified in the patch".into());
-                }
-                _ => return Err(err_bad_patch_type(d, m)),
-            },
-        }
-    }
+    let (plain, replace) = apply_directives(&mut original, patch, key)?;
     if replace {
         let mut out = Vec::with_capacity(plain.len());
         for m in plain {
@@ -155,6 +135,41 @@ fn merge_keyed_list(
         &server_order,
         Some(key),
     )
+}
+
+/// The elements of a keyed patch list that carry no `$patch` directive.
+type Plain<'a> = Vec<&'a Map<String, Value>>;
+
+/// Applies the `$patch` directives of a keyed patch list to the original list: deletes
+/// the elements named for deletion; returns the plain elements and whether the list is to
+/// be replaced.
+fn apply_directives<'a>(
+    original: &mut Vec<Value>,
+    patch: &'a [Value],
+    key: &'static str,
+) -> Result<(Plain<'a>, bool), String> {
+    let mut plain: Vec<&Map<String, Value>> = Vec::new();
+    let mut replace = false;
+    for elem in patch {
+        let Value::Object(m) = elem else { continue };
+        match m.get(DIRECTIVE) {
+            None => plain.push(m),
+            Some(d) => match d.as_str() {
+                Some("delete") => {
+                    let Some(kv) = m.get(key) else {
+                        return Err(err_no_merge_key(elem, key));
+                    };
+                    original.retain(|o| !o.get(key).is_some_and(|ov| json_eq(ov, kv)));
+                }
+                Some("replace") => replace = true,
+                Some("merge") => {
+                    return Err("merging lists cannot yet be specified in the patch".into());
+                }
+                _ => return Err(err_bad_patch_type(d, m)),
+            },
+        }
+    }
+    Ok((plain, replace))
 }
 
 /// Handles `$setElementOrder/<field>`: merges the field's patch list (if

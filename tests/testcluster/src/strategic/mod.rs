@@ -313,21 +313,7 @@ fn merge_map(
         };
     }
 
-    if let Some(retain) = patch.get(RETAIN_KEYS) {
-        let Value::Array(retain) = retain else {
-            return Err(ERR_RETAIN_KEYS.into());
-        };
-        let listed = |k: &str| retain.iter().any(|v| v.as_str() == Some(k));
-        for (k, v) in patch {
-            if v.is_null() || is_directive_key(k) {
-                continue;
-            }
-            if !listed(k) {
-                return Err(ERR_RETAIN_KEYS.into());
-            }
-        }
-        original.retain(|k, _| listed(k));
-    }
+    retain_keys(&mut original, patch)?;
 
     // Lists whose order the patch sets are merged (and ordered) first.
     let mut ordered: Vec<&str> = Vec::new();
@@ -364,6 +350,39 @@ fn merge_map(
         }
     }
 
+    delete_from_primitive_lists(&mut original, patch)?;
+
+    Ok(original)
+}
+
+/// Applies `$retainKeys`: keeps only the listed keys of the original map.
+fn retain_keys(
+    original: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<(), String> {
+    if let Some(retain) = patch.get(RETAIN_KEYS) {
+        let Value::Array(retain) = retain else {
+            return Err(ERR_RETAIN_KEYS.into());
+        };
+        let listed = |k: &str| retain.iter().any(|v| v.as_str() == Some(k));
+        for (k, v) in patch {
+            if v.is_null() || is_directive_key(k) {
+                continue;
+            }
+            if !listed(k) {
+                return Err(ERR_RETAIN_KEYS.into());
+            }
+        }
+        original.retain(|k, _| listed(k));
+    }
+    Ok(())
+}
+
+/// Applies `$deleteFromPrimitiveList/<field>`: removes the listed values from the field's list.
+fn delete_from_primitive_lists(
+    original: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<(), String> {
     for (k, to_delete) in patch {
         let Some(field) = k.strip_prefix(DELETE_PRIMITIVE_PREFIX) else {
             continue;
@@ -375,8 +394,7 @@ fn merge_map(
             list.retain(|v| !to_delete.iter().any(|d| json_eq(d, v)));
         }
     }
-
-    Ok(original)
+    Ok(())
 }
 
 /// Merges one patch value into the original value of the same field.
