@@ -43,6 +43,20 @@ const AGE: Column = (
     0,
     "CreationTimestamp is a timestamp representing the server time when this object was created.",
 );
+/// The wide columns of the workloads that have a pod template.
+const CONTAINERS: Column = (
+    "Containers",
+    "string",
+    1,
+    "Names of each container in the template.",
+);
+const IMAGES: Column = (
+    "Images",
+    "string",
+    1,
+    "Images referenced by each container in the template.",
+);
+const SELECTOR: Column = ("Selector", "string", 1, "Label selector for pods.");
 
 /// The columns `kubectl get` shows for a resource type.
 fn columns(rt: &ResourceType) -> &'static [Column] {
@@ -127,19 +141,9 @@ fn deployment_columns() -> &'static [Column] {
             "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
         ),
         AGE,
-        (
-            "Containers",
-            "string",
-            1,
-            "Names of each container in the template.",
-        ),
-        (
-            "Images",
-            "string",
-            1,
-            "Images referenced by each container in the template.",
-        ),
-        ("Selector", "string", 1, "Label selector for pods."),
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
     ]
 }
 
@@ -166,19 +170,9 @@ fn replicaset_columns() -> &'static [Column] {
             "The number of ready replicas for this replica set.",
         ),
         AGE,
-        (
-            "Containers",
-            "string",
-            1,
-            "Names of each container in the template.",
-        ),
-        (
-            "Images",
-            "string",
-            1,
-            "Images referenced by each container in the template.",
-        ),
-        ("Selector", "string", 1, "Label selector for pods."),
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
     ]
 }
 
