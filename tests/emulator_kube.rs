@@ -13,11 +13,11 @@ use testcluster::{Options, TestCluster};
 
 use crate::util::{deployment, live_pods};
 
-fn start() -> TestCluster {
+pub(crate) fn start() -> TestCluster {
     TestCluster::start(Options::default()).expect("the emulator starts")
 }
 
-async fn client(c: &TestCluster) -> Client {
+pub(crate) async fn client(c: &TestCluster) -> Client {
     let kc = kube::config::Kubeconfig::from_yaml(&c.kubeconfig()).expect("a valid kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await

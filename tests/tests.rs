@@ -11,6 +11,7 @@
 //!   stand-in.
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
+//! - `emulator_portforward`: the emulator's `pods/portforward`, driven by kube-rs's port-forward.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `fuzz`: generated-input tests of every parser of untrusted input (see its module doc).
 //! - `manual`: `completions` and `man` run as a packager runs them.
@@ -31,6 +32,7 @@ mod discovery;
 mod doctor;
 mod emulator_kube;
 mod emulator_kubectl;
+mod emulator_portforward;
 mod example;
 mod fuzz;
 mod manual;

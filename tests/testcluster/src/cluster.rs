@@ -277,6 +277,15 @@ impl TestCluster {
         });
     }
 
+    /// Makes port `port` of pod `pod` in `namespace` reach `to` through `pods/portforward`
+    /// (as the kubelet would reach the container's port), until the test ends.
+    pub fn forward(&self, namespace: &str, pod: &str, port: u16, to: std::net::SocketAddr) {
+        self.shared
+            .lock()
+            .forwards
+            .insert((namespace.to_string(), pod.to_string(), port), to);
+    }
+
     /// Removes every injected error and denial, every [`Self::unreachable_after`] rule and
     /// the latency.
     pub fn clear_faults(&self) {

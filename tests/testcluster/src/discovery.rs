@@ -81,6 +81,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                     s["kind"] = json!("Scale");
                 }
                 "log" => s["kind"] = json!("Pod"),
+                "portforward" => s["kind"] = json!("PodPortForwardOptions"),
                 _ => {}
             }
             list.push(s);

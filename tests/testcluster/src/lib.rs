@@ -7,7 +7,8 @@
 //! deployment controller that makes pods, and owner-reference garbage collection. Tests
 //! can take it off the network (at once, or just after carrying out a chosen request), slow
 //! it down, make chosen verbs fail or deny them as RBAC would (access reviews agree), and
-//! read an audit log of every request.
+//! read an audit log of every request. `pods/portforward` works over WebSocket (kube-rs's
+//! protocol) to ports a test registers.
 //!
 //! ```no_run
 //! let cluster = testcluster::TestCluster::start(Default::default())?;
@@ -17,7 +18,8 @@
 //! ```
 //!
 //! # Public API
-//! [`TestCluster`] (start, kubeconfig, faults, direct reads and writes, the audit log),
+//! [`TestCluster`] (start, kubeconfig, faults, direct reads and writes, the ports
+//! `pods/portforward` reaches, the audit log),
 //! [`Options`], [`FailRule`], [`AuditEntry`], [`ApiError`] and [`StartError`]: nothing else is
 //! exported, so that the emulator's inside can change without touching a test.
 //!

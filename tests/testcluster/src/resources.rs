@@ -191,7 +191,10 @@ pub fn subresources(rt: &ResourceType) -> Vec<(&'static str, &'static [&'static 
     }
     match rt.plural {
         "deployments" | "replicasets" => out.push(("scale", &["get", "patch", "update"])),
-        "pods" => out.push(("log", &["get"])),
+        "pods" => {
+            out.push(("log", &["get"]));
+            out.push(("portforward", &["create", "get"]));
+        }
         _ => {}
     }
     out

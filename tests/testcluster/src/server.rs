@@ -95,8 +95,10 @@ pub async fn serve(
                         let shared = shared.clone();
                         async move { Ok::<_, std::convert::Infallible>(http::handle(shared, req).await) }
                     });
+                    // Upgrades: pods/portforward turns its connection into a WebSocket.
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }

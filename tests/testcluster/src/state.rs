@@ -118,6 +118,9 @@ pub struct State {
     pub audit: Vec<AuditEntry>,
     /// Counter for service cluster IPs.
     pub next_cluster_ip: u32,
+    /// Where `pods/portforward` connects, by (namespace, pod, port): the test's own
+    /// listeners standing in for the pods' containers.
+    pub forwards: std::collections::BTreeMap<(String, String, u16), std::net::SocketAddr>,
 }
 
 /// State shared by the listener, the request handlers and the controllers.
@@ -143,6 +146,7 @@ impl Shared {
                 faults: Faults::default(),
                 audit: Vec::new(),
                 next_cluster_ip: 1,
+                forwards: Default::default(),
             }),
             changed: Notify::new(),
             opts,

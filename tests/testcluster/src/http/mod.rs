@@ -21,6 +21,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{AuditEntry, Shared};
 use crate::status::ApiError;
 
+mod portforward;
 mod stream;
 mod verbs;
 
@@ -322,6 +323,9 @@ async fn answer(
             } else {
                 error_response(&ApiError::method_not_allowed())
             }
+        }
+        Route::Resource(t) if t.rt.plural == "pods" && t.sub.as_deref() == Some("portforward") => {
+            portforward::serve(shared, &t, query, req)
         }
         Route::Resource(t) => {
             let body = match req.into_body().collect().await {
