@@ -6,7 +6,8 @@
 //! - [`signals`]: what the OS says, as events: new Telepresence processes
 //!   ([`signals::discovery`]), resumes, logind's sleeps, SIGTERM/SIGHUP.
 //! - [`telepresence`]: what a Telepresence 0.x command line and log say (pure). A new kind
-//!   of session (2.x) brings its own module beside it.
+//!   of session brings its own module beside it: [`telepresence2`] (what 2.x leaves on the
+//!   laptop; not used by the daemon yet).
 //! - [`lifecycle`]: every decision on a session, pure and table-tested: one
 //!   [`lifecycle::step`] from (record, event) to (what it learns, next state, typed reasons,
 //!   actions), with the repair plan, the evidence for the original's replica count and the
@@ -38,6 +39,7 @@ pub mod service;
 pub mod session;
 pub mod signals;
 pub mod telepresence;
+pub mod telepresence2;
 
 /// The OS layer lives in its own crate (`crates/platform`), free of Kubernetes and TLS
 /// dependencies, so that it type-checks for macOS on any machine.

@@ -1,7 +1,7 @@
 //! Generated-input tests of everything that reads untrusted input (outside the library,
-//! through its public API): the 0.x
-//! command line, the classification of other processes' command lines and the matching of
-//! helpers, `telepresence.log`, and journal records.
+//! through its public API): the 0.x command line, the classification of other processes'
+//! command lines and the matching of helpers, `telepresence.log`, journal records, and
+//! Telepresence 2's session cache and daemon info.
 //!
 //! Each target generates a case from a seed, then checks it: no panic, and the target's
 //! properties (what a parse reports is in its input, a valid record round-trips, ...).
@@ -33,8 +33,10 @@
 //! - `processes`: `classify`, `program_index`, `helpers::select`, `container_matches`.
 //! - `log`: `read_log`.
 //! - `journal`: `journal::decode` and `encode`.
+//! - `cache2`: Telepresence 2's session cache and daemon info, and daemon ids.
 
 mod argv;
+mod cache2;
 mod journal;
 mod log;
 mod processes;
