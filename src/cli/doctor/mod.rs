@@ -41,6 +41,7 @@ use crate::config::{Config, ConfigError, Paths, RawConfig};
 mod contexts;
 mod local;
 mod service;
+mod telepresence2;
 
 pub use service::{SYSTEMD_UNIT, service_dirs};
 
@@ -73,7 +74,7 @@ pub struct Check {
     /// How it came out.
     pub status: Status,
     /// What was checked: `config`, `kubeconfig`, `context <name>`, `permissions <name>`,
-    /// `scope`, `telepresence`, `daemon`, `service`, `journal`.
+    /// `scope`, `telepresence`, `telepresence 2`, `daemon`, `service`, `journal`.
     pub check: String,
     /// What was found, and for a problem what to do about it.
     pub message: String,
@@ -295,6 +296,7 @@ pub async fn run(paths: Result<Paths, ConfigError>, env: &Environment, opts: &Op
     );
     checks.extend(clusters);
     checks.extend(programs);
+    checks.extend(telepresence2::sessions(env, std::time::SystemTime::now()));
     checks.extend(daemon);
     checks.push(service::service(env));
     match &paths {
