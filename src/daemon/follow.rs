@@ -56,7 +56,7 @@ async fn record_original(
     };
     let now = cluster::get_workload(client, &rec.cluster.namespace, &deployment).await?;
     let fallbacks = match &now {
-        Some(w) if evidence::needs_fallbacks(now.as_ref()) => {
+        Some(w) if evidence::needs_fallbacks(w) => {
             let (records, _) = ctx.journal.load_all().unwrap_or_default();
             let log = read_log(rec, Some(&deployment));
             Fallbacks {

@@ -31,8 +31,8 @@ pub struct Fallbacks {
 
 /// Whether the cluster no longer shows the original count (Telepresence already scaled it
 /// down), so that the fallbacks must be read.
-pub fn needs_fallbacks(now: Option<&WorkloadNow>) -> bool {
-    now.is_some_and(|w| w.replicas <= 0)
+pub fn needs_fallbacks(now: &WorkloadNow) -> bool {
+    now.replicas <= 0
 }
 
 /// The original of a swap of `name`, from the cluster now and the fallbacks.
@@ -192,7 +192,7 @@ mod tests {
         ];
         for (what, now, fb, replicas, source) in cases {
             assert_eq!(
-                needs_fallbacks(now.as_ref()),
+                now.as_ref().is_some_and(needs_fallbacks),
                 now.as_ref().is_some_and(|w| w.replicas == 0),
                 "{what}"
             );
