@@ -14,6 +14,8 @@
 //! - `emulator_portforward`: the emulator's `pods/portforward`, driven by kube-rs's port-forward.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `fuzz`: generated-input tests of every parser of untrusted input (see its module doc).
+//! - `manager`: the agent's way to the Telepresence 2 traffic-manager (port-forward, gRPC)
+//!   against the emulator and the traffic-manager stand-in.
 //! - `manual`: `completions` and `man` run as a packager runs them.
 //! - `real_init`: the installed service under a real systemd (252, 254, 257) run as PID 1 in
 //!   namespaces.
@@ -23,6 +25,7 @@
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
+//! - `traffic_manager`: the Telepresence 2 traffic-manager stand-in's rules, over gRPC.
 //! - `vm_sleep`: a real suspend and a lost link, in a Debian 13 VM booted under qemu.
 
 mod agent;
@@ -35,11 +38,13 @@ mod emulator_kubectl;
 mod emulator_portforward;
 mod example;
 mod fuzz;
+mod manager;
 mod manual;
 mod real_init;
 mod real_sessions;
 mod service;
 mod sleep;
 mod standin;
+mod traffic_manager;
 mod util;
 mod vm_sleep;

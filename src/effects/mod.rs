@@ -5,9 +5,11 @@
 //!   with uid preconditions.
 //! - [`helpers`]: a dead session's local helper processes, containers and temp dir.
 //! - [`journal`]: durable, atomic storage of session records.
+//! - [`manager`]: Telepresence 2's traffic-manager, through a port-forward (`Depart`).
 //! - [`desktop`]: desktop notifications of repairs and of sessions needing a person.
 
 pub mod cluster;
 pub mod desktop;
 pub mod helpers;
 pub mod journal;
+pub mod manager;

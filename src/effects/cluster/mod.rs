@@ -116,6 +116,14 @@ pub enum Step {
         name: String,
         namespace: String,
     },
+    /// Reading Telepresence 2's `service/traffic-manager`.
+    ReadManager { namespace: String },
+    /// Opening a port-forward (to the traffic-manager).
+    PortForward {
+        pod: String,
+        port: u16,
+        namespace: String,
+    },
     /// `GET /version`.
     Version,
     /// A SelfSubjectAccessReview.
@@ -154,6 +162,14 @@ impl std::fmt::Display for Step {
                 name,
                 namespace,
             } => write!(f, "reading {}/{name} in {namespace}", kind.resource()),
+            Step::ReadManager { namespace } => {
+                write!(f, "reading service/traffic-manager in {namespace}")
+            }
+            Step::PortForward {
+                pod,
+                port,
+                namespace,
+            } => write!(f, "forwarding to port {port} of pod {pod} in {namespace}"),
             Step::Version => f.write_str("asking the API server for its version"),
             Step::Review {
                 verb,
@@ -178,7 +194,7 @@ impl std::fmt::Display for Step {
 }
 
 /// Turns a client error into a [`ClusterError::Api`] at `step`.
-pub(super) fn api_err(step: Step) -> impl FnOnce(kube::Error) -> ClusterError {
+pub(crate) fn api_err(step: Step) -> impl FnOnce(kube::Error) -> ClusterError {
     move |source| ClusterError::Api {
         step: Box::new(step),
         source,
