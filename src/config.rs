@@ -112,6 +112,12 @@ pub struct RawConfig {
     pub notifications: Option<bool>,
     /// Days to keep ended sessions in the journal.
     pub history_days: Option<f64>,
+    /// Follow Telepresence 2 connectors and end the sessions of those that died.
+    pub telepresence2: Option<bool>,
+    /// Seconds a dead connector's session is left for a connector to resume it.
+    pub telepresence2_grace_secs: Option<f64>,
+    /// Where Telepresence 2's traffic-manager runs.
+    pub telepresence2_manager_namespace: Option<String>,
 }
 
 /// Where the agent keeps its files.
@@ -164,6 +170,12 @@ pub struct Config {
     pub notifications: bool,
     /// How long ended sessions are kept.
     pub history: Duration,
+    /// Follow Telepresence 2 connectors.
+    pub telepresence2: bool,
+    /// How long a dead connector's session is left for a connector to resume it.
+    pub telepresence2_grace: Duration,
+    /// The traffic-manager's namespace.
+    pub telepresence2_manager_namespace: String,
 }
 
 /// The process environment as the lookups of [`Paths::resolve`] and others take it.
@@ -287,6 +299,19 @@ pub const DEFAULT_FILE: &str = r#"# telepolice-agent configuration. Every key is
 
 # A desktop notification when a session was repaired or needs a person.
 # notifications = true
+
+# Telepresence 2: follow each connector (`telepresence connect`) and, when one dies without
+# departing (kill -9, a crash, a laptop that never came back), end its session in the
+# traffic-manager with `Depart`, so that its intercepts do not live on for the manager's TTL
+# (24 h by default). false: leave 2.x alone.
+# telepresence2 = true
+
+# Seconds a dead connector's session is left for a new `telepresence connect` to resume it,
+# before the agent ends it.
+# telepresence2_grace_secs = 10
+
+# The traffic-manager's namespace (Telepresence's own default).
+# telepresence2_manager_namespace = "ambassador"
 "#;
 
 /// Parses a config file's text; `path` is only used in messages.
@@ -369,6 +394,25 @@ impl Config {
                 None => 7,
             },
             notifications: raw.notifications.unwrap_or(true),
+            telepresence2: raw.telepresence2.unwrap_or(true),
+            telepresence2_grace: secs(
+                raw.telepresence2_grace_secs,
+                10.0,
+                "telepresence2_grace_secs",
+                0.0,
+                &p,
+            )?,
+            telepresence2_manager_namespace: match raw.telepresence2_manager_namespace {
+                Some(ns) if ns.is_empty() => {
+                    return Err(ConfigError::Value {
+                        path: p,
+                        key: "telepresence2_manager_namespace",
+                        message: "must not be empty".to_string(),
+                    });
+                }
+                Some(ns) => ns,
+                None => "ambassador".to_string(),
+            },
             paths,
         })
     }
@@ -406,6 +450,9 @@ impl Config {
             log_format: Some(self.log_format),
             log_retention_days: Some(self.log_retention_days),
             notifications: Some(self.notifications),
+            telepresence2: Some(self.telepresence2),
+            telepresence2_grace_secs: Some(self.telepresence2_grace.as_secs_f64()),
+            telepresence2_manager_namespace: Some(self.telepresence2_manager_namespace.clone()),
         };
         toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }

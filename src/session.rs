@@ -153,6 +153,34 @@ pub struct ClusterBinding {
     pub exec_env: Vec<(String, String)>,
 }
 
+/// What the agent records of a Telepresence 2 session: the connector's daemon id and
+/// where its files are, and the traffic-manager session it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Tel2 {
+    /// The `--name` the connector was started with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its Telepresence cache dir (`~/.cache/telepresence`), from its environment.
+    pub cache_dir: PathBuf,
+    /// The daemon id its files are named after, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_id: Option<String>,
+    /// The session cache file the session id was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_file: Option<PathBuf>,
+    /// The traffic-manager session id, once read from that file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The cluster id the session names (the manager namespace's uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// The traffic-manager's namespace.
+    pub manager_namespace: String,
+    /// The session's intercepts, as the traffic-manager listed them when last asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intercepts: Vec<String>,
+}
+
 /// One state change, kept as the session's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
@@ -216,6 +244,10 @@ pub struct SessionRecord {
     pub history: Vec<Transition>,
     /// Every repair action.
     pub actions: Vec<ActionRecord>,
+    /// A Telepresence 2 session's connector and traffic-manager session (absent for 0.x,
+    /// whose `invocation`, `original` and `proxies` say what it changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tel2: Option<Tel2>,
 }
 
 impl SessionRecord {
@@ -265,6 +297,13 @@ impl SessionRecord {
     /// A short description of the target for `status`.
     pub fn target(&self) -> String {
         use crate::telepresence::Mode;
+        if let Some(t) = &self.tel2 {
+            return match (&t.daemon_id, &t.session_id) {
+                (Some(d), Some(s)) => format!("2.x {d} session {s}"),
+                (Some(d), None) => format!("2.x {d}"),
+                (None, _) => "2.x connector".to_string(),
+            };
+        }
         match &self.invocation.mode {
             Mode::Swap { deployment, .. } => format!("swap deployment/{deployment}"),
             Mode::NewDeployment { name: Some(n) } => format!("new {n}"),
@@ -342,6 +381,7 @@ impl SessionRecord {
             state: State::Recorded,
             history: vec![],
             actions: vec![],
+            tel2: None,
         }
     }
 

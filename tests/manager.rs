@@ -18,11 +18,7 @@ pub(crate) const POD: &str = "traffic-manager-6c4b8f9d7-x2x9z";
 /// What `telepresence helm install` leaves in `namespace`, as far as reaching the manager
 /// goes: its Service (`api` port, named target port) and a pod its selector picks, whose
 /// `api` port the emulator forwards to the stand-in. Returns once the pod runs.
-pub(crate) async fn install(
-    c: &TestCluster,
-    namespace: &str,
-    tm: &TrafficManager,
-) -> anyhow::Result<()> {
+pub(crate) fn install(c: &TestCluster, namespace: &str, tm: &TrafficManager) -> anyhow::Result<()> {
     if c.get("namespaces", "", namespace).is_none() {
         c.create(
             "namespaces",
@@ -66,7 +62,7 @@ pub(crate) async fn install(
             std::time::Instant::now() < deadline,
             "the manager pod never ran: {phase:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -74,7 +70,7 @@ pub(crate) async fn install(
 async fn a_session_is_seen_and_departed_through_a_port_forward() -> anyhow::Result<()> {
     let c = start();
     let tm = TrafficManager::start(Options::default())?;
-    install(&c, "ambassador", &tm).await?;
+    install(&c, "ambassador", &tm)?;
     let session = tm.arrive("dev@laptop", "default");
     let kube = client(&c).await;
 
@@ -126,7 +122,7 @@ async fn without_a_manager_or_the_right_to_forward_the_error_says_which() -> any
     }
 
     let tm = TrafficManager::start(Options::default())?;
-    install(&c, "ambassador", &tm).await?;
+    install(&c, "ambassador", &tm)?;
     c.deny("get", "pods/portforward");
     let refused = Manager::connect(&kube, "ambassador").await.err();
     match &refused {

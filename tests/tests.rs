@@ -25,6 +25,8 @@
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
+//! - `telepresence2`: Telepresence 2 end to end: the agent following the connector stand-in,
+//!   ending a dead connector's session in the traffic-manager stand-in.
 //! - `traffic_manager`: the Telepresence 2 traffic-manager stand-in's rules, over gRPC.
 //! - `vm_sleep`: a real suspend and a lost link, in a Debian 13 VM booted under qemu.
 
@@ -45,6 +47,7 @@ mod real_sessions;
 mod service;
 mod sleep;
 mod standin;
+mod telepresence2;
 mod traffic_manager;
 mod util;
 mod vm_sleep;

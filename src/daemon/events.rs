@@ -212,7 +212,9 @@ pub(super) fn watch_programs(
         home.as_deref(),
     );
     let dirs = discovery::search_dirs(path_var.as_deref(), home.as_deref());
-    let discovery = Discovery::watching(&programs, &dirs, Arc::new(move || tx.send(()).is_ok()))?;
+    let mut discovery =
+        Discovery::watching(&programs, &dirs, Arc::new(move || tx.send(()).is_ok()))?;
+    discovery.find_telepresence2(cfg.telepresence2);
     Ok((discovery, programs))
 }
 

@@ -141,6 +141,10 @@ fn bind(
 /// Builds the first record of a newly found session (state `Seen`), or `None` when it is
 /// out of the configured scope.
 pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
+    if f.flavor == telepresence::Flavor::Modern {
+        // A 2.x connector's cluster is known only once it connects: scope is checked then.
+        return Some(super::tel2::new_record(ctx, f));
+    }
     let info = &f.info;
     let invocation = invocation(ctx, f)?;
     let (env, env_problem) = environ_map(info.id.pid);
@@ -181,6 +185,7 @@ pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         state: State::Seen,
         history: Vec::new(),
         actions: Vec::new(),
+        tel2: None,
     };
     // Not final while the cluster is unknown: the kubeconfig may appear or be fixed while
     // the session runs.

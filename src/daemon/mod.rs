@@ -33,6 +33,7 @@ mod reload;
 mod repair;
 mod retry;
 mod sleep;
+mod tel2;
 pub mod unfollowed;
 pub mod waiting;
 
@@ -222,6 +223,11 @@ fn prune(ctx: &Ctx, records: &[SessionRecord]) {
 async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     let key = rec.key.clone();
     if rec.state.is_final() {
+        return key;
+    }
+    if rec.tel2.is_some() {
+        tel2::session_task(&ctx, &mut rec).await;
+        announce(&ctx, &rec);
         return key;
     }
     let exit = exited(rec.process);

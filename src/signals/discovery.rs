@@ -73,11 +73,13 @@ pub enum WatchError {
     Thread(#[source] std::io::Error),
 }
 
-/// A Telepresence 0.x process found.
+/// A Telepresence process found: a 0.x session, or a 2.x connector.
 #[derive(Debug, Clone)]
 pub struct Found {
     /// What `/proc` says about it.
     pub info: ProcessInfo,
+    /// 0.x ([`Flavor::Legacy`]) or a 2.x connector ([`Flavor::Modern`]).
+    pub flavor: Flavor,
     /// Where in its argv the Telepresence program is (the arguments follow it).
     pub program_index: usize,
     /// The program file it runs, made absolute; `None` when it is not a file that can be
@@ -85,9 +87,11 @@ pub struct Found {
     pub program: Option<PathBuf>,
 }
 
-/// Finds Telepresence 0.x processes of the current user among new pids.
+/// Finds Telepresence 0.x processes and 2.x connectors of the current user among new pids.
 #[derive(Debug)]
 pub struct Discovery {
+    /// Whether 2.x connectors are found (config `telepresence2`).
+    telepresence2: bool,
     new: NewProcesses,
     /// Pids seen recently that did not look like Telepresence, with when first seen.
     recheck: HashMap<u32, Instant>,
@@ -174,6 +178,7 @@ impl Discovery {
     /// count besides `telepresence` (see [`program_names`]); nothing is watched.
     pub fn new(programs: &[PathBuf]) -> Self {
         Self {
+            telepresence2: true,
             new: NewProcesses::new(),
             recheck: HashMap::new(),
             names: program_names(programs),
@@ -317,14 +322,34 @@ impl Discovery {
         let program = program_file(&info, idx);
         let head = program.as_deref().and_then(head_of);
         match telepresence::classify(&info.argv, head.as_deref(), &names)? {
-            (Flavor::Legacy, _) if !self.same_test(pid) => None,
+            (_, _) if !self.same_test(pid) => None,
             (Flavor::Legacy, program_index) => Some(Found {
                 info,
+                flavor: Flavor::Legacy,
                 program_index,
                 program,
             }),
+            // Of 2.x, the connector (`connector-foreground`) holds the session; the CLI
+            // commands and the root daemon do not.
+            (Flavor::Modern, program_index)
+                if self.telepresence2
+                    && info.argv.get(program_index + 1).map(String::as_str)
+                        == Some(telepresence::CONNECTOR_COMMAND) =>
+            {
+                Some(Found {
+                    info,
+                    flavor: Flavor::Modern,
+                    program_index,
+                    program,
+                })
+            }
             (Flavor::Modern, _) => None,
         }
+    }
+
+    /// Whether Telepresence 2 connectors are found too (they are unless switched off).
+    pub fn find_telepresence2(&mut self, on: bool) {
+        self.telepresence2 = on;
     }
 
     /// Whether `pid` belongs to this agent's test (see [`TEST_ENV_VAR`]). An environment

@@ -25,7 +25,7 @@ mod program;
 pub use args::{ArgsError, Invocation, Mode, known_flags, parse_legacy_args};
 pub use identity::{Candidate, Evidence, IdPick, Labelled, pick as pick_session_id};
 pub use log::{LogFacts, MAX_LOG_BYTES, read_log};
-pub use program::{DEFAULT_NAMES, Flavor, classify, program_index};
+pub use program::{CONNECTOR_COMMAND, DEFAULT_NAMES, Flavor, classify, program_index};
 
 /// How many characters of the original Deployment's name a 0.x swap proxy keeps.
 pub const PROXY_NAME_PREFIX_CHARS: usize = 17;

@@ -29,6 +29,9 @@ pub enum Flavor {
     Modern,
 }
 
+/// The 2.x subcommand that runs the user daemon (the connector), which holds a session.
+pub const CONNECTOR_COMMAND: &str = "connector-foreground";
+
 /// First arguments that only a 2.x binary accepts: 0.x takes no positional arguments at
 /// all, so a running 0.x session never has one of these right after the program.
 const MODERN_SUBCOMMANDS: &[&str] = &[

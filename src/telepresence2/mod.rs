@@ -3,7 +3,7 @@
 //! one `sessions.json` in 2.6.7-2.15) that survives a killed connector and names the session
 //! the traffic-manager still holds. Nothing here reads files; callers pass the bytes in.
 //!
-//! Groundwork for following 2.x sessions (issue 12): nothing in the daemon uses it yet.
+//! [`verdict`] decides what to do about a dead connector's session.
 //!
 //! Checked against Telepresence's source at v2.6.8, v2.17.0 and v2.20.2 (the newest tag
 //! available): `pkg/client/cli/daemon/{identifier,info}.go`, `pkg/ioutil/safename.go`,
@@ -190,6 +190,8 @@ pub fn cache_dir(
         None => home.map(|h| h.join(".cache/telepresence")),
     }
 }
+
+pub mod verdict;
 
 #[cfg(test)]
 mod tests;

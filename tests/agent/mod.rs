@@ -7,7 +7,7 @@
 //!   `status`, credential plugins, late agents, a corrupt journal.
 
 mod clusters;
-mod harness;
+pub(crate) mod harness;
 mod operations;
 
 pub(crate) use harness::*;

@@ -16,7 +16,7 @@ use telepolice_agent::effects::journal::{DecodeError, JournalError, decode, enco
 use telepolice_agent::platform::ProcessId;
 use telepolice_agent::session::{
     ActionRecord, ClusterBinding, Original, ProxyKind, ProxyObject, ReplicaSource, SCHEMA,
-    SessionRecord, State, Transition,
+    SessionRecord, State, Tel2, Transition,
 };
 
 /// Cases per target in `cargo test`.
@@ -120,7 +120,9 @@ fn has_non_utf8_path(rec: &SessionRecord) -> bool {
         .cwd
         .iter()
         .chain(rec.tmp_root.iter())
-        .chain(rec.cluster.kubeconfig.iter());
+        .chain(rec.cluster.kubeconfig.iter())
+        .chain(rec.tel2.iter().map(|t| &t.cache_dir))
+        .chain(rec.tel2.iter().flat_map(|t| t.session_file.iter()));
     paths.into_iter().any(|p| p.to_str().is_none())
 }
 
@@ -216,6 +218,16 @@ fn record(rng: &mut Rng) -> SessionRecord {
             at: string(rng),
             action: string(rng),
             outcome: string(rng),
+        }),
+        tel2: some(rng, |rng| Tel2 {
+            name: some(rng, string),
+            cache_dir: path(rng),
+            daemon_id: some(rng, string),
+            session_file: some(rng, path),
+            session_id: some(rng, string),
+            cluster_id: some(rng, string),
+            manager_namespace: string(rng),
+            intercepts: many(rng, 3, string),
         }),
     }
 }

@@ -1,0 +1,223 @@
+//! A Telepresence 2 connector stand-in for telepolice-agent's tests, copied into a test's
+//! own dir as `telepresence` and run as `telepresence connector-foreground [--name N]`,
+//! the command line 2.x gives its user daemon.
+//!
+//! What it does is what the facts of 2.x say a connector does after `telepresence connect`
+//! (Telepresence's `pkg/client/cli/connect` and `pkg/client/userd`, v2.20.2):
+//! - `daemons/<id>.json` in the user's Telepresence cache (`$XDG_CACHE_HOME/telepresence`
+//!   or `~/.cache/telepresence`), with the context and namespace, touched every 5 s (the
+//!   real CLI writes it just before starting the connector; the stand-in writes it itself);
+//! - the session a killed connector left resumed when its cache is for the same context and
+//!   namespace and `Remain` answers; else `ArriveAsClient`; then the session cache: `sessions/<id>.json` (2.16+,
+//!   `{"kubeContext","namespace","session"}`) or, for `TEL2_STANDIN_SHAPE=2.15`, one
+//!   `sessions.json` (`{"Host","session"}`) and no daemon file (2.6.7-2.15 had none);
+//!   `TEL2_STANDIN_SHAPE=2.5` writes no cache at all (before 2.6.7);
+//! - `Remain` every 5 s; an intercept when asked (`TEL2_STANDIN_INTERCEPT=<workload>`);
+//! - on SIGTERM or SIGINT (`telepresence quit`): `Depart`, then the session cache is
+//!   deleted (only after the `Depart` succeeded), then the daemon file.
+//!
+//! Not like the real one: it reaches the traffic-manager at `TEL2_STANDIN_MANAGER`
+//! (`host:port`) directly instead of through a port-forward, and it has no root daemon,
+//! no connector socket and no gRPC API of its own. It takes the context and namespace
+//! `connect` would give it from `TEL2_STANDIN_CONTEXT` and `TEL2_STANDIN_NAMESPACE`.
+//! When everything is written it prints `connected <session id>` on stdout.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use trafficmanager::manager::manager_client::ManagerClient;
+use trafficmanager::proto::{
+    ClientInfo, CreateInterceptRequest, InterceptSpec, RemainRequest, SessionInfo,
+};
+
+fn var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+fn cache_dir() -> PathBuf {
+    match var("XDG_CACHE_HOME") {
+        Some(d) => Path::new(&d).join("telepresence"),
+        None => Path::new(&var("HOME").unwrap_or_else(|| "/".into())).join(".cache/telepresence"),
+    }
+}
+
+/// The daemon id: `--name`, or `<context>-<namespace>` (the tests use names that need no
+/// escaping).
+fn daemon_id(name: Option<&str>, context: &str, namespace: &str) -> String {
+    name.map_or_else(|| format!("{context}-{namespace}"), str::to_string)
+}
+
+fn write(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(value)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("connector-foreground") {
+        eprintln!("telepresence2 stand-in: only connector-foreground is served, not {args:?}");
+        std::process::exit(1);
+    }
+    let name = args
+        .iter()
+        .position(|a| a == "--name")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let context = var("TEL2_STANDIN_CONTEXT").ok_or("TEL2_STANDIN_CONTEXT is not set")?;
+    let namespace = var("TEL2_STANDIN_NAMESPACE").unwrap_or_else(|| "default".into());
+    let manager = var("TEL2_STANDIN_MANAGER").ok_or("TEL2_STANDIN_MANAGER is not set")?;
+    let shape = var("TEL2_STANDIN_SHAPE").unwrap_or_else(|| "2.20".into());
+    let modern_cache = shape != "2.15" && shape != "2.5";
+
+    let cache = cache_dir();
+    let id = daemon_id(name.as_deref(), &context, &namespace);
+    let daemon_file = cache.join("daemons").join(format!("{id}.json"));
+    if modern_cache {
+        write(
+            &daemon_file,
+            &serde_json::json!({
+                "options": {}, "in_docker": false, "name": name.clone().unwrap_or_default(),
+                "kube_context": context, "namespace": namespace, "daemon_port": 0,
+                "exposed_ports": null, "hostname": "",
+            }),
+        )?;
+    }
+
+    let mut client = ManagerClient::connect(format!("http://{manager}")).await?;
+    let install_id = format!("install-{}", std::process::id());
+    let per_daemon = cache.join("sessions").join(format!("{id}.json"));
+    let session = match resume(&mut client, &per_daemon, &context, &namespace).await {
+        Some(s) => s,
+        None => client
+            .arrive_as_client(ClientInfo {
+                name: "dev@laptop".into(),
+                install_id: install_id.clone(),
+                product: "telepresence".into(),
+                version: "2.20.2".into(),
+                api_key: String::new(),
+                namespace: namespace.clone(),
+            })
+            .await?
+            .into_inner(),
+    };
+    let saved = serde_json::json!({
+        "session_id": session.session_id, "cluster_id": session.cluster_id,
+        "install_id": session.install_id.clone().unwrap_or(install_id),
+    });
+    let session_file = match shape.as_str() {
+        "2.5" => None,
+        "2.15" => {
+            let host = var("TEL2_STANDIN_HOST").ok_or("TEL2_STANDIN_HOST is not set")?;
+            let f = cache.join("sessions.json");
+            write(&f, &serde_json::json!({"Host": host, "session": saved}))?;
+            Some(f)
+        }
+        _ => {
+            write(
+                &per_daemon,
+                &serde_json::json!({"kubeContext": context, "namespace": namespace, "session": saved}),
+            )?;
+            Some(per_daemon)
+        }
+    };
+    if let Some(workload) = var("TEL2_STANDIN_INTERCEPT") {
+        let made = client
+            .create_intercept(CreateInterceptRequest {
+                session: Some(session.clone()),
+                intercept_spec: Some(InterceptSpec {
+                    name: workload.clone(),
+                    client: "dev@laptop".into(),
+                    agent: workload,
+                    namespace: namespace.clone(),
+                    mechanism: "tcp".into(),
+                    target_host: "127.0.0.1".into(),
+                    target_port: 8080,
+                    port_identifier: "http".into(),
+                    workload_kind: "Deployment".into(),
+                    ..Default::default()
+                }),
+                api_key: String::new(),
+            })
+            .await;
+        // A resumed session has its intercepts still.
+        match made {
+            Err(e) if e.code() != tonic::Code::AlreadyExists => return Err(e.into()),
+            _ => {}
+        }
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "connected {}", session.session_id)?;
+        out.flush()?;
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = every.tick() => {
+                touch(&daemon_file);
+                let remain = RemainRequest { session: Some(session.clone()), api_key: String::new() };
+                if let Err(e) = client.remain(remain).await {
+                    eprintln!("remain: {e}");
+                }
+            }
+        }
+    }
+    quit(&mut client, &session, session_file.as_deref(), &daemon_file).await
+}
+
+/// The session a killed connector left, if its cache is for this context and namespace and
+/// the manager still has it (`Remain` answers): 2.x resumes it, intercepts and all.
+async fn resume(
+    client: &mut ManagerClient<tonic::transport::Channel>,
+    cache: &Path,
+    context: &str,
+    namespace: &str,
+) -> Option<SessionInfo> {
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(cache).ok()?).ok()?;
+    if saved["kubeContext"] != context || saved["namespace"] != namespace {
+        return None;
+    }
+    let s = &saved["session"];
+    let session = SessionInfo {
+        session_id: s["session_id"].as_str()?.to_string(),
+        cluster_id: s["cluster_id"].as_str().unwrap_or_default().to_string(),
+        install_id: s["install_id"].as_str().map(str::to_string),
+    };
+    let remain = RemainRequest {
+        session: Some(session.clone()),
+        api_key: String::new(),
+    };
+    client.remain(remain).await.ok()?;
+    Some(session)
+}
+
+/// What the connector does when it is told to quit.
+async fn quit(
+    client: &mut ManagerClient<tonic::transport::Channel>,
+    session: &SessionInfo,
+    session_file: Option<&Path>,
+    daemon_file: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    client.depart(session.clone()).await?;
+    if let Some(f) = session_file {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_file(daemon_file);
+    Ok(())
+}

@@ -1,0 +1,588 @@
+//! A Telepresence 2 session: its connector (`connector-foreground`) followed from discovery
+//! to its death, and, when it died without departing, its traffic-manager session ended
+//! with `Depart` the way the connector itself would have, through a port-forward (no root
+//! daemon, no sudo).
+//!
+//! While the connector lives, the agent reads (never writes) what it keeps in the user's
+//! Telepresence cache: `daemons/<id>.json` (its context and namespace) and the session cache
+//! (`sessions/<id>.json` from 2.16, `sessions.json` before), which names the session the
+//! traffic-manager holds. When it dies, after `telepresence2_grace_secs`, the decision is
+//! [`telepresence2::verdict::decide`]: only the recorded session, still named by the cache,
+//! with no connector of the same daemon running, is departed; then its cache file goes.
+//! Every step is journaled before it is taken.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use super::retry::Retry;
+use super::{Ctx, environ_map, exited, pass_over_out_of_scope};
+use crate::effects::cluster;
+use crate::effects::manager::{Manager, ManagerError};
+use crate::failpoint;
+use crate::platform;
+use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State, Tel2};
+use crate::signals::discovery::Found;
+use crate::telepresence::{CONNECTOR_COMMAND, Invocation};
+use crate::telepresence2::verdict::{self, Leftover, Verdict};
+use crate::telepresence2::{self as tp2, DAEMON_INFO_STALE_AFTER, Scope};
+
+/// How often a live connector's files are read.
+const READ_EVERY: Duration = Duration::from_secs(1);
+
+/// The action line of a `Depart` (the journal's record that it was done).
+const DEPART: &str = "depart session";
+
+/// The `--name` a connector was started with.
+fn name_flag(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--name" {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix("--name=") {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+/// The connector's Telepresence cache dir, from its environment.
+fn cache_dir_of(env: &HashMap<String, String>, cwd: Option<&Path>) -> Option<PathBuf> {
+    let home = env.get("HOME").map(PathBuf::from);
+    let dir = tp2::cache_dir(
+        env.get("XDG_CACHE_HOME").map(String::as_str),
+        home.as_deref(),
+        cfg!(target_os = "macos"),
+    )?;
+    Some(match cwd {
+        Some(c) if dir.is_relative() => c.join(dir),
+        _ => dir,
+    })
+}
+
+/// The first record of a connector just found (state `Seen`).
+pub(super) fn new_record(ctx: &Ctx, f: &Found) -> SessionRecord {
+    let info = &f.info;
+    let (env, env_problem) = environ_map(info.id.pid);
+    let args = info.argv.get(f.program_index + 1..).unwrap_or(&[]);
+    let name = name_flag(args);
+    let cache_dir = cache_dir_of(&env, info.cwd.as_deref());
+    let mut rec = SessionRecord {
+        schema: SCHEMA,
+        key: SessionRecord::key_for(info.id),
+        process: info.id,
+        argv: info.argv.clone(),
+        cwd: info.cwd.clone(),
+        parent: platform::process_info(info.ppid).ok().map(|p| p.id),
+        tty: info.tty_nr,
+        sid: info.session,
+        uid: info.uid,
+        invocation: Invocation::default(),
+        cluster: ClusterBinding {
+            kubeconfig: cluster::kubeconfig_paths(&env, info.cwd.as_deref()),
+            context: String::new(),
+            namespace: String::new(),
+            server: String::new(),
+            exec_env: Vec::new(),
+        },
+        telepresence_id: None,
+        tmp_root: None,
+        original: None,
+        proxies: Vec::new(),
+        state: State::Seen,
+        history: Vec::new(),
+        actions: Vec::new(),
+        tel2: Some(Tel2 {
+            name,
+            cache_dir: cache_dir.clone().unwrap_or_default(),
+            manager_namespace: ctx.cfg().telepresence2_manager_namespace.clone(),
+            ..Tel2::default()
+        }),
+    };
+    let mut why = format!("Telepresence 2 connector found (pid {})", info.id.pid);
+    match (cache_dir, env_problem) {
+        (Some(dir), None) => why.push_str(&format!("; its cache is {}", dir.display())),
+        (Some(dir), Some(p)) => why.push_str(&format!("; its cache is {} ({p})", dir.display())),
+        (None, p) => why.push_str(&format!(
+            "; its cache dir is unknown (no HOME{})",
+            p.map(|p| format!(": {p}")).unwrap_or_default()
+        )),
+    }
+    rec.transition(State::Seen, why);
+    info!(session = %rec.key, pid = info.id.pid, "new Telepresence 2 connector");
+    rec
+}
+
+/// What the record knows of the connector (always there for a 2.x record).
+fn tel2(rec: &SessionRecord) -> Tel2 {
+    rec.tel2.clone().unwrap_or_default()
+}
+
+fn tel2_mut(rec: &mut SessionRecord) -> &mut Tel2 {
+    rec.tel2.get_or_insert_with(Tel2::default)
+}
+
+/// A `daemons/*.json` file: what it says, and when it was last touched.
+#[derive(Debug)]
+struct DaemonFile {
+    info: tp2::DaemonInfo,
+    touched: SystemTime,
+}
+
+/// The daemon files in `cache_dir` of connectors on this machine (not in a container).
+fn daemon_files(cache_dir: &Path) -> Vec<DaemonFile> {
+    let Ok(dir) = std::fs::read_dir(cache_dir.join("daemons")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            let touched = e.metadata().ok()?.modified().ok()?;
+            let info = tp2::parse_daemon_info(&std::fs::read(e.path()).ok()?).ok()?;
+            (!info.in_docker).then_some(DaemonFile { info, touched })
+        })
+        .collect()
+}
+
+/// The daemon file of this connector: the one fresh (touched within the CLI's staleness
+/// window) with the connector's `--name`, or its only fresh one. `None` while there is none,
+/// or more than one to choose from.
+fn own_daemon_file(t: &Tel2) -> Option<DaemonFile> {
+    let now = SystemTime::now();
+    let mut fresh: Vec<DaemonFile> = daemon_files(&t.cache_dir)
+        .into_iter()
+        .filter(|d| {
+            now.duration_since(d.touched)
+                .is_ok_and(|age| age < DAEMON_INFO_STALE_AFTER)
+        })
+        .filter(|d| match &t.name {
+            Some(n) => d.info.daemon_id() == Some(tp2::safe_name(n)),
+            None => true,
+        })
+        .collect();
+    if fresh.len() == 1 { fresh.pop() } else { None }
+}
+
+/// The session cache of daemon `id`: `sessions/<id>.json` (2.16+), else `sessions.json`
+/// (2.6.7-2.15). The path and what it says; `None` when neither file is there.
+fn session_cache(
+    cache_dir: &Path,
+    id: Option<&str>,
+) -> Option<(PathBuf, Result<tp2::SavedSession, String>)> {
+    let per_daemon = id.map(|id| cache_dir.join("sessions").join(format!("{id}.json")));
+    let candidates = per_daemon
+        .into_iter()
+        .chain([cache_dir.join("sessions.json")]);
+    for path in candidates {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let saved = tp2::parse_saved_session(&bytes).map_err(|e| e.to_string());
+                return Some((path, saved));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Some((path, Err(e.to_string()))),
+        }
+    }
+    None
+}
+
+/// Follows one connector from discovery (or the journal) to a final state.
+pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
+    let exit = exited(rec.process);
+    tokio::pin!(exit);
+    let mut died_at = None;
+    if platform::is_alive(rec.process) {
+        let env = environ_map(rec.process.pid).0;
+        let mut tick = tokio::time::interval(READ_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = &mut exit => break,
+                _ = tick.tick() => {
+                    if !read_live(ctx, rec, &env).await {
+                        return;
+                    }
+                }
+            }
+        }
+        died_at = Some(SystemTime::now());
+    }
+    if rec.state.is_final() {
+        return;
+    }
+    if !matches!(rec.state, State::Orphaned | State::CleaningUp) {
+        info!(session = %rec.key, "Telepresence 2 connector exited");
+        rec.transition(State::Orphaned, "the connector exited");
+        ctx.save(rec);
+        failpoint::hit("tel2.orphaned");
+    }
+    // Known to the second from the journal when the agent restarted meanwhile.
+    let died_at = died_at
+        .or_else(|| orphaned_at(rec))
+        .unwrap_or_else(SystemTime::now);
+    tokio::time::sleep(ctx.cfg().telepresence2_grace).await;
+    end_session(ctx, rec, died_at).await;
+}
+
+/// When the journal says the connector was seen dead (its second, plus one: the time is
+/// kept to the second).
+fn orphaned_at(rec: &SessionRecord) -> Option<SystemTime> {
+    let t = rec
+        .history
+        .iter()
+        .rev()
+        .find(|t| t.state == State::Orphaned)?;
+    let ts: jiff::Timestamp = t.at.parse().ok()?;
+    let secs = u64::try_from(ts.as_second()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs + 1))
+}
+
+/// One read of a live connector's files: learns its daemon id, cluster and session as they
+/// appear or change. False when the session is not the agent's business (out of scope),
+/// and forgotten.
+async fn read_live(ctx: &Ctx, rec: &mut SessionRecord, env: &HashMap<String, String>) -> bool {
+    let t = tel2(rec);
+    if t.daemon_id.is_none() {
+        let Some(d) = own_daemon_file(&t) else {
+            return true;
+        };
+        let Some(id) = d.info.daemon_id() else {
+            return true;
+        };
+        match cluster::resolve_binding(
+            env,
+            rec.cwd.as_deref(),
+            Some(&d.info.kube_context),
+            Some(&d.info.namespace),
+        ) {
+            Ok(b) => rec.cluster = b,
+            Err(e) => {
+                rec.cluster.context = d.info.kube_context.clone();
+                rec.cluster.namespace = d.info.namespace.clone();
+                warn!(session = %rec.key, "Telepresence 2 connector {id}: {e}");
+            }
+        }
+        if !ctx
+            .cfg()
+            .in_scope(&rec.cluster.context, &rec.cluster.namespace)
+        {
+            pass_over_out_of_scope(ctx, rec.process, &rec.argv, &rec.cluster);
+            let _ = ctx.journal.remove(&rec.key);
+            return false;
+        }
+        tel2_mut(rec).daemon_id = Some(id.clone());
+        let why = format!(
+            "daemon {id}: context {} namespace {} ({})",
+            rec.cluster.context,
+            rec.cluster.namespace,
+            if rec.cluster.server.is_empty() {
+                "API server unknown"
+            } else {
+                &rec.cluster.server
+            }
+        );
+        rec.transition(State::Seen, why);
+        ctx.save(rec);
+    }
+    let t = tel2(rec);
+    let Some((path, saved)) = session_cache(&t.cache_dir, t.daemon_id.as_deref()) else {
+        return true;
+    };
+    let saved = match saved {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(session = %rec.key, "{}: {e}", path.display());
+            return true;
+        }
+    };
+    if !same_cluster(&saved.scope, &rec.cluster) {
+        return true;
+    }
+    let id = saved.session.session_id.clone();
+    if t.session_id.as_deref() == Some(id.as_str()) {
+        return true;
+    }
+    let first = t.session_id.is_none();
+    let t = tel2_mut(rec);
+    t.session_id = Some(id.clone());
+    t.cluster_id = Some(saved.session.cluster_id.clone());
+    t.session_file = Some(path.clone());
+    let why = if first {
+        format!(
+            "session {id} in the traffic-manager (cluster id {}), cached in {}",
+            saved.session.cluster_id,
+            path.display()
+        )
+    } else {
+        format!(
+            "now session {id} (the connector arrived again), cached in {}",
+            path.display()
+        )
+    };
+    rec.transition(State::Recorded, why);
+    ctx.save(rec);
+    failpoint::hit("tel2.recorded");
+    learn_intercepts(ctx, rec, &id).await;
+    true
+}
+
+/// Whether a saved session is for the connector's cluster: its context and namespace
+/// (2.16+), or its API server (`sessions.json`).
+fn same_cluster(scope: &Scope, b: &ClusterBinding) -> bool {
+    match scope {
+        Scope::Daemon { context, namespace } => *context == b.context && *namespace == b.namespace,
+        Scope::Host(host) => {
+            b.server.is_empty() || host.trim_end_matches('/') == b.server.trim_end_matches('/')
+        }
+    }
+}
+
+/// Asks the traffic-manager once which intercepts the session holds, for the record (a
+/// failure is only logged: nothing depends on it while the connector lives).
+async fn learn_intercepts(ctx: &Ctx, rec: &mut SessionRecord, session_id: &str) {
+    let ns = tel2(rec).manager_namespace;
+    let read = async {
+        let client = cluster::client_for(&rec.cluster)
+            .await
+            .map_err(ManagerError::from)?;
+        Manager::connect(&client, &ns)
+            .await?
+            .session_intercepts(session_id)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(Ok(Some(list))) => {
+            let names: Vec<String> = list
+                .iter()
+                .map(|i| format!("{}/{} ({})", i.namespace, i.workload, i.name))
+                .collect();
+            if names != tel2(rec).intercepts {
+                tel2_mut(rec).intercepts = names;
+                ctx.save(rec);
+            }
+        }
+        Ok(Ok(None)) => {
+            info!(session = %rec.key, "the traffic-manager does not list session {session_id} (yet)")
+        }
+        Ok(Err(e)) => {
+            info!(session = %rec.key, "cannot list the intercepts of session {session_id}: {e}")
+        }
+        Err(_) => {
+            info!(session = %rec.key, "listing the intercepts of session {session_id} timed out")
+        }
+    }
+}
+
+/// Whether a connector for the same daemon runs now: a live connector process with the same
+/// `--name` and cache dir, or the daemon file touched since the recorded one died.
+fn connector_running(rec: &SessionRecord, died_at: SystemTime) -> bool {
+    let t = tel2(rec);
+    let touched = t.daemon_id.as_deref().and_then(|id| {
+        std::fs::metadata(t.cache_dir.join("daemons").join(format!("{id}.json")))
+            .and_then(|m| m.modified())
+            .ok()
+    });
+    if touched.is_some_and(|at| at > died_at) {
+        return true;
+    }
+    let Ok(all) = platform::all_argv() else {
+        // Unknowable: count it as running, which never departs.
+        return true;
+    };
+    all.into_iter().any(|(pid, argv)| {
+        pid != rec.process.pid
+            && argv
+                .iter()
+                .position(|a| a == CONNECTOR_COMMAND)
+                .is_some_and(|i| i >= 1)
+            && platform::process_info(pid).is_ok_and(|p| p.uid == rec.uid)
+            && {
+                let i = argv
+                    .iter()
+                    .position(|a| a == CONNECTOR_COMMAND)
+                    .unwrap_or(0);
+                let env = environ_map(pid).0;
+                name_flag(&argv[i + 1..]) == t.name
+                    && cache_dir_of(&env, platform::process_cwd(pid).ok().as_deref()).as_deref()
+                        == Some(t.cache_dir.as_path())
+            }
+    })
+}
+
+/// The session id the cache names now, if any.
+fn cached_now(rec: &SessionRecord) -> Option<String> {
+    let t = tel2(rec);
+    let (_, saved) = session_cache(&t.cache_dir, t.daemon_id.as_deref())?;
+    saved.ok().map(|s| s.session.session_id)
+}
+
+/// After the grace: decides, then departs and removes the cache file, retrying while the
+/// cluster or the traffic-manager cannot be reached.
+async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
+    let mut retry = Retry::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        300,
+        ctx.probe.subscribe(),
+    );
+    let mut last_problem = String::new();
+    loop {
+        let t = tel2(rec);
+        let cache_now = cached_now(rec);
+        let leftover = Leftover {
+            recorded: t.session_id.as_deref(),
+            cache_now: cache_now.as_deref(),
+            connector_running: connector_running(rec, died_at),
+            departed: rec
+                .actions
+                .iter()
+                .any(|a| a.action.starts_with(DEPART) && a.outcome.starts_with("done")),
+            daemon_info_seen: t.daemon_id.is_some(),
+        };
+        let (id, departing) = match verdict::decide(leftover) {
+            Verdict::Ended(why) => {
+                rec.transition(State::Ended, why.to_string());
+                ctx.save(rec);
+                info!(session = %rec.key, "Telepresence 2 session ended: {why}");
+                return;
+            }
+            Verdict::Attention(why) => {
+                attention(ctx, rec, &why.to_string());
+                return;
+            }
+            Verdict::Depart(id) => (id, true),
+            Verdict::Finish(id) => (id, false),
+        };
+        if ctx.cfg().dry_run {
+            rec.act(
+                format!(
+                    "{DEPART} {id} in the traffic-manager in {}",
+                    t.manager_namespace
+                ),
+                "dry-run",
+            );
+            attention(
+                ctx,
+                rec,
+                &format!("dry run: session {id} would have been departed"),
+            );
+            return;
+        }
+        if rec.state != State::CleaningUp {
+            rec.transition(
+                State::CleaningUp,
+                format!("ending session {id}: the connector died and no connector resumed it"),
+            );
+            if let Err(e) = ctx.save_durably(rec) {
+                warn!(session = %rec.key, "not departing before the journal takes it: {e}");
+                let tried = tokio::time::Instant::now();
+                retry.pause(tried, Duration::from_secs(30)).await;
+                continue;
+            }
+            failpoint::hit("tel2.cleaning");
+        }
+        let tried = tokio::time::Instant::now();
+        match depart(ctx, rec, &id, departing).await {
+            Ok(()) => {
+                rec.transition(
+                    State::Cleaned,
+                    format!("ended session {id}: {}", rec.repair_summary()),
+                );
+                ctx.save(rec);
+                ctx.board.done(&rec.key);
+                info!(session = %rec.key, "Telepresence 2 session {id} ended: {}", rec.repair_summary());
+                return;
+            }
+            Err(e) if e.is_transient() => {
+                let problem = format!("cannot reach the traffic-manager yet ({e}); trying again");
+                ctx.board.failed(&rec.key, problem.clone());
+                if problem != last_problem {
+                    warn!(session = %rec.key, "{problem}");
+                    last_problem = problem;
+                }
+                retry.pause(tried, Duration::from_secs(30)).await;
+            }
+            Err(e) => {
+                ctx.board.done(&rec.key);
+                attention(ctx, rec, &format!("cannot end session {id}: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// `Depart` (unless done already), then the cache file, each journaled when done.
+async fn depart(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    id: &str,
+    departing: bool,
+) -> Result<(), ManagerError> {
+    let ns = tel2(rec).manager_namespace;
+    if departing {
+        let client = cluster::client_for(&rec.cluster).await?;
+        let manager = Manager::connect(&client, &ns).await?;
+        // Read first: a session the manager no longer has (expired, or departed before an
+        // agent crash) is not departed again.
+        let held = manager.session_intercepts(id).await?;
+        let action = format!("{DEPART} {id} in the traffic-manager in {ns}");
+        match held {
+            None => rec.act(action, "done: the traffic-manager no longer had it"),
+            Some(list) => {
+                failpoint::hit("tel2.depart");
+                manager.depart(id).await?;
+                let names: Vec<String> = list
+                    .iter()
+                    .map(|i| format!("{}/{}", i.namespace, i.workload))
+                    .collect();
+                let outcome = if names.is_empty() {
+                    "done".to_string()
+                } else {
+                    format!("done (its intercepts of {} went with it)", names.join(", "))
+                };
+                rec.act(action, outcome);
+            }
+        }
+        ctx.save(rec);
+        failpoint::hit("tel2.departed");
+    }
+    remove_cache(ctx, rec, id);
+    Ok(())
+}
+
+/// Removes the session cache file if it still names `id` (what Telepresence does after a
+/// successful `Depart`), so that the next `telepresence connect` starts afresh.
+fn remove_cache(ctx: &Ctx, rec: &mut SessionRecord, id: &str) {
+    let t = tel2(rec);
+    let Some((path, Ok(saved))) = session_cache(&t.cache_dir, t.daemon_id.as_deref()) else {
+        return;
+    };
+    if saved.session.session_id != id {
+        return;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => rec.act(format!("remove {}", path.display()), "done"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => rec.act(format!("remove {}", path.display()), format!("failed: {e}")),
+    }
+    ctx.save(rec);
+}
+
+/// NeedsAttention, with what a person can run.
+fn attention(ctx: &Ctx, rec: &mut SessionRecord, why: &str) {
+    let command = match (rec.cluster.context.as_str(), rec.cluster.namespace.as_str()) {
+        ("", _) | (_, "") => "`telepresence connect` then `telepresence quit`".to_string(),
+        (c, n) => {
+            format!("`telepresence connect --context {c} --namespace {n}` then `telepresence quit`")
+        }
+    };
+    let text = format!(
+        "{why}; to end the session yourself, run {command} (it resumes the session, then departs it)"
+    );
+    warn!(session = %rec.key, "{text}");
+    rec.transition(State::NeedsAttention, text);
+    ctx.save(rec);
+}

@@ -1,0 +1,260 @@
+//! Telepresence 2 end to end: the real agent following the connector stand-in
+//! (`examples/telepresence2.rs`, run as `telepresence connector-foreground`) whose sessions
+//! live in the traffic-manager stand-in, reached by the agent through the emulator's
+//! `pods/portforward`, as Telepresence's own connector reaches it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use trafficmanager::manager::manager_client::ManagerClient;
+use trafficmanager::proto::{CreateInterceptRequest, InterceptSpec};
+use trafficmanager::{Disposition, Options, TrafficManager};
+
+use crate::agent::harness::{Agent, actions, last_reason, wait_for};
+use crate::util::{Env, examples_dir, text};
+
+/// An emulator with a traffic-manager installed, its stand-in, and this test's copy of the
+/// connector stand-in as `telepresence`.
+struct Tel2 {
+    env: Env,
+    tm: TrafficManager,
+    program: PathBuf,
+    context: String,
+}
+
+impl Tel2 {
+    fn new() -> Option<Self> {
+        let env = Env::new()?;
+        let tm =
+            TrafficManager::start(Options::default()).expect("the traffic-manager stand-in starts");
+        crate::manager::install(&env.cluster, "ambassador", &tm)
+            .expect("the traffic-manager is installed");
+        let bin = env.path("bin");
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        let program = bin.join("telepresence");
+        std::fs::copy(examples_dir().join("telepresence2"), &program)
+            .expect("the connector stand-in is copied (cargo test builds examples)");
+        let kubeconfig = std::fs::read_to_string(&env.kubeconfig).expect("kubeconfig");
+        let context = kubeconfig
+            .lines()
+            .find_map(|l| l.strip_prefix("current-context: "))
+            .expect("a current context")
+            .trim()
+            .to_string();
+        Some(Tel2 {
+            env,
+            tm,
+            program,
+            context,
+        })
+    }
+
+    fn agent(&self, extra_config: &str) -> Agent {
+        Agent::start_with(
+            &self.env,
+            &self.program,
+            &format!("telepresence2_grace_secs = 0.5\n{extra_config}"),
+        )
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.env.path("xdg-cache").join("telepresence")
+    }
+
+    /// `telepresence connect` (and an intercept of `intercept`): the connector, once it
+    /// says it is connected, and its session id.
+    fn connect(&self, intercept: Option<&str>, extra: &[(&str, &str)]) -> (Child, String) {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("connector-foreground")
+            .env("XDG_CACHE_HOME", self.env.path("xdg-cache"))
+            .env("KUBECONFIG", &self.env.kubeconfig)
+            .env("TELEPOLICE_TEST_ENV", self.env.dir.path())
+            .env("TEL2_STANDIN_CONTEXT", &self.context)
+            .env("TEL2_STANDIN_NAMESPACE", "default")
+            .env("TEL2_STANDIN_MANAGER", self.tm.addr().to_string())
+            .env("TEL2_STANDIN_INTERCEPT", intercept.unwrap_or(""))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the connector stand-in starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the connector says it connected");
+        let id = line
+            .trim()
+            .strip_prefix("connected ")
+            .unwrap_or_else(|| panic!("not connected: {line:?}"));
+        (child, id.to_string())
+    }
+
+    fn session_file(&self) -> PathBuf {
+        self.cache()
+            .join("sessions")
+            .join(format!("{}-default.json", self.context))
+    }
+
+    /// A colleague's intercept of `workload` in their own session: its disposition.
+    fn colleague_intercepts(&self, workload: &str) -> (i32, String) {
+        let colleague = self.tm.arrive("colleague@desk", "default");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let mut c = ManagerClient::connect(format!("http://{}", self.tm.addr()))
+                .await
+                .expect("a client");
+            let info = c
+                .create_intercept(CreateInterceptRequest {
+                    session: Some(colleague),
+                    intercept_spec: Some(InterceptSpec {
+                        name: workload.into(),
+                        agent: workload.into(),
+                        namespace: "default".into(),
+                        port_identifier: "http".into(),
+                        ..Default::default()
+                    }),
+                    api_key: String::new(),
+                })
+                .await
+                .expect("an answer")
+                .into_inner();
+            (info.disposition, info.message)
+        })
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn session_of<'a>(sessions: &'a [Value], id: &str) -> Option<&'a Value> {
+    sessions.iter().find(|r| text(r, "/tel2/session_id") == id)
+}
+
+#[test]
+fn a_killed_connectors_session_is_departed_and_a_colleague_can_intercept() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(Some("echo"), &[]);
+    // Recorded while it lives: the session and its intercept.
+    wait_for("the session recorded", || {
+        agent.sessions().iter().any(|r| {
+            text(r, "/tel2/session_id") == id
+                && r["tel2"]["intercepts"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+        })
+    });
+    let (d, msg) = t.colleague_intercepts("echo");
+    assert_eq!(
+        d,
+        Disposition::AgentError as i32,
+        "the dead laptop's intercept is in the way: {msg}"
+    );
+
+    kill9(&mut connector);
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(text(&rec, "/tel2/session_id"), id);
+    assert!(t.tm.sessions().iter().all(|s| *s != id), "departed");
+    assert_eq!(t.tm.calls_of("Depart", &id).len(), 1, "{:?}", t.tm.calls());
+    assert!(
+        !t.session_file().exists(),
+        "the session cache goes after the Depart"
+    );
+    let done = actions(&rec);
+    assert!(
+        done.iter()
+            .any(|a| a.starts_with(&format!("depart session {id}")) && a.contains("echo")),
+        "{done:?}"
+    );
+    // The colleague's intercept is served now.
+    wait_for("the dead session's intercept to go", || {
+        t.tm.intercepts().iter().all(|i| !i.id.starts_with(&id))
+    });
+    let (d, msg) = t.colleague_intercepts("echo-2");
+    assert_eq!(d, Disposition::Active as i32, "{msg}");
+    agent.stop();
+}
+
+#[test]
+fn a_connector_that_quits_departs_itself_and_the_agent_does_nothing() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(None, &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &connector.id().to_string()])
+        .status();
+    let _ = connector.wait();
+    let rec = agent.wait_state("Ended");
+    assert!(
+        last_reason(&rec).contains("Telepresence departed the session itself"),
+        "{rec:#}"
+    );
+    assert_eq!(
+        t.tm.calls_of("Depart", &id).len(),
+        1,
+        "only the connector's own: {:?}",
+        t.tm.calls()
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_connector_restarted_within_the_grace_keeps_its_session() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = Agent::start_with(&t.env, &t.program, "telepresence2_grace_secs = 3\n");
+    let (mut first, id) = t.connect(Some("echo"), &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    kill9(&mut first);
+    // `telepresence connect` again at once: the new connector resumes the same session.
+    let (mut second, resumed) = t.connect(Some("echo"), &[]);
+    assert_eq!(
+        resumed, id,
+        "the stand-in resumes a session its manager still has"
+    );
+    let rec = agent.wait_state("Ended");
+    assert!(
+        last_reason(&rec).contains("a connector for the same daemon runs again"),
+        "{rec:#}"
+    );
+    assert!(
+        t.tm.calls_of("Depart", &id).is_empty(),
+        "{:?}",
+        t.tm.calls()
+    );
+    assert!(t.tm.sessions().contains(&id));
+    assert!(t.session_file().exists());
+    kill9(&mut second);
+    agent.stop();
+}
+
+#[test]
+fn a_2x_without_a_session_cache_needs_a_person_not_a_guess() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(None, &[("TEL2_STANDIN_SHAPE", "2.5")]);
+    // Nothing on disk names the session: the agent cannot know it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    kill9(&mut connector);
+    let rec = agent.wait_state("NeedsAttention");
+    let why = last_reason(&rec);
+    assert!(why.contains("before 2.6.7"), "{why}");
+    assert!(why.contains("telepresence connect"), "{why}");
+    assert!(t.tm.calls_of("Depart", &id).is_empty());
+    assert!(t.tm.sessions().contains(&id), "left alone");
+    agent.stop();
+}
