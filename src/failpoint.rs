@@ -30,6 +30,13 @@
 //! - `cleanup.helpers-stopped`: local helpers are stopped and the temp dir removed, before
 //!   the final state is saved.
 //!
+//! A Telepresence 2 session (`daemon::tel2`):
+//! - `tel2.recorded`: the session id read from the session cache is saved (`Recorded`).
+//! - `tel2.orphaned`: the connector was seen dead and that is saved, before the grace.
+//! - `tel2.cleaning`: `CleaningUp` is saved, before the traffic-manager is asked anything.
+//! - `tel2.departed`: the traffic-manager answered `Depart`, and that is not journaled yet.
+//! - `tel2.depart-saved`: the `Depart` is saved, before the session cache file is removed.
+//!
 //! # Guarantees
 //! Only builds with debug assertions (what `cargo test` builds) contain failpoints; in a
 //! release build [`hit`] is empty and the variable is never read.

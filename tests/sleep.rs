@@ -287,3 +287,63 @@ fn a_delay_inhibitor_that_logind_grants_late_is_still_taken_and_held() {
     agent.stop();
     drop(bus);
 }
+
+/// Telepresence 2: a live connector is left alone across a sleep with `keep`; with
+/// `end-sessions` it is told to quit before the sleep (SIGTERM, on which a 2.x connector
+/// departs its session, as `telepresence quit` makes it), so that its intercepts do not
+/// send colleagues' traffic to a sleeping laptop.
+#[test]
+fn a_2x_connector_is_left_alone_across_a_sleep_or_quits_before_it() {
+    use crate::telepresence2::{Tel2, session_of};
+    let Some(t) = Tel2::new() else { return };
+    let Some(bus) = PrivateBus::start(&t.env) else {
+        return;
+    };
+    let logind = Logind::serve(&bus.address);
+    let agent = Agent::start_with_env(
+        &t.env,
+        &t.program,
+        "telepresence2_grace_secs = 0.5\n",
+        &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
+    );
+    let (mut connector, id) = t.connect(Some("echo"), &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+
+    logind.prepare_for_sleep(true);
+    agent.wait_log("sessions are left running");
+    logind.prepare_for_sleep(false);
+    agent.wait_log("the machine woke up");
+    assert!(alive(connector.id()), "the connector still runs");
+    assert!(t.tm.sessions().contains(&id));
+    assert!(
+        t.tm.calls_of("Depart", &id).is_empty(),
+        "{:?}",
+        t.tm.calls()
+    );
+
+    let config = t.env.path("agent-config.toml");
+    let written = std::fs::read_to_string(&config).expect("the agent's config");
+    std::fs::write(&config, format!("{written}on_sleep = \"end-sessions\"\n")).expect("written");
+    agent.hangup();
+    wait_for("the agent holds a delay inhibitor for sleep", || {
+        logind.inhibits().len() == 1
+    });
+    logind.prepare_for_sleep(true);
+    wait_for("the agent lets the sleep go", || logind.released() == 1);
+    // By then the connector departed its session and exited.
+    assert!(!t.tm.sessions().contains(&id), "departed before the sleep");
+    assert!(t.tm.intercepts().is_empty(), "{:?}", t.tm.intercepts());
+    let _ = connector.wait();
+    let rec = agent.wait_state("Ended");
+    assert_eq!(
+        rec["actions"],
+        serde_json::json!([]),
+        "nothing left for the agent"
+    );
+    assert_eq!(t.tm.calls_of("Depart", &id).len(), 1, "the connector's own");
+    logind.prepare_for_sleep(false);
+    agent.stop();
+    drop(bus);
+}

@@ -17,15 +17,15 @@ use crate::util::{Env, examples_dir, text};
 
 /// An emulator with a traffic-manager installed, its stand-in, and this test's copy of the
 /// connector stand-in as `telepresence`.
-struct Tel2 {
-    env: Env,
-    tm: TrafficManager,
-    program: PathBuf,
+pub(crate) struct Tel2 {
+    pub(crate) env: Env,
+    pub(crate) tm: TrafficManager,
+    pub(crate) program: PathBuf,
     context: String,
 }
 
 impl Tel2 {
-    fn new() -> Option<Self> {
+    pub(crate) fn new() -> Option<Self> {
         let env = Env::new()?;
         let tm =
             TrafficManager::start(Options::default()).expect("the traffic-manager stand-in starts");
@@ -65,7 +65,11 @@ impl Tel2 {
 
     /// `telepresence connect` (and an intercept of `intercept`): the connector, once it
     /// says it is connected, and its session id.
-    fn connect(&self, intercept: Option<&str>, extra: &[(&str, &str)]) -> (Child, String) {
+    pub(crate) fn connect(
+        &self,
+        intercept: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (Child, String) {
         let mut cmd = Command::new(&self.program);
         cmd.arg("connector-foreground")
             .env("XDG_CACHE_HOME", self.env.path("xdg-cache"))
@@ -136,7 +140,7 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn session_of<'a>(sessions: &'a [Value], id: &str) -> Option<&'a Value> {
+pub(crate) fn session_of<'a>(sessions: &'a [Value], id: &str) -> Option<&'a Value> {
     sessions.iter().find(|r| text(r, "/tel2/session_id") == id)
 }
 
@@ -257,4 +261,53 @@ fn a_2x_without_a_session_cache_needs_a_person_not_a_guess() {
     assert!(t.tm.calls_of("Depart", &id).is_empty());
     assert!(t.tm.sessions().contains(&id), "left alone");
     agent.stop();
+}
+
+/// The agent killed at each failpoint of a 2.x session's end, then restarted on the same
+/// journal: the session is departed, exactly once, and its cache file removed.
+#[test]
+fn an_agent_killed_at_any_step_departs_exactly_once_after_a_restart() {
+    for failpoint in [
+        "tel2.recorded",
+        "tel2.orphaned",
+        "tel2.cleaning",
+        "tel2.departed",
+        "tel2.depart-saved",
+    ] {
+        let Some(t) = Tel2::new() else { return };
+        let config = "telepresence2_grace_secs = 0.5\n";
+        let mut agent = Agent::start_with_env(
+            &t.env,
+            &t.program,
+            config,
+            &[("TELEPOLICE_FAILPOINT", failpoint)],
+        );
+        let (mut connector, id) = t.connect(Some("echo"), &[]);
+        if failpoint == "tel2.recorded" {
+            agent.wait_killed_at(failpoint);
+            agent = Agent::start_with(&t.env, &t.program, config);
+            wait_for("the session followed again", || {
+                session_of(&agent.sessions(), &id).is_some()
+            });
+            kill9(&mut connector);
+        } else {
+            wait_for("the session recorded", || {
+                session_of(&agent.sessions(), &id).is_some()
+            });
+            kill9(&mut connector);
+            agent.wait_killed_at(failpoint);
+            agent = Agent::start_with(&t.env, &t.program, config);
+        }
+        let rec = agent.wait_state("Cleaned");
+        assert_eq!(text(&rec, "/tel2/session_id"), id, "{failpoint}");
+        assert_eq!(
+            t.tm.calls_of("Depart", &id).len(),
+            1,
+            "{failpoint}: {:?}",
+            t.tm.calls()
+        );
+        assert!(!t.tm.sessions().contains(&id), "{failpoint}");
+        assert!(!t.session_file().exists(), "{failpoint}");
+        agent.stop();
+    }
 }

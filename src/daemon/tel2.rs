@@ -532,8 +532,8 @@ async fn depart(
         match held {
             None => rec.act(action, "done: the traffic-manager no longer had it"),
             Some(list) => {
-                failpoint::hit("tel2.depart");
                 manager.depart(id).await?;
+                failpoint::hit("tel2.departed");
                 let names: Vec<String> = list
                     .iter()
                     .map(|i| format!("{}/{}", i.namespace, i.workload))
@@ -547,7 +547,7 @@ async fn depart(
             }
         }
         ctx.save(rec);
-        failpoint::hit("tel2.departed");
+        failpoint::hit("tel2.depart-saved");
     }
     remove_cache(ctx, rec, id);
     Ok(())
