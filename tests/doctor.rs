@@ -164,6 +164,10 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
             "ok    permissions testcluster: all 13 permissions the agent needs in namespace default (deployments.apps, pods, services)".to_string(),
         ),
         (
+            "traffic-manager testcluster",
+            "ok    traffic-manager testcluster: none in namespace ambassador (no service/traffic-manager)".to_string(),
+        ),
+        (
             "telepresence",
             format!(
                 "ok    telepresence: {} 0.109 (0.x: the agent follows its sessions)",
@@ -206,11 +210,12 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
     assert_eq!(out.stdout.lines().count(), expect_prefix.len() + 2, "{out}");
     assert!(
         out.stdout
-            .ends_with("\n\n9 checks: 9 ok, 0 warnings, 0 failed; all good\n"),
+            .ends_with("\n\n10 checks: 10 ok, 0 warnings, 0 failed; all good\n"),
         "{out}"
     );
 
-    // The doctor changed nothing: it asked for the version and one review per permission.
+    // The doctor changed nothing: it asked for the version, one review per permission,
+    // and for the traffic-manager's Service (there is none).
     let asked: Vec<(String, String, u16)> = w
         .env
         .cluster
@@ -234,9 +239,9 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
         .count();
     assert_eq!(reviews, 13, "{asked:?}");
     assert!(
-        asked
-            .iter()
-            .all(|(v, r, _)| r == "/version" || (v == "create" && r == "selfsubjectaccessreviews")),
+        asked.iter().all(|(v, r, _)| r == "/version"
+            || (v == "create" && r == "selfsubjectaccessreviews")
+            || (v == "get" && r == "services")),
         "{asked:?}"
     );
 
@@ -244,7 +249,7 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
     assert_eq!(json.code, Some(0), "{json}");
     let v: Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(v["healthy"], true);
-    assert_eq!(v["summary"]["ok"], 9);
+    assert_eq!(v["summary"]["ok"], 10);
     assert_eq!(v["checks"][3]["check"], "permissions testcluster");
     assert_eq!(v["checks"][3]["status"], "ok");
 
@@ -505,4 +510,53 @@ fn a_daemon_that_is_not_running_fails() {
             .starts_with("warn  service: not installed (no telepolice-agent.service in "),
         "{out}"
     );
+}
+
+/// Telepresence 2: whether the traffic-manager answers through a port-forward, and whether
+/// the user may open one (the agent's WebSocket port-forward needs `get`, which
+/// Telepresence's own client Role does not grant).
+#[test]
+fn the_traffic_manager_is_reached_and_its_port_forward_permissions_checked() {
+    let w = World::new("", false);
+    let none = w.doctor(&[]);
+    assert!(
+        none.line("traffic-manager testcluster").starts_with(
+            "ok    traffic-manager testcluster: none in namespace ambassador (no service/traffic-manager)"
+        ),
+        "{none}"
+    );
+
+    let tm =
+        trafficmanager::TrafficManager::start(Default::default()).expect("the stand-in starts");
+    crate::manager::install(&w.env.cluster, "ambassador", &tm).expect("installed");
+    let out = w.doctor(&[]);
+    assert!(
+        out.line("traffic-manager testcluster").starts_with(&format!(
+            "ok    traffic-manager testcluster: Telepresence 2's traffic-manager 2.20.2 in namespace ambassador answers through a port-forward to pod {}",
+            crate::manager::POD
+        )),
+        "{out}"
+    );
+    assert!(
+        out.line("traffic-manager access testcluster").starts_with(
+            "ok    traffic-manager access testcluster: all 4 permissions the traffic-manager's port-forward takes in namespace ambassador"
+        ),
+        "{out}"
+    );
+
+    w.env.cluster.deny("get", "pods/portforward");
+    let denied = w.doctor(&[]);
+    assert!(
+        denied
+            .line("traffic-manager testcluster")
+            .starts_with("warn  traffic-manager testcluster: forwarding to port 8081 of pod"),
+        "{denied}"
+    );
+    let access = denied.line("traffic-manager access testcluster");
+    assert!(access.starts_with("warn "), "{denied}");
+    assert!(
+        access.contains("may not get pods/portforward (to open the port-forward"),
+        "{access}"
+    );
+    assert!(!access.contains("create pods/portforward"), "{access}");
 }

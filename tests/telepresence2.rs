@@ -311,3 +311,72 @@ fn an_agent_killed_at_any_step_departs_exactly_once_after_a_restart() {
         agent.stop();
     }
 }
+
+#[test]
+fn a_refused_port_forward_or_no_traffic_manager_needs_a_person_with_the_command() {
+    let Some(t) = Tel2::new() else { return };
+    t.env.cluster.deny("get", "pods/portforward");
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(None, &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    kill9(&mut connector);
+    let rec = agent.wait_state("NeedsAttention");
+    let why = last_reason(&rec);
+    assert!(
+        why.contains(&format!(
+            "cannot end session {id}: forwarding to port 8081 of pod"
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains(&format!(
+            "`telepresence connect --context {} --namespace default` then `telepresence quit`",
+            t.context
+        )),
+        "{why}"
+    );
+    assert!(t.tm.sessions().contains(&id), "left alone");
+    assert!(
+        t.session_file().exists(),
+        "its cache is kept for the person"
+    );
+    agent.stop();
+
+    // A manager namespace with no traffic-manager in it.
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("telepresence2_manager_namespace = \"elsewhere\"\n");
+    let (mut connector, id) = t.connect(None, &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    kill9(&mut connector);
+    let why = last_reason(&agent.wait_state("NeedsAttention"));
+    assert!(
+        why.contains(
+            "no traffic-manager to reach in namespace elsewhere: no service/traffic-manager"
+        ),
+        "{why}"
+    );
+    agent.stop();
+}
+
+#[test]
+fn while_the_cluster_cannot_be_reached_the_session_waits_then_is_departed() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(Some("echo"), &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    t.env.cluster.set_reachable(false);
+    kill9(&mut connector);
+    agent.wait_log("cannot reach the traffic-manager yet");
+    assert!(t.tm.calls_of("Depart", &id).is_empty());
+    t.env.cluster.set_reachable(true);
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(text(&rec, "/tel2/session_id"), id);
+    assert_eq!(t.tm.calls_of("Depart", &id).len(), 1);
+    agent.stop();
+}

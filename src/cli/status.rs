@@ -226,6 +226,28 @@ pub fn detail(r: &SessionRecord, waiting: Option<&Waiting>) -> String {
             o.source
         );
     }
+    if let Some(t) = &r.tel2 {
+        let _ = writeln!(
+            out,
+            "  telepresence 2 daemon {}, cache {}, traffic-manager in {}",
+            t.daemon_id.as_deref().unwrap_or("?"),
+            t.cache_dir.display(),
+            t.manager_namespace
+        );
+        if let Some(id) = &t.session_id {
+            let _ = writeln!(
+                out,
+                "  traffic-manager session {id} (cluster id {}), cached in {}",
+                t.cluster_id.as_deref().unwrap_or("?"),
+                t.session_file
+                    .as_deref()
+                    .map_or_else(|| "?".to_string(), |p| p.display().to_string())
+            );
+        }
+        for i in &t.intercepts {
+            let _ = writeln!(out, "  intercept {i}");
+        }
+    }
     for p in &r.proxies {
         let _ = writeln!(
             out,

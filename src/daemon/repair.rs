@@ -96,9 +96,9 @@ pub(super) async fn repair(ctx: &Ctx, rec: &mut SessionRecord) {
 }
 
 /// The first pause after a failed try.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause between tries (plus up to 300 ms of jitter).
-const MAX_BACKOFF: Duration = Duration::from_millis(1500);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_millis(1500);
 /// The longest pause between tries when no client could be built.
 const CLIENT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 

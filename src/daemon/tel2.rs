@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use super::repair::{FIRST_BACKOFF, MAX_BACKOFF};
 use super::retry::Retry;
 use super::{Ctx, environ_map, exited, pass_over_out_of_scope};
 use crate::effects::cluster;
@@ -422,12 +423,9 @@ fn cached_now(rec: &SessionRecord) -> Option<String> {
 /// After the grace: decides, then departs and removes the cache file, retrying while the
 /// cluster or the traffic-manager cannot be reached.
 async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
-    let mut retry = Retry::new(
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-        300,
-        ctx.probe.subscribe(),
-    );
+    // The 0.x repair's schedule: a dead session's end waits, and must follow within a
+    // second or two of the cluster answering again.
+    let mut retry = Retry::new(FIRST_BACKOFF, MAX_BACKOFF, 300, ctx.probe.subscribe());
     let mut last_problem = String::new();
     loop {
         let t = tel2(rec);
@@ -479,7 +477,7 @@ async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
             if let Err(e) = ctx.save_durably(rec) {
                 warn!(session = %rec.key, "not departing before the journal takes it: {e}");
                 let tried = tokio::time::Instant::now();
-                retry.pause(tried, Duration::from_secs(30)).await;
+                retry.pause(tried, MAX_BACKOFF).await;
                 continue;
             }
             failpoint::hit("tel2.cleaning");
@@ -503,7 +501,7 @@ async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
                     warn!(session = %rec.key, "{problem}");
                     last_problem = problem;
                 }
-                retry.pause(tried, Duration::from_secs(30)).await;
+                retry.pause(tried, MAX_BACKOFF).await;
             }
             Err(e) => {
                 ctx.board.done(&rec.key);

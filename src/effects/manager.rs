@@ -18,7 +18,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use tonic::transport::{Channel, Endpoint};
 
-use super::cluster::{ClusterError, Step, api_err};
+use super::cluster::{ClusterError, Permission, Step, api_err};
 
 /// The traffic-manager's Service (and Deployment) name, set by its Helm chart.
 pub const SERVICE: &str = "traffic-manager";
@@ -26,6 +26,38 @@ pub const SERVICE: &str = "traffic-manager";
 pub const API_PORT_NAME: &str = "api";
 /// The namespace Telepresence 2 installs the traffic-manager in unless told otherwise.
 pub const DEFAULT_NAMESPACE: &str = "ambassador";
+
+/// What the agent needs in the manager namespace to reach the traffic-manager, as
+/// Telepresence's connector does, but over WebSocket (kube-rs's port-forward): a WebSocket
+/// upgrade is a GET, which the API server authorizes as `get` on `pods/portforward`, and
+/// from Kubernetes 1.35 also as `create`. Telepresence's own `traffic-manager-connect` Role
+/// grants only `create` (its client speaks SPDY, a POST).
+pub const MANAGER_PERMISSIONS: &[Permission] = &[
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "services",
+        why: "read service/traffic-manager's api port and selector",
+    },
+    Permission {
+        verb: "list",
+        group: "",
+        resource: "pods",
+        why: "find a running traffic-manager pod",
+    },
+    Permission {
+        verb: "get",
+        group: "",
+        resource: "pods/portforward",
+        why: "open the port-forward (a WebSocket upgrade is a GET)",
+    },
+    Permission {
+        verb: "create",
+        group: "",
+        resource: "pods/portforward",
+        why: "open the port-forward (required too from Kubernetes 1.35)",
+    },
+];
 
 const VERSION: &str = "/telepresence.manager.Manager/Version";
 const DEPART: &str = "/telepresence.manager.Manager/Depart";

@@ -200,7 +200,7 @@ pub(super) fn permissions_line(
 }
 
 /// Says why a review could not be asked, in a line's words.
-fn review_error(e: &ClusterError) -> String {
+pub(super) fn review_error(e: &ClusterError) -> String {
     match e {
         ClusterError::Api {
             source: kube::Error::Api(s),
@@ -301,7 +301,20 @@ async fn check_one(
     let checks = namespaces
         .iter()
         .map(|ns| ask_permissions(&client, context, ns, opts.timeout));
-    out.extend(futures::future::join_all(checks).await);
+    let follows_2x = cfg.is_none_or(|c| c.telepresence2);
+    let manager_ns = cfg.map_or(crate::effects::manager::DEFAULT_NAMESPACE, |c| {
+        c.telepresence2_manager_namespace.as_str()
+    });
+    let manager = async {
+        if follows_2x {
+            super::telepresence2::manager(&client, context, manager_ns, opts.timeout).await
+        } else {
+            Vec::new()
+        }
+    };
+    let (permissions, manager) = futures::join!(futures::future::join_all(checks), manager);
+    out.extend(permissions);
+    out.extend(manager);
     out
 }
 

@@ -242,7 +242,7 @@ fn flavor_of_file(program: &Path) -> Option<Flavor> {
     telepresence::classify(&argv, Some(&head), &[name.as_str()]).map(|(f, _)| f)
 }
 
-async fn program(program: PathBuf, configured: bool, timeout: Duration) -> Check {
+async fn program(program: PathBuf, configured: bool, follows_2x: bool, timeout: Duration) -> Check {
     let name = "telepresence";
     if !program.is_file() {
         return if configured {
@@ -259,13 +259,17 @@ async fn program(program: PathBuf, configured: bool, timeout: Duration) -> Check
     }
     let at = program.display();
     let followed = "0.x: the agent follows its sessions";
-    let not_followed = "2.x: not followed, the agent repairs Telepresence 0.x sessions only";
+    let modern = "2.x: the agent follows its connectors and ends the sessions of those that die";
     match version_output(&program, timeout)
         .await
         .map(|o| parse_version(&o))
     {
         Ok(Version::Legacy(v)) => Check::ok(name, format!("{at} {v} ({followed})")),
-        Ok(Version::Modern(v)) => Check::warn(name, format!("{at} {v} ({not_followed})")),
+        Ok(Version::Modern(v)) if follows_2x => Check::ok(name, format!("{at} {v} ({modern})")),
+        Ok(Version::Modern(v)) => Check::warn(
+            name,
+            format!("{at} {v} (2.x: not followed, `telepresence2 = false` in the config)"),
+        ),
         other => {
             let said = match other {
                 Ok(Version::Unknown(first)) => format!("its --version printed {first:?}"),
@@ -282,7 +286,7 @@ async fn program(program: PathBuf, configured: bool, timeout: Duration) -> Check
                 _ => Check::warn(
                     name,
                     format!(
-                        "{at}: version unknown ({said}); not a Python program, so taken for 2.x and not followed"
+                        "{at}: version unknown ({said}); not a Python program, so taken for 2.x (its connectors are followed)"
                     ),
                 ),
             }
@@ -314,10 +318,11 @@ pub(super) async fn programs(
         )];
     }
     let is_configured = !configured.is_empty();
+    let follows_2x = cfg.is_none_or(|c| c.telepresence2);
     futures::future::join_all(
         found
             .into_iter()
-            .map(|p| program(p, is_configured, timeout)),
+            .map(|p| program(p, is_configured, follows_2x, timeout)),
     )
     .await
 }

@@ -1,13 +1,21 @@
-//! Telepresence 2 sessions left behind: a session cache (`sessions/<id>.json`, or
-//! `sessions.json` before 2.16) that names a session no running connector keeps. The
-//! traffic-manager keeps such a session, and its intercepts, until its TTL (24 h by
-//! default). The agent does not end them yet; `doctor` says which there are and how a
-//! person ends one. Nothing here starts Telepresence or writes anything.
+//! Telepresence 2: sessions left behind, and the way to the traffic-manager.
+//!
+//! - A session cache (`sessions/<id>.json`, or `sessions.json` before 2.16) that names a
+//!   session no running connector keeps: the traffic-manager keeps such a session, and its
+//!   intercepts, until its TTL (24 h by default). The agent ends the sessions of connectors
+//!   it followed; one left before it ran is a person's to end, and `doctor` says how.
+//! - Per context: whether the traffic-manager answers through a port-forward, and whether
+//!   the user holds what that takes ([`MANAGER_PERMISSIONS`]).
+//!
+//! Nothing here starts Telepresence or writes anything.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::contexts::{Answer, review_error};
 use super::{Check, Environment};
+use crate::effects::cluster;
+use crate::effects::manager::{MANAGER_PERMISSIONS, Manager, ManagerError};
 use crate::telepresence2::{
     self, DAEMON_INFO_STALE_AFTER, SavedSession, Scope, parse_saved_session,
 };
@@ -77,12 +85,94 @@ fn one(dir: &Path, id: &str, path: &Path, now: SystemTime) -> Check {
             Check::warn(
                 CHECK,
                 format!(
-                    "{what} was never ended, and no connector keeps it ({why}): the traffic-manager keeps it, and its intercepts, until its TTL (24 h by default); to end it, run {} then `telepresence quit` (the agent does not end 2.x sessions yet)",
+                    "{what} was never ended, and no connector keeps it ({why}): the traffic-manager keeps it, and its intercepts, until its TTL (24 h by default); the agent ends only sessions it saw a connector hold (see `telepolice-agent status`), so to end this one, run {} then `telepresence quit`",
                     connect_command(&saved.scope)
                 ),
             )
         }
     }
+}
+
+/// The traffic-manager in `namespace` of `context`: whether it answers through a
+/// port-forward (as the agent reaches it to end a dead connector's session), and whether
+/// the user holds [`MANAGER_PERMISSIONS`] there. One line when no traffic-manager is
+/// installed there (most contexts), two otherwise.
+pub(super) async fn manager(
+    client: &kube::Client,
+    context: &str,
+    namespace: &str,
+    timeout: Duration,
+) -> Vec<Check> {
+    let name = format!("traffic-manager {context}");
+    let reach = async {
+        let m = Manager::connect(client, namespace).await?;
+        let v = m.version().await?;
+        Ok::<_, ManagerError>((m.pod.clone(), v.version))
+    };
+    let first = match tokio::time::timeout(timeout, reach).await {
+        Ok(Ok((pod, version))) => Check::ok(
+            name,
+            format!(
+                "Telepresence 2's traffic-manager {version} in namespace {namespace} answers through a port-forward to pod {pod}: the agent can end dead connectors' sessions"
+            ),
+        ),
+        Ok(Err(ManagerError::NoManager {
+            transient: false,
+            why,
+            ..
+        })) => {
+            return vec![Check::ok(
+                name,
+                format!(
+                    "none in namespace {namespace} ({why}): Telepresence 2 is not installed there (`telepresence2_manager_namespace` names where it is)"
+                ),
+            )];
+        }
+        Ok(Err(e)) => Check::warn(
+            name,
+            format!("{e}: the agent cannot end dead connectors' sessions in this cluster"),
+        ),
+        Err(_) => Check::warn(
+            name,
+            format!(
+                "no answer from the traffic-manager in namespace {namespace} within {} s",
+                timeout.as_secs_f64()
+            ),
+        ),
+    };
+    let asks = MANAGER_PERMISSIONS.iter().map(|p| async move {
+        let answer: Answer = cluster::review_access(client, namespace, p)
+            .await
+            .map_err(|e| review_error(&e));
+        (p, answer)
+    });
+    let answers = match tokio::time::timeout(timeout, futures::future::join_all(asks)).await {
+        Ok(a) => a,
+        Err(_) => return vec![first],
+    };
+    let denied: Vec<String> = answers
+        .iter()
+        .filter(|(_, a)| a.as_ref().is_ok_and(|a| !a.allowed))
+        .map(|(p, _)| format!("{} {} (to {})", p.verb, p.qualified_resource(), p.why))
+        .collect();
+    let second = if denied.is_empty() {
+        Check::ok(
+            format!("traffic-manager access {context}"),
+            format!(
+                "all {} permissions the traffic-manager's port-forward takes in namespace {namespace}",
+                MANAGER_PERMISSIONS.len()
+            ),
+        )
+    } else {
+        Check::warn(
+            format!("traffic-manager access {context}"),
+            format!(
+                "in namespace {namespace} the agent may not {}: it cannot end dead connectors' sessions; Telepresence's own traffic-manager-connect Role grants only `create` on pods/portforward, and the agent's port-forward (WebSocket) also needs `get`: ask a cluster admin to add it",
+                denied.join(", ")
+            ),
+        )
+    };
+    vec![first, second]
 }
 
 /// The session and what it is for, as a person reads it.

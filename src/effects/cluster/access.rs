@@ -12,7 +12,7 @@ pub struct Permission {
     pub verb: &'static str,
     /// The API group (empty for the core group).
     pub group: &'static str,
-    /// The resource (plural).
+    /// The resource (plural), with any subresource after a slash (`pods/portforward`).
     pub resource: &'static str,
     /// What the agent does with it, for people reading `doctor`'s output.
     pub why: &'static str,
@@ -140,13 +140,18 @@ pub async fn review_access(
     use k8s_openapi::api::authorization::v1::{
         ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
     };
+    let (resource, subresource) = match perm.resource.split_once('/') {
+        Some((r, sub)) => (r, Some(sub.to_string())),
+        None => (perm.resource, None),
+    };
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(namespace.to_string()),
                 verb: Some(perm.verb.to_string()),
                 group: Some(perm.group.to_string()),
-                resource: Some(perm.resource.to_string()),
+                resource: Some(resource.to_string()),
+                subresource,
                 ..Default::default()
             }),
             ..Default::default()
