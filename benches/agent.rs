@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo bench --bench agent                 # every section
-//! cargo bench --bench agent -- discovery    # only some: sessions, shim, recovery, idle, discovery
+//! cargo bench --bench agent -- discovery    # only some: sessions, shim, recovery, telepresence2, idle, discovery
 //! ```
 //!
 //! Sections:
@@ -18,6 +18,11 @@
 //!   comes back at a different point of the agent's retry backoff each time, the emulator is
 //!   made reachable -> the Deployment has its replicas back. `BENCH_RECOVERIES` iterations
 //!   (default 10).
+//! - `telepresence2`: a Telepresence 2 connector (the `telepresence2` example) started ->
+//!   the journal has its traffic-manager session id; then, with `telepresence2_grace_secs =
+//!   0`, `kill -9` -> the traffic-manager stand-in no longer has the session (the agent read
+//!   the session cache, went through the emulator's port-forward and called `Depart`).
+//!   `BENCH_SESSIONS` iterations.
 //! - `idle`: the daemon with no session for `BENCH_IDLE_SECS` (default 60): CPU time and RSS.
 //! - `discovery`: with 1,000 extra `sleep` processes running, `Discovery::poll` after one
 //!   new (non-Telepresence) process, `BENCH_POLLS` times (default 50), and `scan_all`.
@@ -66,7 +71,7 @@ fn main() {
 
     // Each section: its rows and notes, or a failure that fails the run (the others still run).
     type Section = Box<dyn FnOnce() -> Result<(Vec<Row>, Vec<String>)>>;
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         (
             "sessions",
             Box::new(|| bench_sessions(env_usize("BENCH_SESSIONS", 15))),
@@ -78,6 +83,10 @@ fn main() {
         (
             "recovery",
             Box::new(|| bench_recovery(env_usize("BENCH_RECOVERIES", 10))),
+        ),
+        (
+            "telepresence2",
+            Box::new(|| bench_tel2(env_usize("BENCH_SESSIONS", 15))),
         ),
         (
             "idle",
@@ -362,8 +371,13 @@ impl Drop for Agent {
 
 /// The `telepresence_helper` example the stand-in runs for its helpers; built if missing.
 fn helper_binary() -> Result<PathBuf> {
+    example_binary("telepresence_helper")
+}
+
+/// The example `name`, built if missing.
+fn example_binary(name: &str) -> Result<PathBuf> {
     let dir = examples_dir();
-    let helper = dir.join("telepresence_helper");
+    let helper = dir.join(name);
     if helper.is_file() {
         return Ok(helper);
     }
@@ -378,16 +392,10 @@ fn helper_binary() -> Result<PathBuf> {
         Some("release") => "bench".to_string(),
         Some(other) => other.to_string(),
     };
-    eprintln!("building the telepresence_helper example ({profile})...");
+    eprintln!("building the {name} example ({profile})...");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--profile",
-        &profile,
-        "--example",
-        "telepresence_helper",
-    ])
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args(["build", "--profile", &profile, "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     // What cargo set for running this bench, not what the user set: build scripts that
     // rerun when these change (ring's) would otherwise be rebuilt here and again by the
     // next `cargo bench`.
@@ -895,6 +903,95 @@ fn bench_recovery(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
         join_counts(&finals)
     )];
     Ok((vec![r], notes))
+}
+
+/// Telepresence 2: connector start -> session recorded, and `kill -9` -> departed.
+fn bench_tel2(n: usize) -> Result<(Vec<Row>, Vec<String>)> {
+    use trafficmanager::{Options, TrafficManager};
+    let env = Env::without_kubectl_check(testcluster::Options::default(), PathBuf::new());
+    let tm = TrafficManager::start(Options::default())?;
+    util::install_traffic_manager(&env.cluster, "ambassador", &tm)?;
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin)?;
+    let program = bin.join("telepresence");
+    std::fs::copy(example_binary("telepresence2")?, &program)?;
+    let context = std::fs::read_to_string(&env.kubeconfig)?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("current-context: ")
+                .map(|c| c.trim().to_string())
+        })
+        .context("the kubeconfig's current context")?;
+    let agent = Agent::start(
+        &env.path("agent"),
+        &program,
+        "telepresence2_grace_secs = 0\nnotifications = false",
+        &[],
+    )?;
+    let mut recorded = Vec::new();
+    let mut departed = Vec::new();
+    let mut finals: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..n {
+        let known = agent.journal_names();
+        let started = Instant::now();
+        let mut child = Command::new(&program)
+            .arg("connector-foreground")
+            .env("XDG_CACHE_HOME", env.path("xdg-cache"))
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("TEL2_STANDIN_CONTEXT", &context)
+            .env("TEL2_STANDIN_MANAGER", tm.addr().to_string())
+            .env("TEL2_STANDIN_INTERCEPT", "echo")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the connector stand-in")?;
+        let pid = child.id();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+            &mut line,
+        )?;
+        let id = line
+            .trim()
+            .strip_prefix("connected ")
+            .context("connected")?
+            .to_string();
+        poll_until("the session is recorded", Duration::from_millis(2), || {
+            agent
+                .record(pid, &known)
+                .filter(|r| text(r, "/tel2/session_id") == id)
+        })
+        .with_context(|| agent.log())?;
+        recorded.push(started.elapsed());
+        let killed = Instant::now();
+        platform::signal(platform::process_info(pid)?.id, Signal::Kill)?;
+        let _ = child.wait();
+        poll_until("the session is departed", Duration::from_millis(1), || {
+            (!tm.sessions().contains(&id)).then_some(())
+        })
+        .with_context(|| agent.log())?;
+        departed.push(killed.elapsed());
+        let state = poll_until("the record is final", Duration::from_millis(5), || {
+            agent
+                .record(pid, &known)
+                .map(|r| text(&r, "/state"))
+                .filter(|s| matches!(s.as_str(), "Cleaned" | "Ended" | "NeedsAttention"))
+        })?;
+        *finals.entry(state).or_default() += 1;
+    }
+    let notes = vec![format!(
+        "Telepresence 2: connector stand-in with an intercept, telepresence2_grace_secs = 0; \
+         the agent reaches the traffic-manager stand-in through the emulator's port-forward; \
+         final states: {}.",
+        join_counts(&finals)
+    )];
+    Ok((
+        vec![
+            row("2.x connector started -> session recorded", recorded),
+            row("2.x connector kill -9 -> session departed", departed),
+        ],
+        notes,
+    ))
 }
 
 fn replicas(env: &Env) -> Option<i64> {

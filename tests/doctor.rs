@@ -528,12 +528,12 @@ fn the_traffic_manager_is_reached_and_its_port_forward_permissions_checked() {
 
     let tm =
         trafficmanager::TrafficManager::start(Default::default()).expect("the stand-in starts");
-    crate::manager::install(&w.env.cluster, "ambassador", &tm).expect("installed");
+    crate::util::install_traffic_manager(&w.env.cluster, "ambassador", &tm).expect("installed");
     let out = w.doctor(&[]);
     assert!(
         out.line("traffic-manager testcluster").starts_with(&format!(
             "ok    traffic-manager testcluster: Telepresence 2's traffic-manager 2.20.2 in namespace ambassador answers through a port-forward to pod {}",
-            crate::manager::POD
+            crate::util::TRAFFIC_MANAGER_POD
         )),
         "{out}"
     );

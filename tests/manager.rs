@@ -5,66 +5,12 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use telepolice_agent::effects::cluster::ClusterError;
 use telepolice_agent::effects::manager::{Manager, ManagerError};
-use testcluster::TestCluster;
 use trafficmanager::{Options, TrafficManager};
 
 use crate::emulator_kube::{client, start};
-
-pub(crate) const POD: &str = "traffic-manager-6c4b8f9d7-x2x9z";
-
-/// What `telepresence helm install` leaves in `namespace`, as far as reaching the manager
-/// goes: its Service (`api` port, named target port) and a pod its selector picks, whose
-/// `api` port the emulator forwards to the stand-in. Returns once the pod runs.
-pub(crate) fn install(c: &TestCluster, namespace: &str, tm: &TrafficManager) -> anyhow::Result<()> {
-    if c.get("namespaces", "", namespace).is_none() {
-        c.create(
-            "namespaces",
-            "",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    }
-    let labels = json!({"app": "traffic-manager", "telepresence": "manager"});
-    c.create(
-        "services",
-        namespace,
-        &json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "traffic-manager", "namespace": namespace, "labels": labels},
-            "spec": {"clusterIP": "None", "selector": labels,
-                     "ports": [{"name": "api", "port": 8081, "targetPort": "api"}]},
-        }),
-    )
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    c.create(
-        "pods",
-        namespace,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": POD, "namespace": namespace, "labels": labels},
-            "spec": {"containers": [{"name": "traffic-manager", "image": "ghcr.io/telepresenceio/tel2:2.20.2",
-                     "ports": [{"name": "api", "containerPort": 8081}, {"name": "https", "containerPort": 8443}]}]},
-        }),
-    ).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    c.forward(namespace, POD, 8081, tm.addr());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let phase = c
-            .get("pods", namespace, POD)
-            .map(|p| p["status"]["phase"].clone());
-        if phase == Some(json!("Running")) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the manager pod never ran: {phase:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::util::{TRAFFIC_MANAGER_POD as POD, install_traffic_manager as install};
 
 #[tokio::test]
 async fn a_session_is_seen_and_departed_through_a_port_forward() -> anyhow::Result<()> {

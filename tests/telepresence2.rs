@@ -29,7 +29,7 @@ impl Tel2 {
         let env = Env::new()?;
         let tm =
             TrafficManager::start(Options::default()).expect("the traffic-manager stand-in starts");
-        crate::manager::install(&env.cluster, "ambassador", &tm)
+        crate::util::install_traffic_manager(&env.cluster, "ambassador", &tm)
             .expect("the traffic-manager is installed");
         let bin = env.path("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");

@@ -30,8 +30,13 @@ use crate::telepresence::{CONNECTOR_COMMAND, Invocation};
 use crate::telepresence2::verdict::{self, Leftover, Verdict};
 use crate::telepresence2::{self as tp2, DAEMON_INFO_STALE_AFTER, Scope};
 
-/// How often a live connector's files are read.
+/// How often a live connector's files are read until its session is recorded (a connector
+/// killed before that leaves a session the agent cannot prove was its own), and after.
+const READ_UNTIL_RECORDED: Duration = Duration::from_millis(100);
 const READ_EVERY: Duration = Duration::from_secs(1);
+/// The fast reads last this long at most (a connector that never connects, or a 2.x that
+/// keeps no session cache, is then read every second).
+const FAST_READS_FOR: Duration = Duration::from_secs(30);
 
 /// The action line of a `Depart` (the journal's record that it was done).
 const DEPART: &str = "depart session";
@@ -197,16 +202,19 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
     let mut died_at = None;
     if platform::is_alive(rec.process) {
         let env = environ_map(rec.process.pid).0;
-        let mut tick = tokio::time::interval(READ_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let followed = std::time::Instant::now();
         loop {
+            if !read_live(ctx, rec, &env).await {
+                return;
+            }
+            let pause = if tel2(rec).session_id.is_none() && followed.elapsed() < FAST_READS_FOR {
+                READ_UNTIL_RECORDED
+            } else {
+                READ_EVERY
+            };
             tokio::select! {
                 () = &mut exit => break,
-                _ = tick.tick() => {
-                    if !read_live(ctx, rec, &env).await {
-                        return;
-                    }
-                }
+                () = tokio::time::sleep(pause) => {}
             }
         }
         died_at = Some(SystemTime::now());
