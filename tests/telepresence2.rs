@@ -342,6 +342,19 @@ fn a_refused_port_forward_or_no_traffic_manager_needs_a_person_with_the_command(
         t.session_file().exists(),
         "its cache is kept for the person"
     );
+    // The refusal lifted, a person asks for the repair.
+    t.env.cluster.clear_faults();
+    let key = text(&rec, "/key");
+    let out = crate::agent::run_cli(&agent.envs, &["repair", &key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(text(&rec, "/tel2/session_id"), id);
+    assert!(!t.tm.sessions().contains(&id));
+    assert!(!t.session_file().exists());
     agent.stop();
 
     // A manager namespace with no traffic-manager in it.
@@ -378,5 +391,75 @@ fn while_the_cluster_cannot_be_reached_the_session_waits_then_is_departed() {
     let rec = agent.wait_state("Cleaned");
     assert_eq!(text(&rec, "/tel2/session_id"), id);
     assert_eq!(t.tm.calls_of("Depart", &id).len(), 1);
+    agent.stop();
+}
+
+#[test]
+fn a_2_15_connector_is_bound_by_the_api_server_its_sessions_json_names() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let url = t.env.cluster.url();
+    let (mut connector, id) = t.connect(
+        Some("echo"),
+        &[
+            ("TEL2_STANDIN_SHAPE", "2.15"),
+            ("TEL2_STANDIN_HOST", url.as_str()),
+        ],
+    );
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    assert!(
+        !t.cache().join("daemons").exists(),
+        "2.15 keeps no daemon files"
+    );
+    kill9(&mut connector);
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(text(&rec, "/cluster/context"), t.context);
+    assert_eq!(t.tm.calls_of("Depart", &id).len(), 1);
+    assert!(!t.cache().join("sessions.json").exists());
+    agent.stop();
+}
+
+#[test]
+fn a_session_cache_that_names_another_session_after_the_death_is_never_departed() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = Agent::start_with(&t.env, &t.program, "telepresence2_grace_secs = 3\n");
+    let (mut connector, id) = t.connect(None, &[]);
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), &id).is_some()
+    });
+    kill9(&mut connector);
+    // Within the grace, the cache comes to name another session (a later connector's).
+    let file = t.session_file();
+    let text_now = std::fs::read_to_string(&file).expect("the cache");
+    std::fs::write(&file, text_now.replace(&id, "5e55-other")).expect("rewritten");
+    let rec = agent.wait_state("Ended");
+    assert!(
+        last_reason(&rec).contains("names session 5e55-other"),
+        "{rec:#}"
+    );
+    assert!(t.tm.calls_of("Depart", &id).is_empty());
+    assert!(
+        t.tm.sessions().contains(&id),
+        "left for its TTL, not guessed"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_connector_out_of_the_configured_scope_is_not_followed() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent(&format!("ignore_contexts = [{:?}]\n", t.context));
+    let (mut connector, id) = t.connect(None, &[]);
+    agent.wait_log("is outside the configured scope");
+    kill9(&mut connector);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        session_of(&agent.sessions(), &id).is_none(),
+        "{:#?}",
+        agent.sessions()
+    );
+    assert!(t.tm.calls_of("Depart", &id).is_empty());
     agent.stop();
 }

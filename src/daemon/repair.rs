@@ -415,6 +415,14 @@ pub async fn cleanup(
             rec.state.as_str(),
         ));
     }
+    if rec.tel2.is_some() {
+        if replicas.is_some() {
+            return Err(CleanupError::NoOriginal(rec.key.clone()));
+        }
+        let ctx = Ctx::new(cfg, journal);
+        super::tel2::hand_repair(&ctx, &mut rec).await;
+        return Ok(rec);
+    }
     if let Some(n) = replicas {
         match rec.original.as_mut() {
             Some(o) => {

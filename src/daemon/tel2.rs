@@ -203,8 +203,9 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
     if platform::is_alive(rec.process) {
         let env = environ_map(rec.process.pid).0;
         let followed = std::time::Instant::now();
+        let since = SystemTime::now();
         loop {
-            if !read_live(ctx, rec, &env).await {
+            if !read_live(ctx, rec, &env, since).await {
                 return;
             }
             let pause = if tel2(rec).session_id.is_none() && followed.elapsed() < FAST_READS_FOR {
@@ -251,28 +252,17 @@ fn orphaned_at(rec: &SessionRecord) -> Option<SystemTime> {
 
 /// One read of a live connector's files: learns its daemon id, cluster and session as they
 /// appear or change. False when the session is not the agent's business (out of scope),
-/// and forgotten.
-async fn read_live(ctx: &Ctx, rec: &mut SessionRecord, env: &HashMap<String, String>) -> bool {
+/// and forgotten. `since`: when the agent began to follow the live connector.
+async fn read_live(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    env: &HashMap<String, String>,
+    since: SystemTime,
+) -> bool {
     let t = tel2(rec);
-    if t.daemon_id.is_none() {
-        let Some(d) = own_daemon_file(&t) else {
+    if t.daemon_id.is_none() && rec.cluster.server.is_empty() {
+        if !bind(ctx, rec, env, since) {
             return true;
-        };
-        let Some(id) = d.info.daemon_id() else {
-            return true;
-        };
-        match cluster::resolve_binding(
-            env,
-            rec.cwd.as_deref(),
-            Some(&d.info.kube_context),
-            Some(&d.info.namespace),
-        ) {
-            Ok(b) => rec.cluster = b,
-            Err(e) => {
-                rec.cluster.context = d.info.kube_context.clone();
-                rec.cluster.namespace = d.info.namespace.clone();
-                warn!(session = %rec.key, "Telepresence 2 connector {id}: {e}");
-            }
         }
         if !ctx
             .cfg()
@@ -282,19 +272,6 @@ async fn read_live(ctx: &Ctx, rec: &mut SessionRecord, env: &HashMap<String, Str
             let _ = ctx.journal.remove(&rec.key);
             return false;
         }
-        tel2_mut(rec).daemon_id = Some(id.clone());
-        let why = format!(
-            "daemon {id}: context {} namespace {} ({})",
-            rec.cluster.context,
-            rec.cluster.namespace,
-            if rec.cluster.server.is_empty() {
-                "API server unknown"
-            } else {
-                &rec.cluster.server
-            }
-        );
-        rec.transition(State::Seen, why);
-        ctx.save(rec);
     }
     let t = tel2(rec);
     let Some((path, saved)) = session_cache(&t.cache_dir, t.daemon_id.as_deref()) else {
@@ -335,6 +312,79 @@ async fn read_live(ctx: &Ctx, rec: &mut SessionRecord, env: &HashMap<String, Str
     ctx.save(rec);
     failpoint::hit("tel2.recorded");
     learn_intercepts(ctx, rec, &id).await;
+    true
+}
+
+/// Learns the connector's daemon and cluster: from its fresh `daemons/<id>.json` (2.16+),
+/// else, for 2.6.7-2.15 (no daemon files), from a `sessions.json` written since the agent
+/// began to follow it, whose API server names the kubeconfig context. False while neither
+/// says.
+fn bind(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    env: &HashMap<String, String>,
+    since: SystemTime,
+) -> bool {
+    let t = tel2(rec);
+    if let Some(d) = own_daemon_file(&t) {
+        let Some(id) = d.info.daemon_id() else {
+            return false;
+        };
+        match cluster::resolve_binding(
+            env,
+            rec.cwd.as_deref(),
+            Some(&d.info.kube_context),
+            Some(&d.info.namespace),
+        ) {
+            Ok(b) => rec.cluster = b,
+            Err(e) => {
+                rec.cluster.context = d.info.kube_context.clone();
+                rec.cluster.namespace = d.info.namespace.clone();
+                warn!(session = %rec.key, "Telepresence 2 connector {id}: {e}");
+            }
+        }
+        tel2_mut(rec).daemon_id = Some(id.clone());
+        let why = format!(
+            "daemon {id}: context {} namespace {} ({})",
+            rec.cluster.context,
+            rec.cluster.namespace,
+            if rec.cluster.server.is_empty() {
+                "API server unknown"
+            } else {
+                &rec.cluster.server
+            }
+        );
+        rec.transition(State::Seen, why);
+        ctx.save(rec);
+        return true;
+    }
+    let legacy = t.cache_dir.join("sessions.json");
+    let written_since = std::fs::metadata(&legacy)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| at >= since);
+    if !written_since {
+        return false;
+    }
+    let Some(Ok(tp2::SavedSession {
+        scope: Scope::Host(host),
+        ..
+    })) = std::fs::read(&legacy)
+        .ok()
+        .map(|b| tp2::parse_saved_session(&b))
+    else {
+        return false;
+    };
+    let Some(b) = cluster::binding_for_server(env, rec.cwd.as_deref(), &host) else {
+        warn!(session = %rec.key, "{}: no kubeconfig context points at {host}", legacy.display());
+        return false;
+    };
+    rec.cluster = b;
+    let why = format!(
+        "Telepresence 2.6.7-2.15 (no daemon file): context {} at {host}, the API server its sessions.json names",
+        rec.cluster.context
+    );
+    rec.transition(State::Seen, why);
+    ctx.save(rec);
     true
 }
 
@@ -428,13 +478,54 @@ fn cached_now(rec: &SessionRecord) -> Option<String> {
     saved.ok().map(|s| s.session.session_id)
 }
 
-/// After the grace: decides, then departs and removes the cache file, retrying while the
-/// cluster or the traffic-manager cannot be reached.
+/// How one pass at ending a dead connector's session went.
+enum Pass {
+    /// A final state is journaled.
+    Done,
+    /// Not now: the cluster, the traffic-manager or the journal cannot be reached (why).
+    Wait(String),
+}
+
+/// After the grace: passes at ending the session until one reaches a final state, retrying
+/// while the cluster or the traffic-manager cannot be reached.
 async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
     // The 0.x repair's schedule: a dead session's end waits, and must follow within a
     // second or two of the cluster answering again.
     let mut retry = Retry::new(FIRST_BACKOFF, MAX_BACKOFF, 300, ctx.probe.subscribe());
     let mut last_problem = String::new();
+    loop {
+        let tried = tokio::time::Instant::now();
+        match pass(ctx, rec, died_at).await {
+            Pass::Done => {
+                ctx.board.done(&rec.key);
+                return;
+            }
+            Pass::Wait(problem) => {
+                ctx.board.failed(&rec.key, problem.clone());
+                if problem != last_problem {
+                    warn!(session = %rec.key, "{problem}");
+                    last_problem = problem;
+                }
+                retry.pause(tried, MAX_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// `telepolice-agent repair` of a 2.x session (its connector dead, no daemon following
+/// it): one pass, the same decision and the same steps as the daemon's.
+pub(super) async fn hand_repair(ctx: &Ctx, rec: &mut SessionRecord) {
+    rec.transition(rec.state, "repair asked by hand");
+    ctx.save(rec);
+    let died_at = orphaned_at(rec).unwrap_or_else(SystemTime::now);
+    if let Pass::Wait(problem) = pass(ctx, rec, died_at).await {
+        attention(ctx, rec, &problem);
+    }
+}
+
+/// The decision on the session now, and, when it is to end it, the steps: `CleaningUp`
+/// journaled durably, then [`depart`].
+async fn pass(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) -> Pass {
     loop {
         let t = tel2(rec);
         let cache_now = cached_now(rec);
@@ -453,29 +544,27 @@ async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
                 rec.transition(State::Ended, why.to_string());
                 ctx.save(rec);
                 info!(session = %rec.key, "Telepresence 2 session ended: {why}");
-                return;
+                return Pass::Done;
             }
             Verdict::Attention(why) => {
                 attention(ctx, rec, &why.to_string());
-                return;
+                return Pass::Done;
             }
             Verdict::Depart(id) => (id, true),
             Verdict::Finish(id) => (id, false),
         };
         if ctx.cfg().dry_run {
-            rec.act(
-                format!(
-                    "{DEPART} {id} in the traffic-manager in {}",
-                    t.manager_namespace
-                ),
-                "dry-run",
+            let action = format!(
+                "{DEPART} {id} in the traffic-manager in {}",
+                t.manager_namespace
             );
+            rec.act(action, "dry-run");
             attention(
                 ctx,
                 rec,
                 &format!("dry run: session {id} would have been departed"),
             );
-            return;
+            return Pass::Done;
         }
         if rec.state != State::CleaningUp {
             rec.transition(
@@ -483,50 +572,57 @@ async fn end_session(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) {
                 format!("ending session {id}: the connector died and no connector resumed it"),
             );
             if let Err(e) = ctx.save_durably(rec) {
-                warn!(session = %rec.key, "not departing before the journal takes it: {e}");
-                let tried = tokio::time::Instant::now();
-                retry.pause(tried, MAX_BACKOFF).await;
-                continue;
+                return Pass::Wait(format!(
+                    "not ending session {id} before the journal takes it: {e}"
+                ));
             }
             failpoint::hit("tel2.cleaning");
         }
-        let tried = tokio::time::Instant::now();
-        match depart(ctx, rec, &id, departing).await {
-            Ok(()) => {
+        match depart(ctx, rec, &id, departing, died_at).await {
+            Ok(Departed::Yes) => {
                 rec.transition(
                     State::Cleaned,
                     format!("ended session {id}: {}", rec.repair_summary()),
                 );
                 ctx.save(rec);
-                ctx.board.done(&rec.key);
                 info!(session = %rec.key, "Telepresence 2 session {id} ended: {}", rec.repair_summary());
-                return;
+                return Pass::Done;
             }
+            // Something changed since the decision: decide again.
+            Ok(Departed::Changed) => continue,
             Err(e) if e.is_transient() => {
-                let problem = format!("cannot reach the traffic-manager yet ({e}); trying again");
-                ctx.board.failed(&rec.key, problem.clone());
-                if problem != last_problem {
-                    warn!(session = %rec.key, "{problem}");
-                    last_problem = problem;
-                }
-                retry.pause(tried, MAX_BACKOFF).await;
+                return Pass::Wait(format!(
+                    "cannot reach the traffic-manager yet ({e}); trying again"
+                ));
             }
             Err(e) => {
-                ctx.board.done(&rec.key);
                 attention(ctx, rec, &format!("cannot end session {id}: {e}"));
-                return;
+                return Pass::Done;
             }
         }
     }
 }
 
-/// `Depart` (unless done already), then the cache file, each journaled when done.
+/// What [`depart`] did.
+enum Departed {
+    /// The session is gone from the traffic-manager, and its cache file too.
+    Yes,
+    /// Just before `Depart`, a connector for the daemon was running again, or the cache
+    /// named another session: nothing was done.
+    Changed,
+}
+
+/// `Depart` (unless done already), then the cache file, each journaled when done. Just
+/// before `Depart` the proof is taken again (no connector of the daemon runs, the cache
+/// still names the session), which narrows the window in which a `telepresence connect`
+/// could resume the session under the agent's hands to the call itself.
 async fn depart(
     ctx: &Ctx,
     rec: &mut SessionRecord,
     id: &str,
     departing: bool,
-) -> Result<(), ManagerError> {
+    died_at: SystemTime,
+) -> Result<Departed, ManagerError> {
     let ns = tel2(rec).manager_namespace;
     if departing {
         let client = cluster::client_for(&rec.cluster).await?;
@@ -538,6 +634,9 @@ async fn depart(
         match held {
             None => rec.act(action, "done: the traffic-manager no longer had it"),
             Some(list) => {
+                if connector_running(rec, died_at) || cached_now(rec).as_deref() != Some(id) {
+                    return Ok(Departed::Changed);
+                }
                 manager.depart(id).await?;
                 failpoint::hit("tel2.departed");
                 let names: Vec<String> = list
@@ -556,7 +655,7 @@ async fn depart(
         failpoint::hit("tel2.depart-saved");
     }
     remove_cache(ctx, rec, id);
-    Ok(())
+    Ok(Departed::Yes)
 }
 
 /// Removes the session cache file if it still names `id` (what Telepresence does after a

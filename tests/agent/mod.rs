@@ -213,7 +213,10 @@ fn a_broken_config_names_the_file_and_key() {
     );
 }
 
-fn run_cli(agent_envs: &[(&'static str, PathBuf)], args: &[&str]) -> std::process::Output {
+pub(crate) fn run_cli(
+    agent_envs: &[(&'static str, PathBuf)],
+    args: &[&str],
+) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_telepolice-agent"));
     cmd.args(args);
     for (k, v) in agent_envs {

@@ -116,6 +116,26 @@ pub(super) fn resolve_server(kc: &Kubeconfig, context: &str) -> Result<String, C
 
 /// The context named `context` in `kc`, and the API server its cluster names (empty when
 /// the cluster or its server is missing).
+/// The binding of the kubeconfig context that points at `server` (the current context
+/// first, then the others in order), for a session known only by its API server's URL
+/// (Telepresence 2.6.7-2.15's `sessions.json`). `None` when no context does.
+pub fn binding_for_server(
+    env: &HashMap<String, String>,
+    cwd: Option<&Path>,
+    server: &str,
+) -> Option<ClusterBinding> {
+    let kc = load_merged(&kubeconfig_paths(env, cwd)).ok()?;
+    let same = |s: &str| s.trim_end_matches('/') == server.trim_end_matches('/');
+    let mut names = kc
+        .current_context
+        .iter()
+        .chain(kc.contexts.iter().map(|c| &c.name));
+    let context = names
+        .find(|n| context_and_server(&kc, n).is_some_and(|(_, s)| same(&s)))?
+        .clone();
+    resolve_binding(env, cwd, Some(&context), None).ok()
+}
+
 fn context_and_server(kc: &Kubeconfig, context: &str) -> Option<(Context, String)> {
     let ctx = kc
         .contexts
@@ -259,5 +279,21 @@ users: []
         ));
         let said = err(&at("one"), Some("gone")).to_string();
         assert!(said.contains("kube context \"gone\" is not in"), "{said}");
+    }
+
+    #[test]
+    fn a_session_known_by_its_api_server_is_bound_to_the_context_that_points_there() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = dir.path().join("config");
+        std::fs::write(&file, ONE).expect("written");
+        let e = env(&[("KUBECONFIG", file.to_str().expect("utf-8"))]);
+        let b = binding_for_server(&e, None, "https://127.0.0.2:6443/").expect("a context");
+        assert_eq!(
+            (b.context.as_str(), b.namespace.as_str()),
+            ("other", "default")
+        );
+        let b = binding_for_server(&e, None, "https://127.0.0.1:6443").expect("a context");
+        assert_eq!((b.context.as_str(), b.namespace.as_str()), ("dev", "team"));
+        assert!(binding_for_server(&e, None, "https://10.0.0.1:6443").is_none());
     }
 }

@@ -15,7 +15,7 @@ pub mod read;
 pub mod write;
 
 pub use access::{AccessAnswer, NEEDED_PERMISSIONS, Permission, review_access};
-pub use binding::{kubeconfig_paths, load_merged, resolve_binding};
+pub use binding::{binding_for_server, kubeconfig_paths, load_merged, resolve_binding};
 pub use client::{client_for, server_version};
 pub use read::{get_workload, labelled_objects, observe, observe_objects};
 pub use write::execute;
