@@ -26,6 +26,13 @@ pub struct Message {
 pub fn message(rec: &SessionRecord) -> Option<Message> {
     let place = format!("{}/{}", rec.cluster.context, rec.cluster.namespace);
     match rec.state {
+        State::Cleaned if rec.tel2.is_some() => Some(Message {
+            summary: format!("Telepresence 2 session ended: {}", rec.target()),
+            body: format!(
+                "{place}: its connector had died; the traffic-manager no longer holds it or its intercepts"
+            ),
+            urgent: false,
+        }),
         State::Cleaned => {
             // The changes to the cluster, without their preconditions: "scale deployment/app
             // to 2", "delete pod/app-1234".
@@ -143,6 +150,26 @@ mod tests {
         );
         rec.transition(State::Ended, "Telepresence cleaned up");
         assert_eq!(message(&rec), None, "nothing to tell");
+    }
+
+    #[test]
+    fn an_ended_2x_session_says_its_intercepts_are_gone() {
+        let mut rec = SessionRecord::test();
+        rec.tel2 = Some(crate::session::Tel2 {
+            daemon_id: Some("dev-ns".into()),
+            session_id: Some("5e55".into()),
+            ..Default::default()
+        });
+        rec.transition(State::Cleaned, "ended session 5e55");
+        let m = message(&rec).expect("a message");
+        assert_eq!(
+            m.summary,
+            "Telepresence 2 session ended: 2.x dev-ns session 5e55"
+        );
+        assert!(
+            m.body.starts_with("dev/ns: its connector had died"),
+            "{m:?}"
+        );
     }
 
     #[test]
