@@ -16,6 +16,11 @@
 //! - on SIGTERM or SIGINT (`telepresence quit`): `Depart`, then the session cache is
 //!   deleted (only after the `Depart` succeeded), then the daemon file.
 //!
+//! `telepresence intercept NAME [flags] -- CMD...` makes the intercept in the connector's
+//! session, runs the command, then removes the intercept (a CLI killed meanwhile leaves it,
+//! as 2.x's does); `telepresence leave NAME` removes it. Both fail unless a connector keeps
+//! its daemon file fresh, and take the session from its cache.
+//!
 //! Not like the real one: it reaches the traffic-manager at `TEL2_STANDIN_MANAGER`
 //! (`host:port`) directly instead of through a port-forward, and it has no root daemon,
 //! no connector socket and no gRPC API of its own. It takes the context and namespace
@@ -27,7 +32,8 @@ use std::time::{Duration, SystemTime};
 
 use trafficmanager::manager::manager_client::ManagerClient;
 use trafficmanager::proto::{
-    ClientInfo, CreateInterceptRequest, InterceptSpec, RemainRequest, SessionInfo,
+    ClientInfo, CreateInterceptRequest, InterceptSpec, RemainRequest, RemoveInterceptRequest2,
+    SessionInfo,
 };
 
 fn var(k: &str) -> Option<String> {
@@ -65,10 +71,106 @@ fn touch(path: &Path) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("connector-foreground") {
-        eprintln!("telepresence2 stand-in: only connector-foreground is served, not {args:?}");
-        std::process::exit(1);
+    match args.first().map(String::as_str) {
+        Some("connector-foreground") => connector(&args).await,
+        Some("intercept") => intercept(&args).await,
+        Some("leave") => leave(&args).await,
+        _ => {
+            eprintln!("telepresence2 stand-in: {args:?} is not served");
+            std::process::exit(1);
+        }
     }
+}
+
+/// The connector's session as its cache names it, when the connector runs (its daemon
+/// file fresh); what the CLI asks the connector for, here read directly.
+async fn connected()
+-> Result<(ManagerClient<tonic::transport::Channel>, SessionInfo), Box<dyn std::error::Error>> {
+    let context = var("TEL2_STANDIN_CONTEXT").ok_or("TEL2_STANDIN_CONTEXT is not set")?;
+    let namespace = var("TEL2_STANDIN_NAMESPACE").unwrap_or_else(|| "default".into());
+    let manager = var("TEL2_STANDIN_MANAGER").ok_or("TEL2_STANDIN_MANAGER is not set")?;
+    let id = daemon_id(None, &context, &namespace);
+    let cache = cache_dir();
+    let touched =
+        std::fs::metadata(cache.join("daemons").join(format!("{id}.json")))?.modified()?;
+    if SystemTime::now()
+        .duration_since(touched)
+        .unwrap_or_default()
+        > Duration::from_millis(5_600)
+    {
+        return Err("not connected (no connector keeps its daemon file)".into());
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        cache.join("sessions").join(format!("{id}.json")),
+    )?)?;
+    let s = &saved["session"];
+    let session = SessionInfo {
+        session_id: s["session_id"].as_str().unwrap_or_default().to_string(),
+        cluster_id: s["cluster_id"].as_str().unwrap_or_default().to_string(),
+        install_id: s["install_id"].as_str().map(str::to_string),
+    };
+    Ok((
+        ManagerClient::connect(format!("http://{manager}")).await?,
+        session,
+    ))
+}
+
+/// `intercept NAME [--port P] -- CMD...`: the intercept, the command, then `leave`, as
+/// 2.x's `RunAndLeave`; a CLI killed while the command runs leaves the intercept in place.
+async fn intercept(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let dash = args.iter().position(|a| a == "--").ok_or("no -- CMD")?;
+    let name = args[1..dash]
+        .iter()
+        .find(|a| !a.starts_with('-') && a.parse::<u32>().is_err())
+        .ok_or("no intercept name")?
+        .clone();
+    let (mut client, session) = connected().await?;
+    client
+        .create_intercept(CreateInterceptRequest {
+            session: Some(session.clone()),
+            intercept_spec: Some(InterceptSpec {
+                name: name.clone(),
+                client: "dev@laptop".into(),
+                agent: name.clone(),
+                namespace: var("TEL2_STANDIN_NAMESPACE").unwrap_or_else(|| "default".into()),
+                mechanism: "tcp".into(),
+                target_host: "127.0.0.1".into(),
+                target_port: 8080,
+                port_identifier: "http".into(),
+                workload_kind: "Deployment".into(),
+                ..Default::default()
+            }),
+            api_key: String::new(),
+        })
+        .await?;
+    let status = tokio::process::Command::new(&args[dash + 1])
+        .args(&args[dash + 2..])
+        .status()
+        .await?;
+    client
+        .remove_intercept(RemoveInterceptRequest2 {
+            session: Some(session),
+            name,
+        })
+        .await?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// `leave NAME`: the connector removes the intercept (here, the manager is asked directly).
+async fn leave(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let name = args.get(1).ok_or("leave: no name")?.clone();
+    let (mut client, session) = connected().await?;
+    client
+        .remove_intercept(RemoveInterceptRequest2 {
+            session: Some(session),
+            name,
+        })
+        .await?;
+    Ok(())
+}
+
+/// `connector-foreground [--name N]`.
+async fn connector(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let name = args
         .iter()
         .position(|a| a == "--name")

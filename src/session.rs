@@ -179,6 +179,13 @@ pub struct Tel2 {
     /// The session's intercepts, as the traffic-manager listed them when last asked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intercepts: Vec<String>,
+    /// For a `telepresence intercept NAME -- CMD` process (not a connector): the intercept
+    /// it holds while its command runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<String>,
+    /// The `telepresence` program the process runs (what `leave` is run with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<PathBuf>,
 }
 
 /// One state change, kept as the session's history.
@@ -298,6 +305,9 @@ impl SessionRecord {
     pub fn target(&self) -> String {
         use crate::telepresence::Mode;
         if let Some(t) = &self.tel2 {
+            if let Some(name) = &t.intercept {
+                return format!("2.x intercept {name} bound to a command");
+            }
             return match (&t.daemon_id, &t.session_id) {
                 (Some(d), Some(s)) => format!("2.x {d} session {s}"),
                 (Some(d), None) => format!("2.x {d}"),

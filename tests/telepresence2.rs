@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use telepolice_agent::platform;
 use trafficmanager::manager::manager_client::ManagerClient;
 use trafficmanager::proto::{CreateInterceptRequest, InterceptSpec};
 use trafficmanager::{Disposition, Options, TrafficManager};
@@ -22,6 +23,17 @@ pub(crate) struct Tel2 {
     pub(crate) tm: TrafficManager,
     pub(crate) program: PathBuf,
     context: String,
+    /// Every stand-in process started, killed (if still there) when the test ends, also
+    /// when it fails half-way.
+    started: std::cell::RefCell<Vec<platform::ProcessId>>,
+}
+
+impl Drop for Tel2 {
+    fn drop(&mut self) {
+        for id in self.started.borrow().iter() {
+            let _ = platform::signal(*id, platform::Signal::Kill);
+        }
+    }
 }
 
 impl Tel2 {
@@ -48,6 +60,7 @@ impl Tel2 {
             tm,
             program,
             context,
+            started: Default::default(),
         })
     }
 
@@ -65,6 +78,30 @@ impl Tel2 {
 
     /// `telepresence connect` (and an intercept of `intercept`): the connector, once it
     /// says it is connected, and its session id.
+    /// The stand-in run with `args` in the user's environment (as a shell would run the
+    /// CLI).
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(args)
+            .env("XDG_CACHE_HOME", self.env.path("xdg-cache"))
+            .env("KUBECONFIG", &self.env.kubeconfig)
+            .env("TELEPOLICE_TEST_ENV", self.env.dir.path())
+            .env("TEL2_STANDIN_CONTEXT", &self.context)
+            .env("TEL2_STANDIN_NAMESPACE", "default")
+            .env("TEL2_STANDIN_MANAGER", self.tm.addr().to_string())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `cmd`, to be killed when the test ends if it still runs.
+    fn spawn(&self, cmd: &mut Command) -> Child {
+        let child = cmd.spawn().expect("the stand-in starts");
+        if let Ok(info) = platform::process_info(child.id()) {
+            self.started.borrow_mut().push(info.id);
+        }
+        child
+    }
+
     pub(crate) fn connect(
         &self,
         intercept: Option<&str>,
@@ -84,7 +121,7 @@ impl Tel2 {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("the connector stand-in starts");
+        let mut child = self.spawn(&mut cmd);
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
@@ -461,5 +498,105 @@ fn a_connector_out_of_the_configured_scope_is_not_followed() {
         agent.sessions()
     );
     assert!(t.tm.calls_of("Depart", &id).is_empty());
+    agent.stop();
+}
+
+/// The children of `pid` (its own thread's list).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn has_intercept(t: &Tel2, name: &str) -> bool {
+    t.tm.intercepts()
+        .iter()
+        .any(|i| i.id.ends_with(&format!(":{name}")))
+}
+
+#[test]
+fn an_intercept_whose_cli_died_is_left_while_the_connector_lives() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(None, &[]);
+    let mut cli =
+        t.spawn(&mut t.cli(&["intercept", "echo", "--port", "8080", "--", "sleep", "60"]));
+    wait_for("the intercept is made", || has_intercept(&t, "echo"));
+    wait_for("the intercept's CLI is recorded", || {
+        agent
+            .sessions()
+            .iter()
+            .any(|r| text(r, "/tel2/intercept") == "echo" && text(r, "/tel2/session_id") == id)
+    });
+    let command = children(cli.id());
+    kill9(&mut cli);
+    for pid in command {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(text(&rec, "/tel2/intercept"), "echo", "{rec:#}");
+    assert_eq!(last_reason(&rec), "left intercept echo");
+    assert!(!has_intercept(&t, "echo"), "{:?}", t.tm.intercepts());
+    // The connector and its session live on.
+    assert!(t.tm.sessions().contains(&id));
+    assert!(t.tm.calls_of("Depart", &id).is_empty());
+    assert!(crate::standin::alive(connector.id()));
+    kill9(&mut connector);
+    agent.stop();
+}
+
+#[test]
+fn an_intercept_whose_command_ended_or_whose_connector_died_is_not_touched() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(None, &[]);
+    // Its command ends: the CLI leaves the intercept itself.
+    let status = t
+        .cli(&["intercept", "echo", "--port", "8080", "--", "sleep", "1"])
+        .status()
+        .expect("the intercept CLI runs");
+    assert!(status.success());
+    let rec = agent.wait_state("Ended");
+    assert_eq!(
+        last_reason(&rec),
+        "the intercept is gone: its CLI left it",
+        "{rec:#}"
+    );
+
+    // The CLI and the connector both killed: the connector's record ends the session.
+    let mut cli = t.spawn(&mut t.cli(&["intercept", "web", "--port", "8080", "--", "sleep", "60"]));
+    wait_for("the intercept is made", || has_intercept(&t, "web"));
+    wait_for("the intercept's CLI is recorded", || {
+        agent
+            .sessions()
+            .iter()
+            .any(|r| text(r, "/tel2/intercept") == "web" && text(r, "/tel2/session_id") == id)
+    });
+    let command = children(cli.id());
+    kill9(&mut connector);
+    kill9(&mut cli);
+    for pid in command {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    wait_for("both records final", || {
+        let s = agent.sessions();
+        let of = |f: &dyn Fn(&Value) -> bool| s.iter().find(|r| f(r)).map(|r| text(r, "/state"));
+        of(&|r| text(r, "/tel2/intercept") == "web").as_deref() == Some("Ended")
+            && of(&|r| text(r, "/tel2/intercept").is_empty() && text(r, "/tel2/session_id") == id)
+                .as_deref()
+                == Some("Cleaned")
+    });
+    assert!(!t.tm.sessions().contains(&id));
+    assert!(
+        t.tm.calls_of("RemoveIntercept", &id).len() <= 1,
+        "{:?}",
+        t.tm.calls()
+    );
     agent.stop();
 }

@@ -143,7 +143,7 @@ fn bind(
 pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
     if f.flavor == telepresence::Flavor::Modern {
         // A 2.x connector's cluster is known only once it connects: scope is checked then.
-        return Some(super::tel2::new_record(ctx, f));
+        return super::tel2::new_record(ctx, f);
     }
     let info = &f.info;
     let invocation = invocation(ctx, f)?;

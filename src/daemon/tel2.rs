@@ -27,6 +27,7 @@ use crate::platform;
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State, Tel2};
 use crate::signals::discovery::Found;
 use crate::telepresence::{CONNECTOR_COMMAND, Invocation};
+use crate::telepresence2::intercept::bound_intercept;
 use crate::telepresence2::verdict::{self, Leftover, Verdict};
 use crate::telepresence2::{self as tp2, DAEMON_INFO_STALE_AFTER, Scope};
 
@@ -69,12 +70,35 @@ fn cache_dir_of(env: &HashMap<String, String>, cwd: Option<&Path>) -> Option<Pat
     })
 }
 
-/// The first record of a connector just found (state `Seen`).
-pub(super) fn new_record(ctx: &Ctx, f: &Found) -> SessionRecord {
+/// The first record of a 2.x process just found (state `Seen`): a connector, or an
+/// `intercept NAME -- CMD`. `None` (said once) for an intercept whose name cannot be told.
+pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
     let info = &f.info;
-    let (env, env_problem) = environ_map(info.id.pid);
     let args = info.argv.get(f.program_index + 1..).unwrap_or(&[]);
-    let name = name_flag(args);
+    let intercept = if args.first().map(String::as_str) == Some(CONNECTOR_COMMAND) {
+        None
+    } else {
+        match bound_intercept(args) {
+            Ok(Some(name)) => Some(name),
+            Ok(None) => return None,
+            Err(e) => {
+                let why = format!("Telepresence 2 intercept bound to a command: {e}");
+                if ctx.unfollowed.note(info.id, &info.argv, &why, false) {
+                    warn!(
+                        pid = info.id.pid,
+                        "not following Telepresence process: {why}"
+                    );
+                }
+                return None;
+            }
+        }
+    };
+    let (env, env_problem) = environ_map(info.id.pid);
+    let name = if intercept.is_some() {
+        None
+    } else {
+        name_flag(args)
+    };
     let cache_dir = cache_dir_of(&env, info.cwd.as_deref());
     let mut rec = SessionRecord {
         schema: SCHEMA,
@@ -105,10 +129,19 @@ pub(super) fn new_record(ctx: &Ctx, f: &Found) -> SessionRecord {
             name,
             cache_dir: cache_dir.clone().unwrap_or_default(),
             manager_namespace: ctx.cfg().telepresence2_manager_namespace.clone(),
+            intercept: intercept.clone(),
+            program: f.program.clone(),
             ..Tel2::default()
         }),
     };
-    let mut why = format!("Telepresence 2 connector found (pid {})", info.id.pid);
+    let what = match &intercept {
+        Some(n) => format!(
+            "Telepresence 2 intercept {n} bound to a command (pid {})",
+            info.id.pid
+        ),
+        None => format!("Telepresence 2 connector found (pid {})", info.id.pid),
+    };
+    let mut why = what;
     match (cache_dir, env_problem) {
         (Some(dir), None) => why.push_str(&format!("; its cache is {}", dir.display())),
         (Some(dir), Some(p)) => why.push_str(&format!("; its cache is {} ({p})", dir.display())),
@@ -118,8 +151,8 @@ pub(super) fn new_record(ctx: &Ctx, f: &Found) -> SessionRecord {
         )),
     }
     rec.transition(State::Seen, why);
-    info!(session = %rec.key, pid = info.id.pid, "new Telepresence 2 connector");
-    rec
+    info!(session = %rec.key, pid = info.id.pid, "new {}", rec.target());
+    Some(rec)
 }
 
 /// What the record knows of the connector (always there for a 2.x record).
@@ -200,34 +233,34 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
     let exit = exited(rec.process);
     tokio::pin!(exit);
     let mut died_at = None;
+    let mut env = None;
     if platform::is_alive(rec.process) {
-        let env = environ_map(rec.process.pid).0;
-        let followed = std::time::Instant::now();
-        let since = SystemTime::now();
-        loop {
-            if !read_live(ctx, rec, &env, since).await {
-                return;
-            }
-            let pause = if tel2(rec).session_id.is_none() && followed.elapsed() < FAST_READS_FOR {
-                READ_UNTIL_RECORDED
-            } else {
-                READ_EVERY
-            };
-            tokio::select! {
-                () = &mut exit => break,
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
+        let Some(e) = follow_live(ctx, rec, exit.as_mut()).await else {
+            return;
+        };
+        env = Some(e);
         died_at = Some(SystemTime::now());
     }
     if rec.state.is_final() {
         return;
     }
+    let intercept = tel2(rec).intercept;
     if !matches!(rec.state, State::Orphaned | State::CleaningUp) {
-        info!(session = %rec.key, "Telepresence 2 connector exited");
-        rec.transition(State::Orphaned, "the connector exited");
+        let what = if intercept.is_some() {
+            "the intercept's CLI exited"
+        } else {
+            "the connector exited"
+        };
+        info!(session = %rec.key, "Telepresence 2: {what}");
+        rec.transition(State::Orphaned, what);
         ctx.save(rec);
         failpoint::hit("tel2.orphaned");
+    }
+    if intercept.is_some() {
+        // The CLI leaves its intercept itself when its command ends: time for that.
+        tokio::time::sleep(ctx.cfg().grace_period).await;
+        leave_intercept(ctx, rec, env.as_ref()).await;
+        return;
     }
     // Known to the second from the journal when the agent restarted meanwhile.
     let died_at = died_at
@@ -235,6 +268,32 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
         .unwrap_or_else(SystemTime::now);
     tokio::time::sleep(ctx.cfg().telepresence2_grace).await;
     end_session(ctx, rec, died_at).await;
+}
+
+/// Reads a live 2.x process's files until it exits; its environment, or `None` when it is
+/// not the agent's business (out of scope, forgotten).
+async fn follow_live(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    mut exit: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<HashMap<String, String>> {
+    let env = environ_map(rec.process.pid).0;
+    let followed = std::time::Instant::now();
+    let since = SystemTime::now();
+    loop {
+        if !read_live(ctx, rec, &env, since).await {
+            return None;
+        }
+        let pause = if tel2(rec).session_id.is_none() && followed.elapsed() < FAST_READS_FOR {
+            READ_UNTIL_RECORDED
+        } else {
+            READ_EVERY
+        };
+        tokio::select! {
+            () = exit.as_mut() => return Some(env),
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
 }
 
 /// When the journal says the connector was seen dead (its second, plus one: the time is
@@ -447,28 +506,8 @@ fn connector_running(rec: &SessionRecord, died_at: SystemTime) -> bool {
     if touched.is_some_and(|at| at > died_at) {
         return true;
     }
-    let Ok(all) = platform::all_argv() else {
-        // Unknowable: count it as running, which never departs.
-        return true;
-    };
-    all.into_iter().any(|(pid, argv)| {
-        pid != rec.process.pid
-            && argv
-                .iter()
-                .position(|a| a == CONNECTOR_COMMAND)
-                .is_some_and(|i| i >= 1)
-            && platform::process_info(pid).is_ok_and(|p| p.uid == rec.uid)
-            && {
-                let i = argv
-                    .iter()
-                    .position(|a| a == CONNECTOR_COMMAND)
-                    .unwrap_or(0);
-                let env = environ_map(pid).0;
-                name_flag(&argv[i + 1..]) == t.name
-                    && cache_dir_of(&env, platform::process_cwd(pid).ok().as_deref()).as_deref()
-                        == Some(t.cache_dir.as_path())
-            }
-    })
+    // Unknowable (no process list): counted as running, which never departs.
+    live_connectors(rec).is_none_or(|pids| !pids.is_empty())
 }
 
 /// The session id the cache names now, if any.
@@ -674,6 +713,242 @@ fn remove_cache(ctx: &Ctx, rec: &mut SessionRecord, id: &str) {
         Err(e) => rec.act(format!("remove {}", path.display()), format!("failed: {e}")),
     }
     ctx.save(rec);
+}
+
+/// After an `intercept NAME -- CMD` CLI died: when its connector still runs and the
+/// traffic-manager still has the intercept in the connector's session (and no other
+/// `intercept NAME` CLI runs), `telepresence leave NAME`, as the CLI would have; the
+/// connector is alive, so `leave` starts nothing and needs no sudo.
+async fn leave_intercept(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    env: Option<&HashMap<String, String>>,
+) {
+    let name = tel2(rec).intercept.unwrap_or_default();
+    let mut retry = Retry::new(FIRST_BACKOFF, MAX_BACKOFF, 300, ctx.probe.subscribe());
+    loop {
+        let tried = tokio::time::Instant::now();
+        match leave_pass(ctx, rec, &name, env).await {
+            Pass::Done => {
+                ctx.board.done(&rec.key);
+                return;
+            }
+            Pass::Wait(problem) => {
+                ctx.board.failed(&rec.key, problem);
+                retry.pause(tried, MAX_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Whether the traffic-manager lists intercept `name` in `session` (`None`: it has no such
+/// session).
+async fn holds(rec: &SessionRecord, session: &str, name: &str) -> Result<bool, ManagerError> {
+    let client = cluster::client_for(&rec.cluster).await?;
+    let list = Manager::connect(&client, &tel2(rec).manager_namespace)
+        .await?
+        .session_intercepts(session)
+        .await?;
+    Ok(list.is_some_and(|l| l.iter().any(|i| i.name == name)))
+}
+
+/// One look, and the `leave` when it is due.
+async fn leave_pass(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    name: &str,
+    env: Option<&HashMap<String, String>>,
+) -> Pass {
+    let ended = |rec: &mut SessionRecord, why: &str| {
+        rec.transition(State::Ended, why.to_string());
+        ctx.save(rec);
+        info!(session = %rec.key, "intercept {name}: {why}");
+        Pass::Done
+    };
+    let Some(session) = tel2(rec).session_id else {
+        return ended(rec, "no connector session was seen while its command ran");
+    };
+    if !connector_alive(rec) {
+        return ended(
+            rec,
+            "its connector is gone too: ending the connector's session ends the intercept",
+        );
+    }
+    if cached_now(rec).as_deref() != Some(session.as_str()) {
+        return ended(rec, "the connector holds another session now");
+    }
+    let unsure = |rec: &mut SessionRecord, e: ManagerError| {
+        if e.is_transient() {
+            Pass::Wait(format!(
+                "cannot reach the traffic-manager yet ({e}); trying again"
+            ))
+        } else {
+            attention(
+                ctx,
+                rec,
+                &format!("cannot tell whether intercept {name} is left behind: {e}"),
+            );
+            Pass::Done
+        }
+    };
+    match holds(rec, &session, name).await {
+        Ok(true) => {}
+        Ok(false) => return ended(rec, "the intercept is gone: its CLI left it"),
+        Err(e) => return unsure(rec, e),
+    }
+    if other_intercept_cli(rec, name) {
+        return ended(
+            rec,
+            "another `telepresence intercept` of the same name runs: it holds the intercept now",
+        );
+    }
+    let command = format!("telepresence leave {name}");
+    if ctx.cfg().dry_run {
+        rec.act(&command, "dry-run");
+        attention(
+            ctx,
+            rec,
+            &format!("dry run: `{command}` would have been run"),
+        );
+        return Pass::Done;
+    }
+    if rec.state != State::CleaningUp {
+        rec.transition(
+            State::CleaningUp,
+            format!("leaving intercept {name}: its command's CLI died while the connector runs"),
+        );
+        if let Err(e) = ctx.save_durably(rec) {
+            return Pass::Wait(format!(
+                "not leaving intercept {name} before the journal takes it: {e}"
+            ));
+        }
+    }
+    let said = run_leave(rec, name, env).await;
+    match holds(rec, &session, name).await {
+        Ok(false) => {
+            rec.act(&command, "done");
+            rec.transition(State::Cleaned, format!("left intercept {name}"));
+            ctx.save(rec);
+            info!(session = %rec.key, "left intercept {name}: its command's CLI had died");
+            Pass::Done
+        }
+        Ok(true) => {
+            rec.act(&command, format!("failed: {said}"));
+            attention(
+                ctx,
+                rec,
+                &format!("`{command}` did not remove intercept {name} ({said}); run it yourself"),
+            );
+            Pass::Done
+        }
+        Err(e) => unsure(rec, e),
+    }
+}
+
+/// Whether a connector process runs for the record's daemon (a live process: a daemon file
+/// touched a moment ago may be a dead connector's last touch).
+fn connector_alive(rec: &SessionRecord) -> bool {
+    live_connectors(rec).is_some_and(|pids| !pids.is_empty())
+}
+
+/// The live connector processes of the record's user with its cache dir and `--name`, but
+/// for the record's own process; `None` when the process list cannot be read.
+fn live_connectors(rec: &SessionRecord) -> Option<Vec<u32>> {
+    let t = tel2(rec);
+    let all = platform::all_argv().ok()?;
+    let mine = |pid: u32, argv: &[String]| {
+        let Some(i) = argv
+            .iter()
+            .position(|a| a == CONNECTOR_COMMAND)
+            .filter(|i| *i >= 1)
+        else {
+            return false;
+        };
+        pid != rec.process.pid
+            && platform::process_info(pid).is_ok_and(|p| p.uid == rec.uid)
+            && name_flag(&argv[i + 1..]) == t.name
+            && cache_dir_of(
+                &environ_map(pid).0,
+                platform::process_cwd(pid).ok().as_deref(),
+            )
+            .as_deref()
+                == Some(t.cache_dir.as_path())
+    };
+    Some(
+        all.into_iter()
+            .filter(|(pid, argv)| mine(*pid, argv))
+            .map(|(pid, _)| pid)
+            .collect(),
+    )
+}
+
+/// Whether another live `intercept NAME -- CMD` of the user runs with the same cache dir.
+fn other_intercept_cli(rec: &SessionRecord, name: &str) -> bool {
+    let cache_dir = tel2(rec).cache_dir;
+    platform::all_argv()
+        .unwrap_or_default()
+        .into_iter()
+        .any(|(pid, argv)| {
+            pid != rec.process.pid
+                && argv.iter().position(|a| a == "intercept").is_some_and(|i| {
+                    bound_intercept(&argv[i..]).ok().flatten().as_deref() == Some(name)
+                })
+                && platform::process_info(pid).is_ok_and(|p| p.uid == rec.uid)
+                && cache_dir_of(
+                    &environ_map(pid).0,
+                    platform::process_cwd(pid).ok().as_deref(),
+                )
+                .as_deref()
+                    == Some(cache_dir.as_path())
+        })
+}
+
+/// Runs `<telepresence> leave NAME` with the CLI's environment (what it was when the agent
+/// found it, else the record's), for at most 30 s; what it said.
+async fn run_leave(
+    rec: &SessionRecord,
+    name: &str,
+    env: Option<&HashMap<String, String>>,
+) -> String {
+    let t = tel2(rec);
+    let program = t
+        .program
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(rec.argv.first().cloned().unwrap_or_default()));
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(["leave", name])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(cwd) = &rec.cwd {
+        cmd.current_dir(cwd);
+    }
+    match env {
+        Some(env) => {
+            cmd.env_clear().envs(env);
+        }
+        None => {
+            cmd.envs(rec.cluster.exec_env.iter().cloned());
+            if let Some(cache_home) = t.cache_dir.parent() {
+                cmd.env("XDG_CACHE_HOME", cache_home);
+            }
+            if let Ok(k) = std::env::join_paths(&rec.cluster.kubeconfig) {
+                cmd.env("KUBECONFIG", k);
+            }
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(30), cmd.output()).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let text = if text.is_empty() {
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            } else {
+                text
+            };
+            format!("{}: {}", out.status, text)
+        }
+        Ok(Err(e)) => format!("{} could not run: {e}", program.display()),
+        Err(_) => "no answer within 30 s".to_string(),
+    }
 }
 
 /// NeedsAttention, with what a person can run.

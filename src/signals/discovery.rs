@@ -329,12 +329,11 @@ impl Discovery {
                 program_index,
                 program,
             }),
-            // Of 2.x, the connector (`connector-foreground`) holds the session; the CLI
-            // commands and the root daemon do not.
+            // Of 2.x, the connector (`connector-foreground`) holds the session, and an
+            // `intercept NAME -- CMD` holds an intercept while its command runs; the other
+            // CLI commands and the root daemon hold nothing.
             (Flavor::Modern, program_index)
-                if self.telepresence2
-                    && info.argv.get(program_index + 1).map(String::as_str)
-                        == Some(telepresence::CONNECTOR_COMMAND) =>
+                if self.telepresence2 && telepresence2_session(&info.argv, program_index) =>
             {
                 Some(Found {
                     info,
@@ -368,6 +367,20 @@ impl Discovery {
     #[cfg(not(debug_assertions))]
     fn same_test(&self, _pid: u32) -> bool {
         true
+    }
+}
+
+/// Whether a 2.x command line is one the agent follows: the connector, or an intercept
+/// bound to a command (also when its name cannot be told: the daemon says so).
+fn telepresence2_session(argv: &[String], program_index: usize) -> bool {
+    let args = argv.get(program_index + 1..).unwrap_or(&[]);
+    match args.first().map(String::as_str) {
+        Some(telepresence::CONNECTOR_COMMAND) => true,
+        Some("intercept") => !matches!(
+            crate::telepresence2::intercept::bound_intercept(args),
+            Ok(None)
+        ),
+        _ => false,
     }
 }
 

@@ -3,7 +3,8 @@
 //! one `sessions.json` in 2.6.7-2.15) that survives a killed connector and names the session
 //! the traffic-manager still holds. Nothing here reads files; callers pass the bytes in.
 //!
-//! [`verdict`] decides what to do about a dead connector's session.
+//! [`verdict`] decides what to do about a dead connector's session; [`intercept`] reads an
+//! `intercept NAME -- CMD` command line.
 //!
 //! Checked against Telepresence's source at v2.6.8, v2.17.0 and v2.20.2 (the newest tag
 //! available): `pkg/client/cli/daemon/{identifier,info}.go`, `pkg/ioutil/safename.go`,
@@ -191,6 +192,7 @@ pub fn cache_dir(
     }
 }
 
+pub mod intercept;
 pub mod verdict;
 
 #[cfg(test)]

@@ -122,7 +122,8 @@ fn has_non_utf8_path(rec: &SessionRecord) -> bool {
         .chain(rec.tmp_root.iter())
         .chain(rec.cluster.kubeconfig.iter())
         .chain(rec.tel2.iter().map(|t| &t.cache_dir))
-        .chain(rec.tel2.iter().flat_map(|t| t.session_file.iter()));
+        .chain(rec.tel2.iter().flat_map(|t| t.session_file.iter()))
+        .chain(rec.tel2.iter().flat_map(|t| t.program.iter()));
     paths.into_iter().any(|p| p.to_str().is_none())
 }
 
@@ -228,6 +229,8 @@ fn record(rng: &mut Rng) -> SessionRecord {
             cluster_id: some(rng, string),
             manager_namespace: string(rng),
             intercepts: many(rng, 3, string),
+            intercept: some(rng, string),
+            program: some(rng, path),
         }),
     }
 }
