@@ -21,6 +21,9 @@
 //! as 2.x's does); `telepresence leave NAME` removes it. Both fail unless a connector keeps
 //! its daemon file fresh, and take the session from its cache.
 //!
+//! With `TEL2_STANDIN_SOCKET_DIR` it listens on `telepresence-connector.socket` there (the
+//! real one's is in `/tmp`), removed on a quit and left behind by a kill.
+//!
 //! Not like the real one: it reaches the traffic-manager at `TEL2_STANDIN_MANAGER`
 //! (`host:port`) directly instead of through a port-forward, and it has no root daemon,
 //! no connector socket and no gRPC API of its own. It takes the context and namespace
@@ -182,6 +185,23 @@ async fn connector(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let shape = var("TEL2_STANDIN_SHAPE").unwrap_or_else(|| "2.20".into());
     let modern_cache = shape != "2.15" && shape != "2.5";
 
+    // The connector's socket (Telepresence's is /tmp/telepresence-connector.socket): a
+    // killed connector leaves the file behind, and the CLI removes it when nothing answers
+    // on it before it starts the next connector (`pkg/client/cli/connect/connector.go`).
+    let socket =
+        var("TEL2_STANDIN_SOCKET_DIR").map(|d| Path::new(&d).join("telepresence-connector.socket"));
+    let _listener = match &socket {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            Some(std::os::unix::net::UnixListener::bind(path)?)
+        }
+        None => None,
+    };
     let cache = cache_dir();
     let id = daemon_id(name.as_deref(), &context, &namespace);
     let daemon_file = cache.join("daemons").join(format!("{id}.json"));
@@ -280,7 +300,11 @@ async fn connector(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    quit(&mut client, &session, session_file.as_deref(), &daemon_file).await
+    let quitting = quit(&mut client, &session, session_file.as_deref(), &daemon_file).await;
+    if let Some(path) = &socket {
+        let _ = std::fs::remove_file(path);
+    }
+    quitting
 }
 
 /// The session a killed connector left, if its cache is for this context and namespace and

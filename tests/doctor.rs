@@ -560,3 +560,28 @@ fn the_traffic_manager_is_reached_and_its_port_forward_permissions_checked() {
     );
     assert!(!access.contains("create pods/portforward"), "{access}");
 }
+
+/// What a killed Telepresence 2 root daemon leaves (its socket) is reported with the
+/// command that clears it, and left in place: it is root's.
+#[test]
+fn a_stale_root_daemon_socket_is_reported_never_removed() {
+    let w = World::new("", false);
+    let dir = w.env.path("tel2-run");
+    std::fs::create_dir_all(&dir).expect("the test's socket dir");
+    let socket = dir.join("telepresence-daemon.socket");
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bound"));
+    let out = w.doctor(&[]);
+    let line = out.line("telepresence 2");
+    assert!(
+        line.starts_with(&format!(
+            "warn  telepresence 2: stale root daemon socket {} (its daemon was killed)",
+            socket.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        line.ends_with(&format!("run `sudo rm {}`", socket.display())),
+        "{line}"
+    );
+    assert!(socket.exists());
+}

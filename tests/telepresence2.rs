@@ -116,6 +116,7 @@ impl Tel2 {
             .env("TEL2_STANDIN_NAMESPACE", "default")
             .env("TEL2_STANDIN_MANAGER", self.tm.addr().to_string())
             .env("TEL2_STANDIN_INTERCEPT", intercept.unwrap_or(""))
+            .env("TEL2_STANDIN_SOCKET_DIR", self.env.path("tel2-run"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         for (k, v) in extra {
@@ -211,6 +212,18 @@ fn a_killed_connectors_session_is_departed_and_a_colleague_can_intercept() {
         !t.session_file().exists(),
         "the session cache goes after the Depart"
     );
+    // The socket the killed connector left is gone too.
+    assert!(
+        !t.env
+            .path("tel2-run/telepresence-connector.socket")
+            .exists()
+    );
+    assert!(
+        actions(&rec)
+            .iter()
+            .any(|a| a.starts_with("remove stale connector socket")),
+        "{rec:#}"
+    );
     let done = actions(&rec);
     assert!(
         done.iter()
@@ -279,6 +292,10 @@ fn a_connector_restarted_within_the_grace_keeps_its_session() {
     );
     assert!(t.tm.sessions().contains(&id));
     assert!(t.session_file().exists());
+    assert!(
+        crate::standin::alive(second.id()),
+        "the resumed connector runs on"
+    );
     kill9(&mut second);
     agent.stop();
 }

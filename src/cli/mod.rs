@@ -435,6 +435,8 @@ struct Snapshot {
     waiting: HashMap<String, Waiting>,
     unfollowed: Vec<crate::daemon::unfollowed::Unfollowed>,
     sight: crate::daemon::unfollowed::Sight,
+    /// What a killed Telepresence 2 left on this laptop (read here, not by the daemon).
+    leftovers: Vec<crate::effects::local2::Leftover>,
 }
 
 impl Snapshot {
@@ -449,6 +451,7 @@ impl Snapshot {
                 waiting: serde_json::from_value(field("waiting")).unwrap_or_default(),
                 unfollowed: serde_json::from_value(field("unfollowed")).unwrap_or_default(),
                 sight: serde_json::from_value(field("sight")).unwrap_or_default(),
+                leftovers: local_leftovers(),
             });
         }
         let journal = Journal::open(&paths.state_dir).map_err(|e| fail(1, e))?;
@@ -462,8 +465,16 @@ impl Snapshot {
             waiting: HashMap::new(),
             unfollowed: Vec::new(),
             sight: Default::default(),
+            leftovers: local_leftovers(),
         })
     }
+}
+
+fn local_leftovers() -> Vec<crate::effects::local2::Leftover> {
+    crate::effects::local2::leftovers(
+        &crate::effects::local2::Paths::telepresence(),
+        crate::platform::current_uid(),
+    )
 }
 
 fn show(
@@ -492,6 +503,9 @@ fn show(
             "unfollowed": snap.unfollowed,
             "sight": snap.sight,
             "journal_problems": snap.problems,
+            "telepresence2_leftovers": snap.leftovers.iter().map(|l| serde_json::json!({
+                "what": l.what, "command": l.command,
+            })).collect::<Vec<_>>(),
         });
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     } else {
@@ -545,6 +559,14 @@ fn render_text(
             "{} Telepresence process(es) not followed or followed half-blind: see `telepolice-agent status -v`\n",
             snap.unfollowed.len()
         ));
+    }
+    if history.is_none() {
+        for l in &snap.leftovers {
+            t.push_str(&format!(
+                "telepresence 2: {}; run `{}`\n",
+                l.what, l.command
+            ));
+        }
     }
     t
 }

@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use super::repair::{FIRST_BACKOFF, MAX_BACKOFF};
 use super::retry::Retry;
 use super::{Ctx, environ_map, exited, pass_over_out_of_scope};
-use crate::effects::cluster;
 use crate::effects::manager::{Manager, ManagerError};
+use crate::effects::{cluster, local2};
 use crate::failpoint;
 use crate::platform;
 use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State, Tel2};
@@ -268,6 +268,29 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
         .unwrap_or_else(SystemTime::now);
     tokio::time::sleep(ctx.cfg().telepresence2_grace).await;
     end_session(ctx, rec, died_at).await;
+    remove_stale_socket(ctx, rec);
+}
+
+/// The connector's socket, left by a killed connector: removed once it refuses connections
+/// and no connector of the user runs (the user's own file; `telepresence connect` would
+/// otherwise have to clear it).
+fn remove_stale_socket(ctx: &Ctx, rec: &mut SessionRecord) {
+    let paths = local2::Paths::telepresence();
+    match local2::remove_stale_connector_socket(&paths, rec.uid) {
+        Ok(Some(path)) => {
+            rec.act(
+                format!("remove stale connector socket {}", path.display()),
+                "done",
+            );
+            ctx.save(rec);
+        }
+        Ok(None) => {}
+        Err(e) => warn!(
+            session = %rec.key,
+            "the stale connector socket {}: {e}",
+            paths.connector_socket.display()
+        ),
+    }
 }
 
 /// Reads a live 2.x process's files until it exits; its environment, or `None` when it is
@@ -279,7 +302,10 @@ async fn follow_live(
 ) -> Option<HashMap<String, String>> {
     let env = environ_map(rec.process.pid).0;
     let followed = std::time::Instant::now();
-    let since = SystemTime::now();
+    // When the process started (to the second: the boot time it is counted from is), for
+    // telling a `sessions.json` it wrote from an older one.
+    let since = platform::process_start_time(rec.process)
+        .map_or_else(SystemTime::now, |t| t - Duration::from_secs(1));
     loop {
         if !read_live(ctx, rec, &env, since).await {
             return None;
@@ -311,7 +337,7 @@ fn orphaned_at(rec: &SessionRecord) -> Option<SystemTime> {
 
 /// One read of a live connector's files: learns its daemon id, cluster and session as they
 /// appear or change. False when the session is not the agent's business (out of scope),
-/// and forgotten. `since`: when the agent began to follow the live connector.
+/// and forgotten. `since`: (about) when the process started.
 async fn read_live(
     ctx: &Ctx,
     rec: &mut SessionRecord,
@@ -375,9 +401,8 @@ async fn read_live(
 }
 
 /// Learns the connector's daemon and cluster: from its fresh `daemons/<id>.json` (2.16+),
-/// else, for 2.6.7-2.15 (no daemon files), from a `sessions.json` written since the agent
-/// began to follow it, whose API server names the kubeconfig context. False while neither
-/// says.
+/// else, for 2.6.7-2.15 (no daemon files), from a `sessions.json` written since the process
+/// started, whose API server names the kubeconfig context. False while neither says.
 fn bind(
     ctx: &Ctx,
     rec: &mut SessionRecord,

@@ -5,6 +5,8 @@
 //!   with uid preconditions.
 //! - [`helpers`]: a dead session's local helper processes, containers and temp dir.
 //! - [`journal`]: durable, atomic storage of session records.
+//! - [`local2`]: Telepresence 2's sockets and DNS files on the laptop (a stale connector
+//!   socket removed; the root daemon's leftovers reported).
 //! - [`manager`]: Telepresence 2's traffic-manager, through a port-forward (`Depart`).
 //! - [`desktop`]: desktop notifications of repairs and of sessions needing a person.
 
@@ -12,4 +14,5 @@ pub mod cluster;
 pub mod desktop;
 pub mod helpers;
 pub mod journal;
+pub mod local2;
 pub mod manager;

@@ -247,6 +247,8 @@ pub(crate) fn agent_envs(env: &Env) -> Vec<(&'static str, PathBuf)> {
         ("TELEPOLICE_STATE_DIR", env.path("agent-state")),
         ("TELEPOLICE_RUNTIME_DIR", env.path("agent-run")),
         ("TELEPOLICE_LOG_DIR", env.path("agent-logs")),
+        // Telepresence 2's sockets, this test's own (not /tmp and /var/run).
+        ("TELEPOLICE_TEST_TEL2_DIR", env.path("tel2-run")),
     ]
 }
 

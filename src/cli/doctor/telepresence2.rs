@@ -31,7 +31,7 @@ pub(super) fn sessions(env: &Environment, now: SystemTime) -> Vec<Check> {
         env.var("HOME").map(Path::new),
         cfg!(target_os = "macos"),
     ) else {
-        return Vec::new();
+        return leftovers();
     };
     let mut files: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir.join("sessions"))
         .into_iter()
@@ -48,10 +48,24 @@ pub(super) fn sessions(env: &Environment, now: SystemTime) -> Vec<Check> {
     if legacy.is_file() {
         files.push((String::new(), legacy));
     }
-    files
+    let mut checks: Vec<Check> = files
         .into_iter()
         .map(|(id, path)| one(&dir, &id, &path, now))
-        .collect()
+        .collect();
+    checks.extend(leftovers());
+    checks
+}
+
+/// One warning per thing a killed Telepresence 2 left on the laptop (its sockets, a root
+/// daemon without a connector, DNS files), with the command that clears it.
+fn leftovers() -> Vec<Check> {
+    crate::effects::local2::leftovers(
+        &crate::effects::local2::Paths::telepresence(),
+        crate::platform::current_uid(),
+    )
+    .into_iter()
+    .map(|l| Check::warn(CHECK, format!("{}; run `{}`", l.what, l.command)))
+    .collect()
 }
 
 /// The line for one session cache file; `id` is the daemon id it is named after (empty for
