@@ -123,3 +123,68 @@ fn daemon_ids_are_safe_file_names() {
         },
     );
 }
+
+/// An `intercept` command line built from known parts: its name comes back, wherever the
+/// flags are, and a flag-looking token never becomes the name; any other token list is
+/// read without a panic.
+#[test]
+fn intercept_command_lines_give_their_name_back() {
+    use telepolice_agent::telepresence2::intercept::bound_intercept;
+    const VALUE: &[&str] = &[
+        "--port",
+        "-p",
+        "--workload",
+        "-w",
+        "--env-file",
+        "--mount",
+        "--namespace",
+        "-n",
+    ];
+    const BOOL: &[&str] = &["--replace", "-l", "--detailed-output", "--docker-run"];
+    run(
+        "cache2::intercept_command_lines_give_their_name_back",
+        CASES,
+        |rng| {
+            // A name never starts with a dash (the CLI would read a flag).
+            let name = format!("w{}", rng.name());
+            let mut args = vec!["intercept".to_string()];
+            let mut flags: Vec<Vec<String>> = Vec::new();
+            for _ in 0..rng.below(4) {
+                if rng.one_in(2) {
+                    let v = rng.pick(VALUE).to_string();
+                    if v.starts_with("--") && rng.one_in(3) {
+                        flags.push(vec![format!("{v}={}", rng.name())]);
+                    } else {
+                        flags.push(vec![v, rng.name()]);
+                    }
+                } else {
+                    flags.push(vec![rng.pick(BOOL).to_string()]);
+                }
+            }
+            let at = rng.below(flags.len() + 1);
+            for (i, f) in flags.iter().enumerate() {
+                if i == at {
+                    args.push(name.clone());
+                }
+                args.extend(f.iter().cloned());
+            }
+            if at == flags.len() {
+                args.push(name.clone());
+            }
+            args.push("--".to_string());
+            args.push(rng.name());
+            let noise: Vec<String> = (0..rng.below(6)).map(|_| rng.text(12)).collect();
+            (name, args, noise)
+        },
+        |(name, args, noise)| {
+            assert_eq!(bound_intercept(args), Ok(Some(name.clone())), "{args:?}");
+            let mut any = vec!["intercept".to_string()];
+            any.extend(noise.iter().cloned());
+            // A flag never becomes the name (a lone `-` is a positional argument to the
+            // CLI's flag parser, so it can be).
+            if let Ok(Some(n)) = bound_intercept(&any) {
+                assert!(n == "-" || !n.starts_with('-'), "{any:?} -> {n}");
+            }
+        },
+    );
+}
