@@ -146,3 +146,102 @@ async fn from_1_35_the_upgrade_also_needs_create() {
         }
     }
 }
+
+/// The same upper-caser, on a thread of its own (for tests without a runtime).
+fn upper_caser_thread() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+    let addr = l.local_addr().expect("an address");
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The real `kubectl port-forward` (SPDY/3.1, after the emulator refuses the SPDY tunnelled
+/// in WebSocket) reaches what the test registered, both ways, for several connections; a
+/// port nothing listens on is reported by kubectl as the kubelet's error.
+#[test]
+fn the_real_kubectl_port_forward_reaches_the_registered_port() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let Some(env) = crate::util::Env::new() else {
+        return;
+    };
+    with_pod(&env.cluster);
+    env.cluster
+        .forward("default", "p", 8081, upper_caser_thread());
+    let mut kubectl = env
+        .kubectl_cmd(&[
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            "pod/p",
+            ":8081",
+            ":9999",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut out = BufReader::new(kubectl.stdout.take().expect("stdout"));
+    let mut local = |remote: u16| {
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("kubectl says where it forwards");
+        // "Forwarding from 127.0.0.1:43567 -> 8081"
+        let at = line
+            .strip_prefix("Forwarding from 127.0.0.1:")
+            .and_then(|r| r.split_once(" -> "))
+            .filter(|(_, to)| to.trim() == remote.to_string())
+            .and_then(|(port, _)| port.parse::<u16>().ok());
+        at.unwrap_or_else(|| panic!("not a forwarding line: {line:?}"))
+    };
+    let (first, second) = (local(8081), local(9999));
+    for round in 0..3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", first)).expect("connected");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout set");
+        for word in [format!("ping {round}"), "second message".to_string()] {
+            s.write_all(word.as_bytes()).expect("written");
+            let mut got = vec![0u8; word.len()];
+            s.read_exact(&mut got).expect("the upper-cased answer");
+            assert_eq!(got, word.to_ascii_uppercase().into_bytes());
+        }
+    }
+    // Nothing listens on 9999: the connection is closed, and kubectl prints the error.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", second)).expect("connected");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout set");
+    let _ = s.write_all(b"x");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let _ = kubectl.kill();
+    let _ = kubectl.wait();
+    let mut err = String::new();
+    let _ = kubectl
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert!(
+        err.contains("error forwarding port 9999 to pod default/p"),
+        "kubectl's stderr: {err}"
+    );
+    // It upgraded with POST (create), as kubectl's SPDY does.
+    assert!(
+        env.cluster
+            .audit()
+            .iter()
+            .any(|a| a.resource == "pods/portforward" && a.verb == "create"),
+        "no create on pods/portforward in the audit log"
+    );
+}

@@ -22,6 +22,7 @@ use crate::state::{AuditEntry, Shared};
 use crate::status::ApiError;
 
 mod portforward;
+mod spdy;
 mod stream;
 mod verbs;
 

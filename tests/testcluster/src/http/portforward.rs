@@ -10,9 +10,10 @@
 //! Authorized as the API server does: the upgrade is a GET, so `get pods/portforward`; from
 //! 1.35 (the reported minor version) `create` as well.
 //!
-//! Not served: the SPDY framing `kubectl port-forward` uses (tunnelled in WebSocket as
-//! `SPDY/3.1+portforward.k8s.io` from 1.30, or a raw `Upgrade: SPDY/3.1`). Such a request is
-//! answered 400 with a message saying so.
+//! `kubectl port-forward`'s SPDY/3.1 (a POST with `Upgrade: SPDY/3.1`, authorized as
+//! `create`) is served by `spdy`. Not served: the same SPDY tunnelled in WebSocket
+//! (`SPDY/3.1+portforward.k8s.io`, which kubectl tries first from 1.31): answered 400, on
+//! which kubectl falls back to SPDY/3.1 itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{Body, Query, Target, error_response, full};
+use super::{Body, Query, Target, error_response, full, spdy};
 use crate::state::Shared;
 use crate::status::ApiError;
 use crate::store::Key;
@@ -74,10 +75,13 @@ pub(super) fn serve(
     {
         return error_response(&ApiError::not_found(t.rt, &name));
     }
+    if is_spdy(&req) {
+        return serve_spdy(shared, &ns, &name, req);
+    }
     let Some((accept, protocol)) = handshake(&req) else {
         return error_response(&ApiError::bad_request(
-            "this emulator serves pods/portforward over WebSocket only (v4.channel.k8s.io); \
-             the SPDY framing kubectl uses is not served",
+            "this emulator serves pods/portforward over WebSocket (v4.channel.k8s.io) and SPDY/3.1; \
+             the SPDY tunnelled in WebSocket (SPDY/3.1+portforward.k8s.io) is not served",
         ));
     };
     let ports = match ports(q) {
@@ -119,6 +123,66 @@ pub(super) fn serve(
             header::HeaderValue::from_static(p),
         );
     }
+    r
+}
+
+/// Whether the request upgrades to SPDY/3.1 (`kubectl port-forward`'s own framing).
+fn is_spdy(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"))
+}
+
+/// Upgrades to SPDY/3.1 and serves the pod's registered ports (the ports come in each
+/// stream's headers, not in the query).
+fn serve_spdy(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let offered = req
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == spdy::PORT_FORWARD_PROTOCOL);
+    if !offered {
+        return error_response(&ApiError::bad_request(format!(
+            "unable to upgrade: the client offers no {} stream protocol",
+            spdy::PORT_FORWARD_PROTOCOL
+        )));
+    }
+    let targets: std::collections::HashMap<u16, SocketAddr> = shared
+        .lock()
+        .forwards
+        .iter()
+        .filter(|((n, p, _), _)| n == ns && p == name)
+        .map(|((_, _, port), to)| (*port, *to))
+        .collect();
+    let pod = format!("{ns}/{name}");
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            spdy::serve(TokioIo::new(upgraded), targets, pod).await;
+        }
+    });
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("SPDY/3.1"),
+    );
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        "x-stream-protocol-version",
+        header::HeaderValue::from_static(spdy::PORT_FORWARD_PROTOCOL),
+    );
     r
 }
 
