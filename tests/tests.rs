@@ -11,7 +11,8 @@
 //!   stand-in.
 //! - `emulator_kubectl`: the API emulator driven by the real `kubectl`.
 //! - `emulator_kube`: the API emulator driven by kube-rs.
-//! - `emulator_portforward`: the emulator's `pods/portforward`, driven by kube-rs's port-forward.
+//! - `emulator_portforward`: the emulator's `pods/portforward`, driven by kube-rs's port-forward
+//!   and by the real `kubectl port-forward`.
 //! - `example`: the standalone emulator example, driven through stdin.
 //! - `fuzz`: generated-input tests of every parser of untrusted input (see its module doc).
 //! - `manager`: the agent's way to the Telepresence 2 traffic-manager (port-forward, gRPC)

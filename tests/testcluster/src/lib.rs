@@ -7,8 +7,9 @@
 //! deployment controller that makes pods, and owner-reference garbage collection. Tests
 //! can take it off the network (at once, or just after carrying out a chosen request), slow
 //! it down, make chosen verbs fail or deny them as RBAC would (access reviews agree), and
-//! read an audit log of every request. `pods/portforward` works over WebSocket (kube-rs's
-//! protocol) to ports a test registers.
+//! read an audit log of every request. `pods/portforward` works, to ports a test registers,
+//! over WebSocket (kube-rs's protocol) and over SPDY/3.1, plain or tunnelled in WebSocket
+//! (`kubectl port-forward`'s).
 //!
 //! ```no_run
 //! let cluster = testcluster::TestCluster::start(Default::default())?;

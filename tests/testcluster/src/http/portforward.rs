@@ -10,10 +10,9 @@
 //! Authorized as the API server does: the upgrade is a GET, so `get pods/portforward`; from
 //! 1.35 (the reported minor version) `create` as well.
 //!
-//! `kubectl port-forward`'s SPDY/3.1 (a POST with `Upgrade: SPDY/3.1`, authorized as
-//! `create`) is served by `spdy`. Not served: the same SPDY tunnelled in WebSocket
-//! (`SPDY/3.1+portforward.k8s.io`, which kubectl tries first from 1.31): answered 400, on
-//! which kubectl falls back to SPDY/3.1 itself.
+//! `kubectl port-forward`'s SPDY/3.1 is served by `spdy`, both as a POST with `Upgrade:
+//! SPDY/3.1` (authorized as `create`) and tunnelled in WebSocket binary messages
+//! (subprotocol `SPDY/3.1+portforward.k8s.io`, a GET, what kubectl tries first from 1.31).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +37,9 @@ use crate::store::Key;
 
 /// The binary channel subprotocol the kubelet's port-forward accepts.
 const V4_BINARY: &str = "v4.channel.k8s.io";
+/// SPDY/3.1 tunnelled in WebSocket binary messages (what `kubectl port-forward` tries first
+/// from 1.31): the API server's tunneling handler.
+const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// Upgrades a `pods/{name}/portforward` request to a WebSocket and relays its ports.
 pub(super) fn serve(
@@ -84,8 +86,10 @@ pub(super) fn serve(
              the SPDY tunnelled in WebSocket (SPDY/3.1+portforward.k8s.io) is not served",
         ));
     };
+    // The SPDY tunnel names its ports in each stream's headers, not in the query.
     let ports = match ports(q) {
         Ok(p) => p,
+        Err(_) if protocol == Some(SPDY_TUNNEL) => Vec::new(),
         Err(e) => return error_response(&e),
     };
     let targets: Vec<(u16, Option<SocketAddr>)> = {
@@ -96,11 +100,17 @@ pub(super) fn serve(
             .collect()
     };
     let pod = format!("{ns}/{name}");
+    let tunnel = protocol == Some(SPDY_TUNNEL);
+    let registered = registered(shared, &ns, &name);
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            relay(ws, targets, pod).await;
+            if tunnel {
+                spdy::serve(untunnel(ws), registered, pod).await;
+            } else {
+                relay(ws, targets, pod).await;
+            }
         }
     });
     let mut r = Response::new(full(Bytes::new()));
@@ -155,13 +165,7 @@ fn serve_spdy(
             spdy::PORT_FORWARD_PROTOCOL
         )));
     }
-    let targets: std::collections::HashMap<u16, SocketAddr> = shared
-        .lock()
-        .forwards
-        .iter()
-        .filter(|((n, p, _), _)| n == ns && p == name)
-        .map(|((_, _, port), to)| (*port, *to))
-        .collect();
+    let targets = registered(shared, ns, name);
     let pod = format!("{ns}/{name}");
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
@@ -184,6 +188,56 @@ fn serve_spdy(
         header::HeaderValue::from_static(spdy::PORT_FORWARD_PROTOCOL),
     );
     r
+}
+
+/// Every port the test registered for the pod.
+fn registered(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+) -> std::collections::HashMap<u16, SocketAddr> {
+    shared
+        .lock()
+        .forwards
+        .iter()
+        .filter(|((n, p, _), _)| n == ns && p == name)
+        .map(|((_, _, port), to)| (*port, *to))
+        .collect()
+}
+
+/// The bytes of a WebSocket's binary messages as one stream, both ways (client-go's
+/// `TunnelingConnection`: each message is a piece of the SPDY stream, nothing more).
+fn untunnel<S>(ws: WebSocketStream<S>) -> tokio::io::DuplexStream
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut sink, mut source) = ws.split();
+    let (mut read, mut write) = tokio::io::split(ours);
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if write.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 || sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    theirs
 }
 
 /// The ports asked for: `ports=80&ports=81` or `ports=80,81`.
@@ -230,6 +284,7 @@ fn handshake(req: &Request<Incoming>) -> Option<(String, Option<&'static str>)> 
     let protocol = match offered.as_slice() {
         [] => None,
         _ if offered.contains(&V4_BINARY) => Some(V4_BINARY),
+        _ if offered.contains(&SPDY_TUNNEL) => Some(SPDY_TUNNEL),
         _ => return None,
     };
     Some((derive_accept_key(key.as_bytes()), protocol))
