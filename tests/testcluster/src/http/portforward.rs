@@ -217,11 +217,7 @@ where
     tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if write.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if write.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
