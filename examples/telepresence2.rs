@@ -129,22 +129,7 @@ async fn intercept(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .clone();
     let (mut client, session) = connected().await?;
     client
-        .create_intercept(CreateInterceptRequest {
-            session: Some(session.clone()),
-            intercept_spec: Some(InterceptSpec {
-                name: name.clone(),
-                client: "dev@laptop".into(),
-                agent: name.clone(),
-                namespace: var("TEL2_STANDIN_NAMESPACE").unwrap_or_else(|| "default".into()),
-                mechanism: "tcp".into(),
-                target_host: "127.0.0.1".into(),
-                target_port: 8080,
-                port_identifier: "http".into(),
-                workload_kind: "Deployment".into(),
-                ..Default::default()
-            }),
-            api_key: String::new(),
-        })
+        .create_intercept(intercept_request(&session, &name, &namespace()))
         .await?;
     let status = tokio::process::Command::new(&args[dash + 1])
         .args(&args[dash + 2..])
@@ -255,22 +240,7 @@ async fn connector(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(workload) = var("TEL2_STANDIN_INTERCEPT") {
         let made = client
-            .create_intercept(CreateInterceptRequest {
-                session: Some(session.clone()),
-                intercept_spec: Some(InterceptSpec {
-                    name: workload.clone(),
-                    client: "dev@laptop".into(),
-                    agent: workload,
-                    namespace: namespace.clone(),
-                    mechanism: "tcp".into(),
-                    target_host: "127.0.0.1".into(),
-                    target_port: 8080,
-                    port_identifier: "http".into(),
-                    workload_kind: "Deployment".into(),
-                    ..Default::default()
-                }),
-                api_key: String::new(),
-            })
+            .create_intercept(intercept_request(&session, &workload, &namespace))
             .await;
         // A resumed session has its intercepts still.
         match made {
@@ -331,6 +301,30 @@ async fn resume(
     };
     client.remain(remain).await.ok()?;
     Some(session)
+}
+
+/// What `telepresence intercept NAME --port 8080` asks the manager for.
+fn intercept_request(session: &SessionInfo, name: &str, namespace: &str) -> CreateInterceptRequest {
+    CreateInterceptRequest {
+        session: Some(session.clone()),
+        intercept_spec: Some(InterceptSpec {
+            name: name.to_string(),
+            client: "dev@laptop".into(),
+            agent: name.to_string(),
+            namespace: namespace.to_string(),
+            mechanism: "tcp".into(),
+            target_host: "127.0.0.1".into(),
+            target_port: 8080,
+            port_identifier: "http".into(),
+            workload_kind: "Deployment".into(),
+            ..Default::default()
+        }),
+        api_key: String::new(),
+    }
+}
+
+fn namespace() -> String {
+    var("TEL2_STANDIN_NAMESPACE").unwrap_or_else(|| "default".into())
 }
 
 /// What the connector does when it is told to quit.

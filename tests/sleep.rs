@@ -294,7 +294,7 @@ fn a_delay_inhibitor_that_logind_grants_late_is_still_taken_and_held() {
 /// send colleagues' traffic to a sleeping laptop.
 #[test]
 fn a_2x_connector_is_left_alone_across_a_sleep_or_quits_before_it() {
-    use crate::telepresence2::{Tel2, session_of};
+    use crate::telepresence2::{Tel2, recorded};
     let Some(t) = Tel2::new() else { return };
     let Some(bus) = PrivateBus::start(&t.env) else {
         return;
@@ -307,9 +307,7 @@ fn a_2x_connector_is_left_alone_across_a_sleep_or_quits_before_it() {
         &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)],
     );
     let (mut connector, id) = t.connect(Some("echo"), &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
 
     logind.prepare_for_sleep(true);
     agent.wait_log("sessions are left running");

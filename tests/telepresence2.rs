@@ -178,6 +178,13 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Waits until the agent has recorded session `id`.
+pub(crate) fn recorded(agent: &Agent, id: &str) {
+    wait_for("the session recorded", || {
+        session_of(&agent.sessions(), id).is_some()
+    });
+}
+
 pub(crate) fn session_of<'a>(sessions: &'a [Value], id: &str) -> Option<&'a Value> {
     sessions.iter().find(|r| text(r, "/tel2/session_id") == id)
 }
@@ -244,9 +251,7 @@ fn a_connector_that_quits_departs_itself_and_the_agent_does_nothing() {
     let Some(t) = Tel2::new() else { return };
     let agent = t.agent("");
     let (mut connector, id) = t.connect(None, &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     let _ = Command::new("kill")
         .args(["-TERM", &connector.id().to_string()])
         .status();
@@ -270,9 +275,7 @@ fn a_connector_restarted_within_the_grace_keeps_its_session() {
     let Some(t) = Tel2::new() else { return };
     let agent = Agent::start_with(&t.env, &t.program, "telepresence2_grace_secs = 3\n");
     let (mut first, id) = t.connect(Some("echo"), &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     kill9(&mut first);
     // `telepresence connect` again at once: the new connector resumes the same session.
     let (mut second, resumed) = t.connect(Some("echo"), &[]);
@@ -345,9 +348,7 @@ fn an_agent_killed_at_any_step_departs_exactly_once_after_a_restart() {
             });
             kill9(&mut connector);
         } else {
-            wait_for("the session recorded", || {
-                session_of(&agent.sessions(), &id).is_some()
-            });
+            recorded(&agent, &id);
             kill9(&mut connector);
             agent.wait_killed_at(failpoint);
             agent = Agent::start_with(&t.env, &t.program, config);
@@ -372,9 +373,7 @@ fn a_refused_port_forward_or_no_traffic_manager_needs_a_person_with_the_command(
     t.env.cluster.deny("get", "pods/portforward");
     let agent = t.agent("");
     let (mut connector, id) = t.connect(None, &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     kill9(&mut connector);
     let rec = agent.wait_state("NeedsAttention");
     let why = last_reason(&rec);
@@ -415,9 +414,7 @@ fn a_refused_port_forward_or_no_traffic_manager_needs_a_person_with_the_command(
     let Some(t) = Tel2::new() else { return };
     let agent = t.agent("telepresence2_manager_namespace = \"elsewhere\"\n");
     let (mut connector, id) = t.connect(None, &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     kill9(&mut connector);
     let why = last_reason(&agent.wait_state("NeedsAttention"));
     assert!(
@@ -434,9 +431,7 @@ fn while_the_cluster_cannot_be_reached_the_session_waits_then_is_departed() {
     let Some(t) = Tel2::new() else { return };
     let agent = t.agent("");
     let (mut connector, id) = t.connect(Some("echo"), &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     t.env.cluster.set_reachable(false);
     kill9(&mut connector);
     agent.wait_log("cannot reach the traffic-manager yet");
@@ -460,9 +455,7 @@ fn a_2_15_connector_is_bound_by_the_api_server_its_sessions_json_names() {
             ("TEL2_STANDIN_HOST", url.as_str()),
         ],
     );
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     assert!(
         !t.cache().join("daemons").exists(),
         "2.15 keeps no daemon files"
@@ -480,9 +473,7 @@ fn a_session_cache_that_names_another_session_after_the_death_is_never_departed(
     let Some(t) = Tel2::new() else { return };
     let agent = Agent::start_with(&t.env, &t.program, "telepresence2_grace_secs = 3\n");
     let (mut connector, id) = t.connect(None, &[]);
-    wait_for("the session recorded", || {
-        session_of(&agent.sessions(), &id).is_some()
-    });
+    recorded(&agent, &id);
     kill9(&mut connector);
     // Within the grace, the cache comes to name another session (a later connector's).
     let file = t.session_file();

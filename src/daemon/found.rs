@@ -138,6 +138,35 @@ fn bind(
     }
 }
 
+/// The record of a process just found, in state `Seen`: who it is, and `cluster`; nothing
+/// of what it asked for or did yet.
+pub(super) fn record_of(
+    info: &crate::platform::ProcessInfo,
+    cluster: ClusterBinding,
+) -> SessionRecord {
+    SessionRecord {
+        schema: SCHEMA,
+        key: SessionRecord::key_for(info.id),
+        process: info.id,
+        argv: info.argv.clone(),
+        cwd: info.cwd.clone(),
+        parent: platform::process_info(info.ppid).ok().map(|p| p.id),
+        tty: info.tty_nr,
+        sid: info.session,
+        uid: info.uid,
+        invocation: telepresence::Invocation::default(),
+        cluster,
+        telepresence_id: None,
+        tmp_root: None,
+        original: None,
+        proxies: Vec::new(),
+        state: State::Seen,
+        history: Vec::new(),
+        actions: Vec::new(),
+        tel2: None,
+    }
+}
+
 /// Builds the first record of a newly found session (state `Seen`), or `None` when it is
 /// out of the configured scope.
 pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
@@ -164,29 +193,10 @@ pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
             );
         }
     }
-    let parent = platform::process_info(info.ppid).ok().map(|p| p.id);
-    let mut rec = SessionRecord {
-        schema: SCHEMA,
-        key: SessionRecord::key_for(info.id),
-        process: info.id,
-        argv: info.argv.clone(),
-        cwd: info.cwd.clone(),
-        parent,
-        tty: info.tty_nr,
-        sid: info.session,
-        uid: info.uid,
-        invocation,
-        cluster,
-        telepresence_id: None,
-        // Where its tel-* dir is: /tmp, whatever its TMPDIR says (0.x hard-codes it).
-        tmp_root: Some(ctx.cfg().paths.tmp_dir.clone()),
-        original: None,
-        proxies: Vec::new(),
-        state: State::Seen,
-        history: Vec::new(),
-        actions: Vec::new(),
-        tel2: None,
-    };
+    let mut rec = record_of(info, cluster);
+    rec.invocation = invocation;
+    // Where its tel-* dir is: /tmp, whatever its TMPDIR says (0.x hard-codes it).
+    rec.tmp_root = Some(ctx.cfg().paths.tmp_dir.clone());
     // Not final while the cluster is unknown: the kubeconfig may appear or be fixed while
     // the session runs.
     let found = lifecycle::Event::Found {

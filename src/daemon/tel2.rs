@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use super::found::record_of;
 use super::repair::{FIRST_BACKOFF, MAX_BACKOFF};
 use super::retry::Retry;
 use super::{Ctx, environ_map, exited, pass_over_out_of_scope};
@@ -24,9 +25,9 @@ use crate::effects::manager::{Manager, ManagerError};
 use crate::effects::{cluster, local2};
 use crate::failpoint;
 use crate::platform;
-use crate::session::{ClusterBinding, SCHEMA, SessionRecord, State, Tel2};
+use crate::session::{ClusterBinding, SessionRecord, State, Tel2};
 use crate::signals::discovery::Found;
-use crate::telepresence::{CONNECTOR_COMMAND, Invocation};
+use crate::telepresence::CONNECTOR_COMMAND;
 use crate::telepresence2::intercept::bound_intercept;
 use crate::telepresence2::verdict::{self, Leftover, Verdict};
 use crate::telepresence2::{self as tp2, DAEMON_INFO_STALE_AFTER, Scope};
@@ -100,40 +101,22 @@ pub(super) fn new_record(ctx: &Ctx, f: &Found) -> Option<SessionRecord> {
         name_flag(args)
     };
     let cache_dir = cache_dir_of(&env, info.cwd.as_deref());
-    let mut rec = SessionRecord {
-        schema: SCHEMA,
-        key: SessionRecord::key_for(info.id),
-        process: info.id,
-        argv: info.argv.clone(),
-        cwd: info.cwd.clone(),
-        parent: platform::process_info(info.ppid).ok().map(|p| p.id),
-        tty: info.tty_nr,
-        sid: info.session,
-        uid: info.uid,
-        invocation: Invocation::default(),
-        cluster: ClusterBinding {
-            kubeconfig: cluster::kubeconfig_paths(&env, info.cwd.as_deref()),
-            context: String::new(),
-            namespace: String::new(),
-            server: String::new(),
-            exec_env: Vec::new(),
-        },
-        telepresence_id: None,
-        tmp_root: None,
-        original: None,
-        proxies: Vec::new(),
-        state: State::Seen,
-        history: Vec::new(),
-        actions: Vec::new(),
-        tel2: Some(Tel2 {
-            name,
-            cache_dir: cache_dir.clone().unwrap_or_default(),
-            manager_namespace: ctx.cfg().telepresence2_manager_namespace.clone(),
-            intercept: intercept.clone(),
-            program: f.program.clone(),
-            ..Tel2::default()
-        }),
+    let cluster = ClusterBinding {
+        kubeconfig: cluster::kubeconfig_paths(&env, info.cwd.as_deref()),
+        context: String::new(),
+        namespace: String::new(),
+        server: String::new(),
+        exec_env: Vec::new(),
     };
+    let mut rec = record_of(info, cluster);
+    rec.tel2 = Some(Tel2 {
+        name,
+        cache_dir: cache_dir.clone().unwrap_or_default(),
+        manager_namespace: ctx.cfg().telepresence2_manager_namespace.clone(),
+        intercept: intercept.clone(),
+        program: f.program.clone(),
+        ..Tel2::default()
+    });
     let what = match &intercept {
         Some(n) => format!(
             "Telepresence 2 intercept {n} bound to a command (pid {})",
@@ -617,31 +600,15 @@ async fn pass(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) -> Pass {
             Verdict::Depart(id) => (id, true),
             Verdict::Finish(id) => (id, false),
         };
-        if ctx.cfg().dry_run {
-            let action = format!(
-                "{DEPART} {id} in the traffic-manager in {}",
-                t.manager_namespace
-            );
-            rec.act(action, "dry-run");
-            attention(
-                ctx,
-                rec,
-                &format!("dry run: session {id} would have been departed"),
-            );
-            return Pass::Done;
+        let action = format!(
+            "{DEPART} {id} in the traffic-manager in {}",
+            t.manager_namespace
+        );
+        let why = format!("ending session {id}: the connector died and no connector resumed it");
+        if let Some(pass) = begin(ctx, rec, action, why) {
+            return pass;
         }
-        if rec.state != State::CleaningUp {
-            rec.transition(
-                State::CleaningUp,
-                format!("ending session {id}: the connector died and no connector resumed it"),
-            );
-            if let Err(e) = ctx.save_durably(rec) {
-                return Pass::Wait(format!(
-                    "not ending session {id} before the journal takes it: {e}"
-                ));
-            }
-            failpoint::hit("tel2.cleaning");
-        }
+        failpoint::hit("tel2.cleaning");
         match depart(ctx, rec, &id, departing, died_at).await {
             Ok(Departed::Yes) => {
                 rec.transition(
@@ -664,6 +631,27 @@ async fn pass(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) -> Pass {
                 return Pass::Done;
             }
         }
+    }
+}
+
+/// Before `action`: in a dry run, says what would be done (NeedsAttention) and stops;
+/// otherwise `CleaningUp` (for `why`), on disk before anything is done. `None` to go on.
+fn begin(ctx: &Ctx, rec: &mut SessionRecord, action: String, why: String) -> Option<Pass> {
+    if ctx.cfg().dry_run {
+        let said = format!("dry run: `{action}` would have been done");
+        rec.act(action, "dry-run");
+        attention(ctx, rec, &said);
+        return Some(Pass::Done);
+    }
+    if rec.state == State::CleaningUp {
+        return None;
+    }
+    rec.transition(State::CleaningUp, why);
+    match ctx.save_durably(rec) {
+        Ok(()) => None,
+        Err(e) => Some(Pass::Wait(format!(
+            "not doing `{action}` before the journal takes it: {e}"
+        ))),
     }
 }
 
@@ -828,25 +816,9 @@ async fn leave_pass(
         );
     }
     let command = format!("telepresence leave {name}");
-    if ctx.cfg().dry_run {
-        rec.act(&command, "dry-run");
-        attention(
-            ctx,
-            rec,
-            &format!("dry run: `{command}` would have been run"),
-        );
-        return Pass::Done;
-    }
-    if rec.state != State::CleaningUp {
-        rec.transition(
-            State::CleaningUp,
-            format!("leaving intercept {name}: its command's CLI died while the connector runs"),
-        );
-        if let Err(e) = ctx.save_durably(rec) {
-            return Pass::Wait(format!(
-                "not leaving intercept {name} before the journal takes it: {e}"
-            ));
-        }
+    let why = format!("leaving intercept {name}: its command's CLI died while the connector runs");
+    if let Some(pass) = begin(ctx, rec, command.clone(), why) {
+        return pass;
     }
     let said = run_leave(rec, name, env).await;
     match holds(rec, &session, name).await {
