@@ -16,6 +16,8 @@
 //! - on SIGTERM or SIGINT (`telepresence quit`): `Depart`, then the session cache is
 //!   deleted (only after the `Depart` succeeded), then the daemon file.
 //!
+//! `telepresence status --output json` says `user_daemon.manager_namespace`
+//! (`TEL2_STANDIN_MANAGER_NAMESPACE`, else `ambassador`) while a connector runs.
 //! `telepresence intercept NAME [flags] -- CMD...` makes the intercept in the connector's
 //! session, runs the command, then removes the intercept (a CLI killed meanwhile leaves it,
 //! as 2.x's does); `telepresence leave NAME` removes it. Both fail unless a connector keeps
@@ -78,6 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("connector-foreground") => connector(&args).await,
         Some("intercept") => intercept(&args).await,
         Some("leave") => leave(&args).await,
+        Some("status") => status(),
         _ => {
             eprintln!("telepresence2 stand-in: {args:?} is not served");
             std::process::exit(1);
@@ -142,6 +145,36 @@ async fn intercept(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// `status --output json`: what the user daemon says of its connection (the manager
+/// namespace from `TEL2_STANDIN_MANAGER_NAMESPACE`, else `ambassador`), or three empty
+/// objects when no connector runs.
+fn status() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let context = var("TEL2_STANDIN_CONTEXT").unwrap_or_default();
+    let id = daemon_id(None, &context, &namespace());
+    let running = std::fs::metadata(cache_dir().join("daemons").join(format!("{id}.json")))
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            SystemTime::now().duration_since(t).unwrap_or_default() < Duration::from_millis(5_600)
+        });
+    let doc = if running {
+        serde_json::json!({
+            "user_daemon": {
+                "running": true, "name": id, "version": "v2.20.2",
+                "kubernetes_context": context, "namespace": namespace(),
+                "manager_namespace": var("TEL2_STANDIN_MANAGER_NAMESPACE").unwrap_or_else(|| "ambassador".into()),
+                "intercepts": [],
+            },
+            "root_daemon": {"running": true},
+            "traffic_manager": {"name": "traffic-manager", "version": "v2.20.2"},
+        })
+    } else {
+        serde_json::json!({"user_daemon": {}, "root_daemon": {}, "traffic_manager": {}})
+    };
+    writeln!(std::io::stdout().lock(), "{doc}")?;
+    Ok(())
 }
 
 /// `leave NAME`: the connector removes the intercept (here, the manager is asked directly).

@@ -410,10 +410,10 @@ fn a_refused_port_forward_or_no_traffic_manager_needs_a_person_with_the_command(
     assert!(!t.session_file().exists());
     agent.stop();
 
-    // A manager namespace with no traffic-manager in it.
+    // A manager namespace (as `telepresence status` names it) with no traffic-manager in it.
     let Some(t) = Tel2::new() else { return };
-    let agent = t.agent("telepresence2_manager_namespace = \"elsewhere\"\n");
-    let (mut connector, id) = t.connect(None, &[]);
+    let agent = t.agent("");
+    let (mut connector, id) = t.connect(None, &[("TEL2_STANDIN_MANAGER_NAMESPACE", "elsewhere")]);
     recorded(&agent, &id);
     kill9(&mut connector);
     let why = last_reason(&agent.wait_state("NeedsAttention"));
@@ -606,5 +606,36 @@ fn an_intercept_whose_command_ended_or_whose_connector_died_is_not_touched() {
         "{:?}",
         t.tm.calls()
     );
+    agent.stop();
+}
+
+/// A traffic-manager outside the configured namespace is found by asking the user's
+/// `telepresence status --output json`.
+#[test]
+fn the_manager_namespace_is_the_one_telepresence_status_names() {
+    let Some(t) = Tel2::new() else { return };
+    let tm = TrafficManager::start(Options::default()).expect("a second manager");
+    crate::util::install_traffic_manager(&t.env.cluster, "tel-mgr", &tm).expect("installed");
+    let agent = t.agent("");
+    // A connector of tel-mgr's manager (the agent's config says ambassador).
+    let mut cmd = t.cli(&["connector-foreground"]);
+    cmd.env("TEL2_STANDIN_MANAGER", tm.addr().to_string())
+        .env("TEL2_STANDIN_MANAGER_NAMESPACE", "tel-mgr")
+        .stdout(Stdio::piped());
+    let mut connector = t.spawn(&mut cmd);
+    let mut line = String::new();
+    BufReader::new(connector.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("connected");
+    let id = line.trim().trim_start_matches("connected ").to_string();
+    wait_for("the manager namespace learned", || {
+        session_of(&agent.sessions(), &id)
+            .is_some_and(|r| text(r, "/tel2/manager_namespace") == "tel-mgr")
+    });
+    kill9(&mut connector);
+    wait_for("departed from tel-mgr's manager", || {
+        !tm.sessions().contains(&id)
+    });
+    assert_eq!(tm.calls_of("Depart", &id).len(), 1);
     agent.stop();
 }

@@ -379,8 +379,59 @@ async fn read_live(
     rec.transition(State::Recorded, why);
     ctx.save(rec);
     failpoint::hit("tel2.recorded");
+    if first {
+        learn_manager_namespace(ctx, rec, env).await;
+    }
     learn_intercepts(ctx, rec, &id).await;
     true
+}
+
+/// Asks the user's Telepresence where its traffic-manager is: `telepresence status --output
+/// json` (which never starts a daemon nor asks for sudo), run with the connector's own
+/// program and environment, says `user_daemon.manager_namespace`. Without an answer the
+/// configured `telepresence2_manager_namespace` stays.
+async fn learn_manager_namespace(
+    ctx: &Ctx,
+    rec: &mut SessionRecord,
+    env: &HashMap<String, String>,
+) {
+    let Some(program) = tel2(rec).program else {
+        return;
+    };
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(["status", "--output", "json"])
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(cwd) = &rec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let said = match tokio::time::timeout(Duration::from_secs(10), cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => out.stdout,
+        Ok(Ok(out)) => {
+            info!(session = %rec.key, "`telepresence status --output json` failed ({}): the manager namespace stays {}", out.status, tel2(rec).manager_namespace);
+            return;
+        }
+        Ok(Err(e)) => {
+            info!(session = %rec.key, "cannot run {}: {e}", program.display());
+            return;
+        }
+        Err(_) => {
+            info!(session = %rec.key, "`telepresence status --output json` gave no answer within 10 s");
+            return;
+        }
+    };
+    let ns = tp2::status_manager_namespace(&said);
+    match ns {
+        Some(ns) if ns != tel2(rec).manager_namespace => {
+            let why = format!("the traffic-manager is in namespace {ns} (telepresence status)");
+            tel2_mut(rec).manager_namespace = ns;
+            rec.transition(rec.state, why);
+            ctx.save(rec);
+        }
+        _ => {}
+    }
 }
 
 /// Learns the connector's daemon and cluster: from its fresh `daemons/<id>.json` (2.16+),
@@ -621,6 +672,14 @@ async fn pass(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime) -> Pass {
             }
             // Something changed since the decision: decide again.
             Ok(Departed::Changed) => continue,
+            Ok(Departed::NotHeld(ns)) => {
+                let why = format!(
+                    "the traffic-manager in {ns} does not have session {id} (it expired, or was ended elsewhere): nothing to end; its cache file is left for Telepresence"
+                );
+                rec.transition(State::Ended, why);
+                ctx.save(rec);
+                return Pass::Done;
+            }
             Err(e) if e.is_transient() => {
                 return Pass::Wait(format!(
                     "cannot reach the traffic-manager yet ({e}); trying again"
@@ -662,6 +721,8 @@ enum Departed {
     /// Just before `Depart`, a connector for the daemon was running again, or the cache
     /// named another session: nothing was done.
     Changed,
+    /// The traffic-manager in that namespace does not have the session: nothing was done.
+    NotHeld(String),
 }
 
 /// `Depart` (unless done already), then the cache file, each journaled when done. Just
@@ -683,11 +744,29 @@ async fn depart(
         // agent crash) is not departed again.
         let held = manager.session_intercepts(id).await?;
         let action = format!("{DEPART} {id} in the traffic-manager in {ns}");
+        let started = rec
+            .actions
+            .iter()
+            .any(|a| a.action == action && a.outcome == "started");
         match held {
-            None => rec.act(action, "done: the traffic-manager no longer had it"),
+            // Departed by this agent before it was stopped: the intent is journaled.
+            None if started => rec.act(action, "done: the traffic-manager no longer had it"),
+            // Expired, ended elsewhere, or this is not the session's traffic-manager: the
+            // cache file is left for Telepresence (its next connect starts afresh).
+            None => return Ok(Departed::NotHeld(ns)),
             Some(list) => {
                 if connector_running(rec, died_at) || cached_now(rec).as_deref() != Some(id) {
                     return Ok(Departed::Changed);
+                }
+                // The intent, on disk before the call: a restarted agent that finds the
+                // session gone knows it was this agent's doing.
+                rec.act(&action, "started");
+                if let Err(e) = ctx.save_durably(rec) {
+                    return Err(ManagerError::Connect {
+                        pod: manager.pod.clone(),
+                        namespace: ns,
+                        why: format!("not departing before the journal takes it: {e}"),
+                    });
                 }
                 manager.depart(id).await?;
                 failpoint::hit("tel2.departed");

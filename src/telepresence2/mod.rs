@@ -174,6 +174,16 @@ pub fn parse_daemon_info(bytes: &[u8]) -> Result<DaemonInfo, CacheError> {
     serde_json::from_slice(bytes).map_err(|e| CacheError::Malformed(e.to_string()))
 }
 
+/// The traffic-manager's namespace in what `telepresence status --output json` prints
+/// (`user_daemon.manager_namespace`), if it says one.
+pub fn status_manager_namespace(output: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(output).ok()?;
+    v["user_daemon"]["manager_namespace"]
+        .as_str()
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_string)
+}
+
 /// Telepresence 2's user cache dir, from the connector's environment: `$XDG_CACHE_HOME`
 /// (any non-empty value, as 2.x takes it; a relative one is relative to the connector's
 /// working directory) or `~/.cache`, then `telepresence`; on macOS

@@ -135,3 +135,18 @@ fn the_cache_dir_follows_xdg_then_home_and_macos_has_its_own() {
     assert_eq!(cache_dir(None, None, false), None);
     assert_eq!(DAEMON_INFO_STALE_AFTER, Duration::from_millis(5600));
 }
+
+#[test]
+fn the_manager_namespace_comes_from_status_json() {
+    let out = br#"{"user_daemon":{"running":true,"name":"dev-default","manager_namespace":"tel-mgr","intercepts":[]},"root_daemon":{"running":true},"traffic_manager":{"name":"traffic-manager"}}"#;
+    assert_eq!(status_manager_namespace(out).as_deref(), Some("tel-mgr"));
+    // Not connected: three empty objects.
+    assert_eq!(
+        status_manager_namespace(br#"{"user_daemon":{},"root_daemon":{},"traffic_manager":{}}"#),
+        None
+    );
+    assert_eq!(
+        status_manager_namespace(b"telepresence status: error: ..."),
+        None
+    );
+}
