@@ -132,7 +132,9 @@ fn description() -> Roff {
          records what each one is about to change in the Kubernetes cluster (the original \
          Deployment's replica count, the proxy objects it creates), and, when a session dies \
          without cleaning up, puts the cluster back: the original Deployment scaled back to \
-         its replicas, the proxy objects deleted, orphaned local helpers stopped.",
+         its replicas, the proxy objects deleted, orphaned local helpers stopped. For \
+         Telepresence 2 it follows each connector and, when one dies without departing, \
+         ends its session in the traffic-manager, so that its intercepts do not outlive it.",
     )]);
     r.control("PP", []);
     r.text([
