@@ -18,8 +18,8 @@
 //!
 //! `telepresence status --output json` says `user_daemon.manager_namespace`
 //! (`TEL2_STANDIN_MANAGER_NAMESPACE`, else `ambassador`) while a connector runs.
-//! `telepresence intercept NAME [flags] -- CMD...` makes the intercept in the connector's
-//! session, runs the command, then removes the intercept (a CLI killed meanwhile leaves it,
+//! `telepresence intercept NAME [flags] -- CMD...` (starting a connector as its child when
+//! none runs, as 2.x connects on its own) makes the intercept in the connector's session, runs the command, then removes the intercept (a CLI killed meanwhile leaves it,
 //! as 2.x's does); `telepresence leave NAME` removes it. Both fail unless a connector keeps
 //! its daemon file fresh, and take the session from its cache.
 //!
@@ -130,7 +130,24 @@ async fn intercept(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .find(|a| !a.starts_with('-') && a.parse::<u32>().is_err())
         .ok_or("no intercept name")?
         .clone();
-    let (mut client, session) = connected().await?;
+    // Not connected yet: the CLI connects on its own, starting the connector as its child.
+    let (mut client, session) = match connected().await {
+        Ok(c) => c,
+        Err(_) => {
+            let mut connector = std::process::Command::new(std::env::current_exe()?)
+                .arg("connector-foreground")
+                .env_remove("TEL2_STANDIN_INTERCEPT")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(connector.stdout.take().ok_or("no stdout")?),
+                &mut line,
+            )?;
+            connected().await?
+        }
+    };
     client
         .create_intercept(intercept_request(&session, &name, &namespace()))
         .await?;

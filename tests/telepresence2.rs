@@ -33,6 +33,21 @@ impl Drop for Tel2 {
         for id in self.started.borrow().iter() {
             let _ = platform::signal(*id, platform::Signal::Kill);
         }
+        // And what those started (a connector an intercept CLI started on its own): this
+        // test's processes carry its mark.
+        let mark = self.env.dir.path().to_string_lossy().into_owned();
+        for pid in platform::list_pids().unwrap_or_default() {
+            let ours = platform::process_environ(pid).is_ok_and(|env| {
+                env.iter()
+                    .any(|(k, v)| k == "TELEPOLICE_TEST_ENV" && *v == mark)
+            });
+            if ours
+                && pid != std::process::id()
+                && let Ok(info) = platform::process_info(pid)
+            {
+                let _ = platform::signal(info.id, platform::Signal::Kill);
+            }
+        }
     }
 }
 
@@ -637,5 +652,50 @@ fn the_manager_namespace_is_the_one_telepresence_status_names() {
         !tm.sessions().contains(&id)
     });
     assert_eq!(tm.calls_of("Depart", &id).len(), 1);
+    agent.stop();
+}
+
+/// `telepresence intercept NAME -- CMD` with no connection yet connects on its own: the
+/// connector it starts (its child) is followed too, and when the CLI dies the intercept is
+/// left while that connector lives.
+#[test]
+fn a_connector_started_by_an_intercept_cli_is_followed_too() {
+    let Some(t) = Tel2::new() else { return };
+    let agent = t.agent("");
+    let mut cli =
+        t.spawn(&mut t.cli(&["intercept", "echo", "--port", "8080", "--", "sleep", "60"]));
+    wait_for("the intercept is made", || has_intercept(&t, "echo"));
+    wait_for("both the CLI and its connector are recorded", || {
+        let s = agent.sessions();
+        let cli_recorded = s.iter().any(|r| {
+            text(r, "/tel2/intercept") == "echo" && !text(r, "/tel2/session_id").is_empty()
+        });
+        let connector_recorded = s.iter().any(|r| {
+            text(r, "/tel2/intercept").is_empty() && !text(r, "/tel2/session_id").is_empty()
+        });
+        cli_recorded && connector_recorded
+    });
+    let children_of_cli = children(cli.id());
+    // Kill the CLI only (its `sleep` too); the connector, its child, lives on.
+    kill9(&mut cli);
+    let connector = children_of_cli
+        .iter()
+        .copied()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("connector-foreground"))
+        })
+        .expect("the CLI started a connector");
+    for pid in children_of_cli.iter().filter(|p| **p != connector) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let rec = agent.wait_state("Cleaned");
+    assert_eq!(last_reason(&rec), "left intercept echo");
+    assert!(crate::standin::alive(connector));
+    let _ = Command::new("kill")
+        .args(["-KILL", &connector.to_string()])
+        .status();
     agent.stop();
 }

@@ -294,7 +294,12 @@ impl Daemon {
             .retain(|p| platform::process_info(*p).is_ok());
         for f in found {
             let key = SessionRecord::key_for(f.info.id);
-            if self.tracked.contains(&key) || self.session_pids.contains(&f.info.ppid) {
+            // A 0.x session's own child with its command line (the instant between its fork
+            // and exec) is not a session; a 2.x connector started by a followed CLI
+            // (`telepresence intercept` connecting on its own) is.
+            let forked = f.flavor == crate::telepresence::Flavor::Legacy
+                && self.session_pids.contains(&f.info.ppid);
+            if self.tracked.contains(&key) || forked {
                 continue;
             }
             if let Some(rec) = new_record(&self.ctx, &f) {

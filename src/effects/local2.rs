@@ -82,10 +82,20 @@ pub fn socket_state(path: &Path) -> SocketState {
 /// Removes the connector's socket when it is the user's (`uid`), stale, and no connector
 /// process of the user runs; the path when it did.
 pub fn remove_stale_connector_socket(paths: &Paths, uid: u32) -> std::io::Result<Option<PathBuf>> {
+    remove_if_stale(paths, uid, || !processes(uid, CONNECTOR).is_empty())
+}
+
+/// [`remove_stale_connector_socket`], with whether a connector of the user runs asked of
+/// `connector_runs`.
+fn remove_if_stale(
+    paths: &Paths,
+    uid: u32,
+    connector_runs: impl Fn() -> bool,
+) -> std::io::Result<Option<PathBuf>> {
     let path = &paths.connector_socket;
     if socket_state(path) != SocketState::Stale
         || std::fs::symlink_metadata(path)?.uid() != uid
-        || !processes(uid, CONNECTOR).is_empty()
+        || connector_runs()
     {
         return Ok(None);
     }
@@ -215,17 +225,25 @@ mod tests {
 
         let live = std::os::unix::net::UnixListener::bind(&paths.connector_socket).expect("bind");
         assert_eq!(socket_state(&paths.connector_socket), SocketState::Live);
+        let me = platform::current_uid();
+        // (Whether a connector runs is asked of the test, not of this machine's processes.)
+        let none_runs = || false;
         assert_eq!(
-            remove_stale_connector_socket(&paths, platform::current_uid()).expect("no error"),
+            remove_if_stale(&paths, me, none_runs).expect("no error"),
             None,
             "a live socket stays"
         );
         drop(live);
         assert_eq!(socket_state(&paths.connector_socket), SocketState::Stale);
         assert_eq!(
-            remove_stale_connector_socket(&paths, platform::current_uid() + 1).expect("no error"),
+            remove_if_stale(&paths, me + 1, none_runs).expect("no error"),
             None,
             "another user's stays"
+        );
+        assert_eq!(
+            remove_if_stale(&paths, me, || true).expect("no error"),
+            None,
+            "not while a connector of the user runs"
         );
         assert!(
             leftovers(&paths, platform::current_uid())
@@ -233,7 +251,7 @@ mod tests {
                 .any(|l| l.what.starts_with("stale connector socket"))
         );
         assert_eq!(
-            remove_stale_connector_socket(&paths, platform::current_uid()).expect("removed"),
+            remove_if_stale(&paths, me, none_runs).expect("removed"),
             Some(paths.connector_socket.clone())
         );
         assert_eq!(socket_state(&paths.connector_socket), SocketState::Absent);
