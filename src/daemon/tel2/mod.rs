@@ -175,13 +175,14 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
         .or_else(|| orphaned_at(rec))
         .unwrap_or_else(SystemTime::now);
     tokio::time::sleep(ctx.cfg().telepresence2_grace).await;
-    end_session(ctx, rec, died_at).await;
+    // Before the session's end is journaled, so that a final record changes no more.
     remove_stale_socket(ctx, rec);
+    end_session(ctx, rec, died_at).await;
 }
 
 /// The connector's socket, left by a killed connector: removed once it refuses connections
-/// and no connector of the user runs (the user's own file; `telepresence connect` would
-/// otherwise have to clear it).
+/// and no connector of the user runs, whatever becomes of the session (the user's own
+/// file; `telepresence connect` would otherwise have to clear it).
 fn remove_stale_socket(ctx: &Ctx, rec: &mut SessionRecord) {
     let paths = local2::Paths::telepresence();
     match local2::remove_stale_connector_socket(&paths, rec.uid) {
