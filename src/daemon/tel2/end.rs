@@ -174,12 +174,13 @@ pub(super) async fn depart(
                     .iter()
                     .map(|i| format!("{}/{}", i.namespace, i.workload))
                     .collect();
-                let outcome = if names.is_empty() {
-                    "done".to_string()
+                // "done" alone, so that the repair's summary lists it.
+                let done = if names.is_empty() {
+                    action
                 } else {
-                    format!("done (its intercepts of {} went with it)", names.join(", "))
+                    format!("{action}, its intercepts of {} with it", names.join(", "))
                 };
-                rec.act(action, outcome);
+                rec.act(done, "done");
             }
         }
         ctx.save(rec);
