@@ -118,6 +118,11 @@ pub struct RawConfig {
     pub telepresence2_grace_secs: Option<f64>,
     /// Where Telepresence 2's traffic-manager runs.
     pub telepresence2_manager_namespace: Option<String>,
+    /// Team mode: the recovery facts on the proxy and a heartbeat Lease per session.
+    pub team: Option<bool>,
+    /// Where a Telepresence 2 session's heartbeat Lease goes (default: the session's
+    /// namespace).
+    pub team_lease_namespace: Option<String>,
 }
 
 /// Where the agent keeps its files.
@@ -176,6 +181,10 @@ pub struct Config {
     pub telepresence2_grace: Duration,
     /// The traffic-manager's namespace.
     pub telepresence2_manager_namespace: String,
+    /// Team mode on: facts on proxies, a heartbeat Lease per session.
+    pub team: bool,
+    /// The namespace of 2.x sessions' heartbeat Leases (`None`: the session's namespace).
+    pub team_lease_namespace: Option<String>,
 }
 
 /// The process environment as the lookups of [`Paths::resolve`] and others take it.
@@ -312,6 +321,19 @@ pub const DEFAULT_FILE: &str = r#"# telepolice-agent configuration. Every key is
 
 # The traffic-manager's namespace (Telepresence's own default).
 # telepresence2_manager_namespace = "ambassador"
+
+# Team mode: once a session is recorded, write the recovery facts (the original workload,
+# its replica count and their evidence, this host and user) onto the session's proxy as
+# telepolice.dev/ annotations, and keep a heartbeat Lease per session (renewed every 10 s,
+# deleted when the session ends cleanly). An in-cluster `telepolice-agent sweep` repairs the
+# sessions of laptops that never came back from them. Needs create/update/delete on leases
+# and patch on the proxy in the session's namespace; without them the agent says so and
+# works alone. false: write nothing to the cluster but repairs.
+# team = true
+
+# The namespace of a Telepresence 2 session's heartbeat Lease (2.x makes no proxy to put it
+# beside). Default: the namespace the session connected to.
+# team_lease_namespace = "telepresence-leases"
 "#;
 
 /// Parses a config file's text; `path` is only used in messages.
@@ -413,6 +435,18 @@ impl Config {
                 Some(ns) => ns,
                 None => "ambassador".to_string(),
             },
+            team: raw.team.unwrap_or(true),
+            team_lease_namespace: match raw.team_lease_namespace {
+                Some(ns) if ns.is_empty() => {
+                    return Err(ConfigError::Value {
+                        path: p,
+                        key: "team_lease_namespace",
+                        message: "must not be empty (leave it out for the session's namespace)"
+                            .to_string(),
+                    });
+                }
+                ns => ns,
+            },
             paths,
         })
     }
@@ -453,6 +487,8 @@ impl Config {
             telepresence2: Some(self.telepresence2),
             telepresence2_grace_secs: Some(self.telepresence2_grace.as_secs_f64()),
             telepresence2_manager_namespace: Some(self.telepresence2_manager_namespace.clone()),
+            team: Some(self.team),
+            team_lease_namespace: self.team_lease_namespace.clone(),
         };
         toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }

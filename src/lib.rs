@@ -41,6 +41,8 @@ mod logging;
 pub mod service;
 pub mod session;
 pub mod signals;
+pub mod sweep;
+pub mod team;
 pub mod telepresence;
 pub mod telepresence2;
 

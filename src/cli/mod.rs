@@ -3,6 +3,7 @@
 pub mod doctor;
 pub mod manual;
 pub mod status;
+pub mod sweep;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -122,6 +123,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the in-cluster sweeper (team mode), as the Deployment in packaging/kubernetes
+    /// does: repair the sessions whose laptop's heartbeat stopped for the grace.
+    Sweep(sweep::SweepArgs),
     /// Print a shell completion script (the packages install the bash, zsh and fish ones).
     #[command(hide = true)]
     Completions {
@@ -193,9 +197,10 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     // These need only the command definition, so they answer before the paths are resolved:
     // a package build may run them with no home directory.
-    match cli.command {
+    match &cli.command {
+        Command::Sweep(args) => return sweep::run(args),
         Command::Completions { shell } => {
-            return print(&manual::completions(Cli::command(), shell));
+            return print(&manual::completions(Cli::command(), *shell));
         }
         Command::Man => return print_man(),
         _ => {}
@@ -230,7 +235,7 @@ pub fn run(cli: Cli) -> ExitCode {
             replicas,
         } => cleanup(paths, &session, dry_run, replicas),
         Command::Doctor(args) => doctor(Ok(paths), &args),
-        Command::ServiceFiles { .. } => ExitCode::SUCCESS,
+        Command::ServiceFiles { .. } | Command::Sweep(_) => ExitCode::SUCCESS,
         Command::Install { dry_run, binary } => service_result(crate::service::install(
             dry_run,
             binary.as_deref(),

@@ -30,6 +30,8 @@ pub(super) struct Ctx {
     /// Which session holds each Telepresence session id: an id is claimed by one session
     /// only, checked and taken in one step (filled from the journal at start).
     claims: std::sync::Mutex<HashMap<String, String>>,
+    /// Team mode: each recorded session's heartbeat Lease.
+    pub(super) heartbeats: super::heartbeat::Heartbeats,
 }
 
 impl Ctx {
@@ -42,6 +44,7 @@ impl Ctx {
             board: waiting::Board::default(),
             unfollowed: Default::default(),
             claims: Default::default(),
+            heartbeats: Default::default(),
         }
     }
 

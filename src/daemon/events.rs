@@ -265,6 +265,7 @@ impl Daemon {
             &self.ctx.cfg().paths.runtime_dir,
         ));
         self.sessions.abort_all();
+        self.ctx.heartbeats.stop_all();
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while self.sessions.join_next().await.is_some() {}
         })

@@ -26,6 +26,7 @@ mod ctx;
 mod events;
 mod follow;
 mod found;
+mod heartbeat;
 mod knock;
 mod lock;
 pub mod notify;
@@ -227,6 +228,7 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     }
     if rec.tel2.is_some() {
         tel2::session_task(&ctx, &mut rec).await;
+        ctx.heartbeats.finish(&key, rec.state).await;
         announce(&ctx, &rec);
         return key;
     }
@@ -236,6 +238,7 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
         follow::follow_live(&ctx, &mut rec, &mut exit).await;
     }
     if rec.state.is_final() {
+        ctx.heartbeats.finish(&key, rec.state).await;
         announce(&ctx, &rec);
         return key;
     }
@@ -250,8 +253,17 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
         ctx.save(&rec);
         failpoint::hit("cleanup.orphaned");
     }
+    // Resumed from the journal with the process dead: the heartbeat is kept while the
+    // repair runs, as it was while following.
+    if ctx.cfg().team
+        && ctx.heartbeats.beat(&key).is_none()
+        && let Some(client) = heartbeat::client(&rec).await
+    {
+        ctx.heartbeats.start(&rec, &client, None);
+    }
     tokio::time::sleep(ctx.cfg().grace_period).await;
     repair::repair(&ctx, &mut rec).await;
+    ctx.heartbeats.finish(&key, rec.state).await;
     announce(&ctx, &rec);
     key
 }

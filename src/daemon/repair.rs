@@ -146,6 +146,16 @@ async fn attempt(
             .clone(),
     };
     let now = cluster_now(ctx, rec, &client, cfg.dry_run).await?;
+    // Team mode: the heartbeat Lease is renewed just before acting; one a sweeper took
+    // means the sweeper repairs the cluster, and this agent only its own laptop.
+    if let super::heartbeat::Fence::Taken(holder) = ctx.heartbeats.fence(&rec.key).await {
+        let step = lifecycle::step(rec, Event::TakenOver { holder });
+        stop_helpers(ctx, &cfg, rec);
+        lifecycle::apply(rec, &step);
+        warn!(session = %rec.key, "{}", step.why.first().map(ToString::to_string).unwrap_or_default());
+        ctx.save(rec);
+        return Ok(());
+    }
     let step = lifecycle::step(rec, now);
     if step.stop_helpers {
         stop_helpers(ctx, &cfg, rec);

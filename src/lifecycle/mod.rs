@@ -24,6 +24,7 @@
 //! CleaningUp ──Carried────► Cleaned | NeedsAttention
 //!            ──Unreachable► Orphaned (re-planned from the cluster as it is)
 //! any ──HandRepair──► (same state) ──HandRepairFailed──► NeedsAttention
+//! any ──TakenOver───► Ended (an in-cluster sweeper holds the session's heartbeat Lease)
 //! ```
 //!
 //! # Where a new kind of session plugs in
@@ -98,6 +99,9 @@ pub enum Event {
     HandRepair,
     /// It failed.
     HandRepairFailed(String),
+    /// An in-cluster sweeper took the session's heartbeat Lease (its holder identity): the
+    /// session is the sweeper's to repair now; the agent stops its local helpers only.
+    TakenOver { holder: String },
 }
 
 /// What the record learns from an event.
@@ -227,6 +231,10 @@ pub fn step(rec: &SessionRecord, event: Event) -> Step {
         },
         Event::HandRepair => Step::to(here, Why::HandRepair),
         Event::HandRepairFailed(e) => Step::attention(vec![Attention::HandRepairFailed(e)]),
+        Event::TakenOver { holder } => Step {
+            stop_helpers: true,
+            ..Step::to(State::Ended, Why::TakenOver { holder })
+        },
     }
 }
 

@@ -152,11 +152,20 @@ fn plan_original(rec: &SessionRecord, obs: &Observed, p: &mut Plan) {
         let kubeconfig = std::env::join_paths(&rec.cluster.kubeconfig)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // A sweeper's record has neither (it runs with its own in-cluster account).
+        let env = if kubeconfig.is_empty() {
+            String::new()
+        } else {
+            format!("KUBECONFIG={} ", shell_quote(&kubeconfig))
+        };
+        let context = if ctx.is_empty() {
+            String::new()
+        } else {
+            format!("--context {} ", shell_quote(ctx))
+        };
         let scale_cmd = |n: &str| {
             format!(
-                "KUBECONFIG={} kubectl --context {} --namespace {} scale deployment {} --replicas={n}",
-                shell_quote(&kubeconfig),
-                shell_quote(ctx),
+                "{env}kubectl {context}--namespace {} scale deployment {} --replicas={n}",
                 shell_quote(ns),
                 shell_quote(&orig.name)
             )

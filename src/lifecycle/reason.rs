@@ -205,6 +205,8 @@ pub enum Why {
     NothingToRepair,
     /// `telepolice-agent repair` was run.
     HandRepair,
+    /// An in-cluster sweeper holds the session's heartbeat Lease.
+    TakenOver { holder: String },
     /// A person must look (one reason or several).
     Attention(Vec<Attention>),
 }
@@ -264,6 +266,10 @@ impl fmt::Display for Why {
             ),
             Why::NothingToRepair => f.write_str("Telepresence's own cleanup left nothing to repair"),
             Why::HandRepair => f.write_str("repair by hand requested"),
+            Why::TakenOver { holder } => write!(
+                f,
+                "the in-cluster sweeper {holder} took the session's heartbeat Lease and repairs the cluster; this agent only stopped the local helpers"
+            ),
             Why::Attention(all) => {
                 for (i, a) in all.iter().enumerate() {
                     if i > 0 {

@@ -352,6 +352,15 @@ fn every_transition_of_a_sessions_life() {
             &["repair by hand requested"],
         ),
         row(
+            "taken over by a sweeper",
+            orphaned.clone(),
+            Event::TakenOver {
+                holder: "sweeper/s-1".into(),
+            },
+            Some(Ended),
+            &["the in-cluster sweeper sweeper/s-1 took the session's heartbeat Lease"],
+        ),
+        row(
             "a repair by hand failed",
             orphaned,
             Event::HandRepairFailed("journal full".into()),

@@ -268,8 +268,9 @@ impl Drop for Agent {
     }
 }
 
-/// Requests the agent made (kube-rs sends no User-Agent; kubectl does) that change things.
-pub(crate) fn agent_writes(env: &Env) -> Vec<String> {
+/// Requests the agent made (kube-rs sends no User-Agent; kubectl does) that change things,
+/// as `verb resource name`, team mode's included.
+pub(crate) fn all_agent_writes(env: &Env) -> Vec<String> {
     env.cluster
         .audit()
         .into_iter()
@@ -281,6 +282,32 @@ pub(crate) fn agent_writes(env: &Env) -> Vec<String> {
                 )
         })
         .map(|e| format!("{} {} {}", e.verb, e.resource, e.name.unwrap_or_default()))
+        .collect()
+}
+
+/// Whether a write is team mode's: a heartbeat Lease, or the recovery facts patched onto
+/// a proxy (a repair never patches a proxy; 0.x names a swap's proxy `<name>-<session id>`).
+pub(crate) fn is_team_write(w: &str) -> bool {
+    let mut parts = w.split(' ');
+    let (verb, resource, name) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let session_suffix = name.rsplit_once('-').is_some_and(|(_, id)| {
+        id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    resource == "leases" || (verb == "patch" && (resource == "pods" || session_suffix))
+}
+
+/// The repair's writes: what the agent changed in the cluster, team mode's writes left out.
+pub(crate) fn agent_writes(env: &Env) -> Vec<String> {
+    all_agent_writes(env)
+        .into_iter()
+        .filter(|w| !is_team_write(w))
         .collect()
 }
 

@@ -254,3 +254,24 @@ impl NewProcesses {
         Ok(new)
     }
 }
+
+/// This machine's host name (`uname`'s node name), as team mode names the laptop that
+/// recorded a session.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod hostname_tests {
+    #[test]
+    fn the_host_name_is_the_kernels() {
+        let want = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        if cfg!(target_os = "linux") {
+            assert_eq!(super::hostname(), want.trim());
+        }
+        assert!(!super::hostname().is_empty());
+    }
+}

@@ -72,6 +72,14 @@ pub(super) async fn pass(ctx: &Ctx, rec: &mut SessionRecord, died_at: SystemTime
             Verdict::Depart(id) => (id, true),
             Verdict::Finish(id) => (id, false),
         };
+        if let crate::daemon::heartbeat::Fence::Taken(holder) = ctx.heartbeats.fence(&rec.key).await
+        {
+            let why = crate::lifecycle::Why::TakenOver { holder };
+            warn!(session = %rec.key, "{why}");
+            rec.transition(State::Ended, why.to_string());
+            ctx.save(rec);
+            return Pass::Done;
+        }
         let action = format!(
             "{DEPART} {id} in the traffic-manager in {}",
             t.manager_namespace

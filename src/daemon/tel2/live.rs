@@ -70,7 +70,21 @@ pub(super) async fn read_live(
         learn_manager_namespace(ctx, rec, env).await;
     }
     learn_intercepts(ctx, rec, &id).await;
+    start_heartbeat(ctx, rec).await;
     true
+}
+
+/// Team mode: the session's heartbeat Lease, in the configured namespace (a connector only:
+/// an intercept CLI holds no session of its own).
+pub(super) async fn start_heartbeat(ctx: &Ctx, rec: &SessionRecord) {
+    let cfg = ctx.cfg();
+    if !cfg.team || tel2(rec).intercept.is_some() || ctx.heartbeats.beat(&rec.key).is_some() {
+        return;
+    }
+    if let Ok(client) = cluster::client_for(&rec.cluster).await {
+        ctx.heartbeats
+            .start(rec, &client, cfg.team_lease_namespace.as_deref());
+    }
 }
 
 /// Asks the user's Telepresence where its traffic-manager is: `telepresence status --output

@@ -170,6 +170,8 @@ pub(super) async fn session_task(ctx: &Ctx, rec: &mut SessionRecord) {
         leave_intercept(ctx, rec, env.as_ref()).await;
         return;
     }
+    // Resumed from the journal: the heartbeat is kept until the session is ended.
+    live::start_heartbeat(ctx, rec).await;
     // Known to the second from the journal when the agent restarted meanwhile.
     let died_at = died_at
         .or_else(|| orphaned_at(rec))

@@ -6,11 +6,13 @@
 //! - [`client`]: a client for a recorded session's cluster, refused if the context moved.
 //! - [`read`]: what the cluster holds of a session (its original, its labelled objects).
 //! - [`write`]: the planned actions, each with its preconditions.
+//! - [`lease`]: team mode's Leases, the facts on a proxy, and Events.
 //! - [`access`]: the permissions the agent needs, and asking the server about them.
 
 pub mod access;
 pub mod binding;
 pub mod client;
+pub mod lease;
 pub mod read;
 pub mod write;
 
@@ -144,6 +146,20 @@ pub enum Step {
         name: String,
         namespace: String,
     },
+    /// A Lease read or write (`verb`: get, create, update, delete).
+    Lease {
+        verb: &'static str,
+        name: String,
+        namespace: String,
+    },
+    /// Writing the recovery facts onto a proxy.
+    Annotate {
+        kind: ProxyKind,
+        name: String,
+        namespace: String,
+    },
+    /// Recording an Event on `object` (`kind/name`).
+    Event { object: String, namespace: String },
 }
 
 impl std::fmt::Display for Step {
@@ -189,6 +205,23 @@ impl std::fmt::Display for Step {
                 name,
                 namespace,
             } => write!(f, "deleting {}/{name} in {namespace}", kind.resource()),
+            Step::Lease {
+                verb,
+                name,
+                namespace,
+            } => write!(f, "{verb} lease/{name} in {namespace}"),
+            Step::Annotate {
+                kind,
+                name,
+                namespace,
+            } => write!(
+                f,
+                "writing the recovery facts onto {}/{name} in {namespace}",
+                kind.resource()
+            ),
+            Step::Event { object, namespace } => {
+                write!(f, "recording an event on {object} in {namespace}")
+            }
         }
     }
 }

@@ -1,0 +1,72 @@
+//! The sweeper's small HTTP face: `/healthz` (the loop runs: liveness), `/readyz` (its
+//! watches have listed once: readiness), `/status` (text for a person, through
+//! `kubectl port-forward`). HTTP/1.0-style: one request per connection, then closed.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{SharedStatus, lock};
+
+/// Serves until aborted.
+pub async fn serve(listener: tokio::net::TcpListener, status: SharedStatus) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
+            let n = match read {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let (code, body) = answer(path, &status);
+            let reply = format!(
+                "HTTP/1.1 {code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+/// The status line and body for `path`.
+pub fn answer(path: &str, status: &SharedStatus) -> (&'static str, String) {
+    let s = lock(status);
+    match path {
+        "/healthz" => ("200 OK", "ok\n".to_string()),
+        "/readyz" if s.synced => ("200 OK", "ready\n".to_string()),
+        "/readyz" => (
+            "503 Service Unavailable",
+            "the heartbeat leases have not been listed yet\n".to_string(),
+        ),
+        "/status" => {
+            let mut out = format!(
+                "sweeper {}: {}\n",
+                s.identity,
+                if s.leading { "leading" } else { "standing by" }
+            );
+            out.push_str(&format!("sessions ({}):\n", s.sessions.len()));
+            for l in &s.sessions {
+                out.push_str(&format!("  {l}\n"));
+            }
+            out.push_str(&format!("unrecorded leftovers ({}):\n", s.leftovers.len()));
+            for l in &s.leftovers {
+                out.push_str(&format!("  {l}\n"));
+            }
+            out.push_str("done:\n");
+            for l in &s.done {
+                out.push_str(&format!("  {l}\n"));
+            }
+            ("200 OK", out)
+        }
+        _ => (
+            "404 Not Found",
+            "try /status, /healthz or /readyz\n".to_string(),
+        ),
+    }
+}

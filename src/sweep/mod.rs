@@ -1,0 +1,367 @@
+//! `telepolice-agent sweep`: team mode's in-cluster half. Run as a Deployment (two
+//! replicas), it repairs the sessions of laptops that never came back.
+//!
+//! - [`elect`]: leader election on a Lease, client-go's rule; only the leader acts.
+//! - Every replica watches the heartbeat Leases (label
+//!   `app.kubernetes.io/managed-by=telepolice-agent`) and notes, on its own clock, when each
+//!   last changed ([`crate::team::election::Observer`]); one unchanged for the grace (30 min
+//!   by default) is a session whose laptop is gone.
+//! - [`repair`]: the leader takes that Lease (the fence a returning laptop sees) and repairs
+//!   from the facts on it, with the laptop's own plan and safety rules, journaling each step
+//!   on the Lease; 2.x sessions are departed in their traffic-manager.
+//! - [`leftovers`]: Telepresence 0.x proxies no agent recorded: Events naming what a person
+//!   should run; nothing is guessed.
+//! - [`http`]: `/healthz`, `/readyz` for the probes and `/status` for a person.
+//!
+//! Idle means idle: watches only; the one timer is the next Lease's grace running out.
+
+pub mod elect;
+pub mod http;
+pub mod leftovers;
+pub mod optout;
+pub mod repair;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::effects::cluster::lease::ReadLease;
+use crate::team::{self, election::Observer};
+use repair::{Outcome, Repairer};
+
+/// How the sweeper runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a heartbeat must stay unchanged before its session is repaired.
+    pub grace: Duration,
+    /// Only this namespace (`None`: the whole cluster).
+    pub namespace: Option<String>,
+    /// The election Lease's namespace.
+    pub election_namespace: String,
+    /// The election Lease's name.
+    pub election_name: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// Plan and report (Events) only.
+    pub dry_run: bool,
+    /// Where `/healthz`, `/readyz` and `/status` are served.
+    pub listen: std::net::SocketAddr,
+    /// The election's timing.
+    pub timing: team::election::Timing,
+}
+
+/// What `/status` shows.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// This replica's identity.
+    pub identity: String,
+    /// Whether it leads.
+    pub leading: bool,
+    /// Whether its watches have listed once.
+    pub synced: bool,
+    /// One line per session Lease watched.
+    pub sessions: Vec<String>,
+    /// What was done, newest last (at most 100).
+    pub done: Vec<String>,
+    /// Leftovers no agent recorded.
+    pub leftovers: Vec<String>,
+}
+
+/// Shared with the HTTP server.
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+fn lock(s: &SharedStatus) -> std::sync::MutexGuard<'_, Status> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why the sweeper could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// No in-cluster configuration (and no kubeconfig).
+    #[error(
+        "no cluster to sweep: {0} (in a cluster, the pod's service account is used: is automountServiceAccountToken off?)"
+    )]
+    Config(String),
+    /// The status port could not be opened.
+    #[error("listening on {addr} for the probes: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The client: the pod's service account when run in a cluster (`KUBERNETES_SERVICE_HOST`
+/// set), else the kubeconfig (to run it by hand).
+pub async fn client() -> Result<(kube::Client, String), SweepError> {
+    let cfg = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        kube::Config::incluster().map_err(|e| SweepError::Config(e.to_string()))?
+    } else {
+        kube::Config::infer()
+            .await
+            .map_err(|e| SweepError::Config(e.to_string()))?
+    };
+    let ns = cfg.default_namespace.clone();
+    let c = kube::Client::try_from(cfg).map_err(|e| SweepError::Config(e.to_string()))?;
+    Ok((c, ns))
+}
+
+/// One watched session Lease.
+#[derive(Debug)]
+struct Tracked {
+    lease: ReadLease,
+    observer: Observer,
+    /// Tried and left (opted out, dry run, needs a person): not tried again until it changes.
+    settled: Option<String>,
+}
+
+/// Runs the sweeper until `shutdown` completes.
+pub async fn run(
+    client: kube::Client,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), SweepError> {
+    let status: SharedStatus = Arc::new(Mutex::new(Status {
+        identity: opts.identity.clone(),
+        ..Status::default()
+    }));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| SweepError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let server = tokio::spawn(http::serve(listener, status.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (mut leadership, election) = elect::start(
+        client.clone(),
+        elect::Ballot {
+            namespace: opts.election_namespace.clone(),
+            name: opts.election_name.clone(),
+            me: opts.identity.clone(),
+            timing: opts.timing,
+        },
+        stop_rx,
+    );
+    info!(
+        identity = %opts.identity,
+        grace_secs = opts.grace.as_secs(),
+        scope = opts.namespace.as_deref().unwrap_or("all namespaces"),
+        dry_run = opts.dry_run,
+        "telepolice sweeper started"
+    );
+    let repairer = Repairer {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        me: opts.identity.clone(),
+        dry_run: opts.dry_run,
+    };
+    let api: kube::Api<Lease> = match &opts.namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let selector = format!("{}={}", team::MANAGED_BY.0, team::MANAGED_BY.1);
+    let mut leases = watcher(api, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .boxed();
+    let mut left = leftovers::Leftovers::new(client.clone(), &opts, status.clone());
+    let mut proxies = left.watch();
+    let mut tracked: HashMap<(String, String), Tracked> = HashMap::new();
+    tokio::pin!(shutdown);
+    loop {
+        let due = next_due(&tracked, opts.grace, &opts.identity);
+        let leads = leadership.leads();
+        tokio::select! {
+            () = &mut shutdown => break,
+            ev = leases.next() => match ev {
+                Some(Ok(e)) => apply(&mut tracked, e, &status),
+                Some(Err(e)) => warn!("watching the heartbeat leases (retrying): {e}"),
+                None => break,
+            },
+            ev = proxies.next() => {
+                if let Some(ev) = ev {
+                    left.apply(ev);
+                }
+            }
+            () = sleep_until(due), if leads => {}
+            () = left.next_due(opts.grace), if leads => {}
+            () = leadership.acquired(), if !leads => {}
+        }
+        lock(&status).leading = leadership.leads();
+        if leadership.leads() {
+            act(&repairer, &mut tracked, &opts, &status).await;
+            left.report(&tracked_names(&tracked)).await;
+        }
+        show(&tracked, &status, opts.grace);
+    }
+    info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    server.abort();
+    Ok(())
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn key_of(l: &Lease) -> (String, String) {
+    (
+        l.metadata.namespace.clone().unwrap_or_default(),
+        l.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn tracked_names(t: &HashMap<(String, String), Tracked>) -> Vec<String> {
+    t.values()
+        .filter_map(|x| {
+            crate::team::Facts::from_annotations(&x.lease.annotations())
+                .ok()
+                .map(|f| format!("{}/{}", f.namespace, f.session))
+        })
+        .collect()
+}
+
+fn apply(
+    tracked: &mut HashMap<(String, String), Tracked>,
+    e: watcher::Event<Lease>,
+    status: &SharedStatus,
+) {
+    let now = Instant::now();
+    match e {
+        watcher::Event::Apply(l) | watcher::Event::InitApply(l) => {
+            let key = key_of(&l);
+            let read = crate::effects::cluster::lease::ReadLease::from(l);
+            let t = tracked.entry(key).or_insert_with(|| Tracked {
+                lease: read.clone(),
+                observer: Observer::default(),
+                settled: None,
+            });
+            if t.observer.see(Some(&read.record), now) == now {
+                t.settled = None;
+            }
+            t.lease = read;
+        }
+        watcher::Event::Delete(l) => {
+            tracked.remove(&key_of(&l));
+        }
+        watcher::Event::Init => {}
+        watcher::Event::InitDone => lock(status).synced = true,
+    }
+}
+
+/// When the next laptop-held Lease's grace runs out (sweeper-held ones are due at once).
+fn next_due(
+    tracked: &HashMap<(String, String), Tracked>,
+    grace: Duration,
+    me: &str,
+) -> Option<Instant> {
+    let now = Instant::now();
+    tracked
+        .values()
+        .filter(|t| t.settled.is_none())
+        .filter_map(|t| {
+            let holder = &t.lease.record.holder;
+            if team::is_sweeper(holder) {
+                // A repair a sweeper (this one, or a leader that died) began.
+                (holder != me
+                    || t.lease.annotations().get(repair::STATE).map(String::as_str)
+                        == Some("repairing"))
+                .then_some(now)
+            } else {
+                Some(now + grace.saturating_sub(t.observer.unchanged_for(now)))
+            }
+        })
+        .min()
+}
+
+/// The leader's pass: every Lease due is repaired.
+async fn act(
+    r: &Repairer,
+    tracked: &mut HashMap<(String, String), Tracked>,
+    opts: &Options,
+    status: &SharedStatus,
+) {
+    let now = Instant::now();
+    let due: Vec<(String, String)> = tracked
+        .iter()
+        .filter(|(_, t)| t.settled.is_none())
+        .filter(|(_, t)| {
+            let holder = &t.lease.record.holder;
+            let state = t.lease.annotations().get(repair::STATE).cloned();
+            if team::is_sweeper(holder) {
+                state.as_deref() == Some("repairing")
+            } else {
+                t.observer.unchanged_for(now) >= opts.grace
+            }
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in due {
+        if !r.leadership.leads() {
+            return;
+        }
+        let Some(t) = tracked.get_mut(&key) else {
+            continue;
+        };
+        let name = format!("{}/{}", key.0, key.1);
+        let stale_for = t.observer.unchanged_for(Instant::now());
+        info!(lease = %name, holder = %t.lease.record.holder, unchanged_secs = stale_for.as_secs(), "the session's heartbeat stopped: repairing it");
+        let outcome = r.repair(t.lease.clone()).await;
+        let line = match &outcome {
+            Ok(Outcome::Repaired(s)) => format!("{name}: repaired: {s}"),
+            Ok(Outcome::Attention(s)) => format!("{name}: needs a person: {s}"),
+            Ok(Outcome::DryRun(s)) => format!("{name}: dry run: would {s}"),
+            Ok(Outcome::OptedOut(who)) => format!(
+                "{name}: left alone: {who} opted out ({}: \"false\")",
+                team::SWEEP_OPT_OUT
+            ),
+            Ok(Outcome::Lost) => format!("{name}: left: the lease changed or the lead was lost"),
+            Err(e) => format!("{name}: will retry: {e}"),
+        };
+        info!("{line}");
+        if let Ok(Outcome::Attention(_) | Outcome::DryRun(_) | Outcome::OptedOut(_)) = outcome {
+            t.settled = Some(line.clone());
+        }
+        let mut s = lock(status);
+        s.done.push(format!("{} {line}", jiff::Timestamp::now()));
+        let excess = s.done.len().saturating_sub(100);
+        s.done.drain(..excess);
+    }
+}
+
+fn show(tracked: &HashMap<(String, String), Tracked>, status: &SharedStatus, grace: Duration) {
+    let now = Instant::now();
+    let mut lines: Vec<String> = tracked
+        .iter()
+        .map(|((ns, name), t)| {
+            let unchanged = t.observer.unchanged_for(now).as_secs();
+            let state = t
+                .settled
+                .clone()
+                .or_else(|| t.lease.annotations().get(repair::STATE).cloned())
+                .unwrap_or_else(|| {
+                    if unchanged >= grace.as_secs() {
+                        "stale".into()
+                    } else {
+                        "live".into()
+                    }
+                });
+            format!(
+                "{ns}/{name} holder={} unchanged={unchanged}s {state}",
+                t.lease.record.holder
+            )
+        })
+        .collect();
+    lines.sort();
+    lock(status).sessions = lines;
+}
