@@ -332,8 +332,8 @@ pub const DEFAULT_FILE: &str = r#"# telepolice-agent configuration. Every key is
 # team = true
 
 # The namespace of a Telepresence 2 session's heartbeat Lease (2.x makes no proxy to put it
-# beside). Default: the namespace the session connected to.
-# team_lease_namespace = "telepresence-leases"
+# beside). Unset (the default): the namespace the session connected to. For example:
+#   team_lease_namespace = "telepresence-leases"
 "#;
 
 /// Parses a config file's text; `path` is only used in messages.

@@ -26,6 +26,8 @@
 //!   `systemctl` and `launchctl`, and the daemon's readiness and watchdog notifications.
 //! - `sleep`: sleeps announced by (a stand-in for) logind on a private D-Bus.
 //! - `standin`: the Telepresence 0.x stand-in against the emulator.
+//! - `sweep`: team mode: laptop agents' facts and heartbeats, and `telepolice-agent sweep`
+//!   run as in a pod (leader election, repairs after the grace, fencing, leftovers).
 //! - `telepresence2`: Telepresence 2 end to end: the agent following the connector stand-in,
 //!   ending a dead connector's session in the traffic-manager stand-in.
 //! - `traffic_manager`: the Telepresence 2 traffic-manager stand-in's rules, over gRPC.
@@ -48,6 +50,7 @@ mod real_sessions;
 mod service;
 mod sleep;
 mod standin;
+mod sweep;
 mod telepresence2;
 mod traffic_manager;
 mod util;

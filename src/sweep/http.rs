@@ -4,15 +4,21 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::elect::Leadership;
 use super::{SharedStatus, lock};
 
-/// Serves until aborted.
-pub async fn serve(listener: tokio::net::TcpListener, status: SharedStatus) {
+/// Serves until aborted; `leadership` says, at each request, whether this replica leads.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    status: SharedStatus,
+    leadership: Leadership,
+) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
         let status = status.clone();
+        let leads = leadership.leads();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let read =
@@ -23,7 +29,7 @@ pub async fn serve(listener: tokio::net::TcpListener, status: SharedStatus) {
             };
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (code, body) = answer(path, &status);
+            let (code, body) = answer(path, &status, leads);
             let reply = format!(
                 "HTTP/1.1 {code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -35,7 +41,7 @@ pub async fn serve(listener: tokio::net::TcpListener, status: SharedStatus) {
 }
 
 /// The status line and body for `path`.
-pub fn answer(path: &str, status: &SharedStatus) -> (&'static str, String) {
+pub fn answer(path: &str, status: &SharedStatus, leads: bool) -> (&'static str, String) {
     let s = lock(status);
     match path {
         "/healthz" => ("200 OK", "ok\n".to_string()),
@@ -48,7 +54,7 @@ pub fn answer(path: &str, status: &SharedStatus) -> (&'static str, String) {
             let mut out = format!(
                 "sweeper {}: {}\n",
                 s.identity,
-                if s.leading { "leading" } else { "standing by" }
+                if leads { "leading" } else { "standing by" }
             );
             out.push_str(&format!("sessions ({}):\n", s.sessions.len()));
             for l in &s.sessions {

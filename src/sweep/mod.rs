@@ -61,8 +61,6 @@ pub struct Options {
 pub struct Status {
     /// This replica's identity.
     pub identity: String,
-    /// Whether it leads.
-    pub leading: bool,
     /// Whether its watches have listed once.
     pub synced: bool,
     /// One line per session Lease watched.
@@ -137,7 +135,6 @@ pub async fn run(
             addr: opts.listen,
             source,
         })?;
-    let server = tokio::spawn(http::serve(listener, status.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (mut leadership, election) = elect::start(
         client.clone(),
@@ -149,6 +146,7 @@ pub async fn run(
         },
         stop_rx,
     );
+    let server = tokio::spawn(http::serve(listener, status.clone(), leadership.clone()));
     info!(
         identity = %opts.identity,
         grace_secs = opts.grace.as_secs(),
@@ -193,7 +191,6 @@ pub async fn run(
             () = left.next_due(opts.grace), if leads => {}
             () = leadership.acquired(), if !leads => {}
         }
-        lock(&status).leading = leadership.leads();
         if leadership.leads() {
             act(&repairer, &mut tracked, &opts, &status).await;
             left.report(&tracked_names(&tracked)).await;

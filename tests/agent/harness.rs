@@ -179,6 +179,24 @@ impl Agent {
 impl Agent {
     /// Waits until the agent died of SIGKILL at `failpoint` (as `TELEPOLICE_FAILPOINT`
     /// named it); fails the test if it exits otherwise or not within 30 s.
+    /// Sends the agent `sig` (`STOP`, `CONT`: a laptop asleep and awake again).
+    pub(crate) fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let sent = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// SIGKILL, and reaped: a laptop gone for good.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub(crate) fn wait_killed_at(&mut self, failpoint: &str) {
         use std::os::unix::process::ExitStatusExt;
         let mut child = self.child.take().expect("the agent was running");
