@@ -158,7 +158,7 @@ exec "$@""#;
             return (0, String::new());
         };
         let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        let _ = c.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes());
         let mut out = String::new();
         let _ = c.read_to_string(&mut out);
         let code = out
@@ -313,14 +313,15 @@ fn events(env: &Env, kind: &str, name: &str, reason: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Writes of the sweeper (kube-rs: no User-Agent) and the laptop agent alike, on the
+/// Writes of the sweeper (`telepolice-sweeper/<version>`) and the laptop agent (kube-rs: no
+/// User-Agent) alike, on the
 /// session's objects: `verb resource name`.
 fn writes_on(env: &Env, names: &[&str]) -> Vec<String> {
     env.cluster
         .audit()
         .into_iter()
         .filter(|e| {
-            e.user_agent.is_empty()
+            (e.user_agent.is_empty() || e.user_agent.starts_with("telepolice-sweeper/"))
                 && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
                 && (200..300).contains(&e.status)
                 && e.name.as_deref().is_some_and(|n| names.contains(&n))
@@ -422,6 +423,7 @@ fn a_session_whose_laptop_never_returns_is_repaired_by_the_sweeper_after_the_gra
     );
     let (_, status) = sweeper.get("/status");
     assert!(status.contains("repaired"), "{status}");
+    assert_rbac_covers_the_sweepers_requests(&env);
 }
 
 #[test]
@@ -530,6 +532,7 @@ fn a_laptop_returning_during_the_sweepers_repair_is_fenced_and_each_write_happen
         "each write once, by one writer\n{}",
         second.log()
     );
+    assert_rbac_covers_the_sweepers_requests(&env);
 }
 
 #[test]
@@ -586,6 +589,7 @@ fn an_unrecorded_pod_proxy_gets_events_naming_the_commands_and_nothing_is_guesse
         events(&env, "Pod", &proxy, "UnrecordedTelepresenceProxy").len(),
         1
     );
+    assert_rbac_covers_the_sweepers_requests(&env);
 }
 
 /// A TCP relay to the emulator that a test can cut (a network partition: connections
@@ -739,4 +743,175 @@ fn a_laptop_refused_its_heartbeat_says_so_and_repairs_alone() {
     s.wait_exit(&env);
     agent.wait_state("Cleaned");
     assert_eq!(replicas(&env, "app"), 2);
+}
+
+/// What `kubectl kustomize` renders of an overlay under `packaging/kubernetes/overlays`.
+fn render(overlay: &str) -> Vec<Value> {
+    let kubectl = crate::util::kubectl_binary().expect("kubectl is on the machine");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging/kubernetes/overlays")
+        .join(overlay);
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_saphyr::from_multiple::<Value>(&text).expect("the rendering is YAML")
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| text(d, "/kind") == kind).collect()
+}
+
+/// The rules granted to the sweeper's service account, each with its scope (`None`: the
+/// whole cluster, through a ClusterRoleBinding).
+fn granted(docs: &[Value]) -> Vec<(Option<String>, Value)> {
+    let mut out = Vec::new();
+    for (binding, role_kind) in [
+        ("ClusterRoleBinding", "ClusterRole"),
+        ("RoleBinding", "Role"),
+    ] {
+        for b in of_kind(docs, binding) {
+            let to_sweeper = b["subjects"].as_array().is_some_and(|s| {
+                s.iter().any(|s| {
+                    text(s, "/name") == "telepolice-sweeper"
+                        && text(s, "/namespace") == "telepolice"
+                })
+            });
+            if !to_sweeper {
+                continue;
+            }
+            let scope = (binding == "RoleBinding").then(|| text(b, "/metadata/namespace"));
+            let role = of_kind(docs, role_kind).into_iter().find(|r| {
+                text(r, "/metadata/name") == text(b, "/roleRef/name")
+                    && (role_kind == "ClusterRole"
+                        || text(r, "/metadata/namespace") == text(b, "/metadata/namespace"))
+            });
+            let role = role.unwrap_or_else(|| panic!("{binding} refers to a missing role: {b:#}"));
+            for r in role["rules"].as_array().cloned().unwrap_or_default() {
+                out.push((scope.clone(), r));
+            }
+        }
+    }
+    out
+}
+
+/// Whether the rules let the sweeper `verb` `resource` (with any subresource) in `ns`
+/// (`None`: across namespaces, or a cluster-scoped object).
+fn allows(rules: &[(Option<String>, Value)], verb: &str, resource: &str, ns: Option<&str>) -> bool {
+    rules.iter().any(|(scope, r)| {
+        let has = |k: &str, v: &str| r[k].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+        has("resources", resource)
+            && has("verbs", verb)
+            && scope.as_deref().is_none_or(|s| Some(s) == ns)
+    })
+}
+
+/// Every request the sweeper made (its User-Agent) is one the cluster-wide install's RBAC
+/// grants: the RBAC is what the code needs, checked against what it did.
+fn assert_rbac_covers_the_sweepers_requests(env: &Env) {
+    let rules = granted(&render("cluster-wide"));
+    let asked: std::collections::BTreeSet<(String, String, Option<String>)> = env
+        .cluster
+        .audit()
+        .into_iter()
+        .filter(|e| e.user_agent.starts_with("telepolice-sweeper/"))
+        .map(|e| (e.verb, e.resource, e.namespace))
+        .collect();
+    assert!(
+        !asked.is_empty(),
+        "the sweeper's requests carry its User-Agent"
+    );
+    for (verb, resource, ns) in &asked {
+        assert!(
+            allows(&rules, verb, resource, ns.as_deref()),
+            "the cluster-wide RBAC does not grant {verb} {resource} in {ns:?}; the sweeper asked: {asked:#?}"
+        );
+    }
+}
+
+#[test]
+fn each_kustomize_overlay_renders_a_least_privilege_install() {
+    for overlay in ["cluster-wide", "one-namespace"] {
+        let docs = render(overlay);
+        let deps = of_kind(&docs, "Deployment");
+        assert_eq!(deps.len(), 1, "{overlay}");
+        let d = deps[0];
+        assert_eq!(
+            d["spec"]["replicas"], 2,
+            "{overlay}: two replicas, one leads"
+        );
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["args"], json!(["sweep"]));
+        assert_eq!(text(c, "/livenessProbe/httpGet/path"), "/healthz");
+        assert_eq!(text(c, "/readinessProbe/httpGet/path"), "/readyz");
+        assert_eq!(
+            text(d, "/spec/template/spec/serviceAccountName"),
+            "telepolice-sweeper"
+        );
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        let pdb = of_kind(&docs, "PodDisruptionBudget");
+        assert_eq!(pdb.len(), 1, "{overlay}");
+        assert_eq!(pdb[0]["spec"]["minAvailable"], 1);
+        assert_eq!(of_kind(&docs, "ServiceAccount").len(), 1);
+        for role in of_kind(&docs, "Role")
+            .into_iter()
+            .chain(of_kind(&docs, "ClusterRole"))
+        {
+            let rules = role["rules"].as_array().cloned().unwrap_or_default();
+            let resources: Vec<String> = rules
+                .iter()
+                .flat_map(|r| r["resources"].as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            for bad in ["pods/exec", "secrets", "configmaps", "*"] {
+                assert!(
+                    !resources.iter().any(|r| r == bad),
+                    "{overlay}: {bad} granted: {role:#}"
+                );
+            }
+            for r in &rules {
+                assert!(
+                    !r["verbs"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|x| x == "*")),
+                    "{role:#}"
+                );
+            }
+            // Leases in their own roles.
+            if resources.iter().any(|r| r == "leases") {
+                assert!(
+                    resources.iter().all(|r| r == "leases"),
+                    "{overlay}: {role:#}"
+                );
+            }
+        }
+        let env_of = |name: &str| {
+            c["env"]
+                .as_array()
+                .and_then(|e| e.iter().find(|v| v["name"] == name))
+                .map(|v| text(v, "/value"))
+        };
+        match overlay {
+            "one-namespace" => {
+                assert!(
+                    of_kind(&docs, "ClusterRole").is_empty(),
+                    "no cluster-wide right"
+                );
+                assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+                assert_eq!(env_of("TELEPOLICE_SWEEP_NAMESPACE").as_deref(), Some("dev"));
+                let rules = granted(&docs);
+                assert!(allows(&rules, "delete", "pods", Some("dev")));
+                assert!(!allows(&rules, "delete", "pods", Some("default")));
+            }
+            _ => assert_eq!(env_of("TELEPOLICE_SWEEP_NAMESPACE"), None),
+        }
+    }
 }

@@ -20,14 +20,9 @@ pub async fn serve(
         let status = status.clone();
         let leads = leadership.leads();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let read =
-                tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
-            let n = match read {
-                Ok(Ok(n)) => n,
-                _ => return,
+            let Some(head) = read_head(&mut conn).await else {
+                return;
             };
-            let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
             let (code, body) = answer(path, &status, leads);
             let reply = format!(
@@ -38,6 +33,24 @@ pub async fn serve(
             let _ = conn.shutdown().await;
         });
     }
+}
+
+/// Reads a request's head (up to its blank line; 8 KiB and 5 s at most).
+async fn read_head(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        let n = tokio::time::timeout_at(deadline, conn.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// The status line and body for `path`.

@@ -105,6 +105,12 @@ pub async fn client() -> Result<(kube::Client, String), SweepError> {
             .await
             .map_err(|e| SweepError::Config(e.to_string()))?
     };
+    let mut cfg = cfg;
+    // Named in the API server's audit log.
+    cfg.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static(concat!("telepolice-sweeper/", env!("CARGO_PKG_VERSION"))),
+    ));
     let ns = cfg.default_namespace.clone();
     let c = kube::Client::try_from(cfg).map_err(|e| SweepError::Config(e.to_string()))?;
     Ok((c, ns))
