@@ -915,3 +915,161 @@ fn each_kustomize_overlay_renders_a_least_privilege_install() {
         }
     }
 }
+
+#[test]
+fn a_dead_laptops_telepresence2_session_is_departed_by_the_sweeper() {
+    if !can_run() {
+        return;
+    }
+    let Some(t) = crate::telepresence2::Tel2::new() else {
+        return;
+    };
+    for ns in ["telepolice", "telepresence-leases"] {
+        t.env
+            .cluster
+            .create(
+                "namespaces",
+                "",
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .expect("namespace");
+    }
+    let mut agent = t.agent("team_lease_namespace = \"telepresence-leases\"\n");
+    let (mut connector, id) = t.connect(Some("echo"), &[]);
+    let name = format!("telepolice-tel2-{id}");
+    wait_for("the 2.x session's heartbeat lease", || {
+        t.env
+            .cluster
+            .get("leases", "telepresence-leases", &name)
+            .is_some()
+    });
+    let lease = t
+        .env
+        .cluster
+        .get("leases", "telepresence-leases", &name)
+        .expect("lease");
+    assert_eq!(
+        text(&lease, "/metadata/annotations/telepolice.dev~1session-kind"),
+        "telepresence-2"
+    );
+    assert_eq!(
+        text(&lease, "/metadata/annotations/telepolice.dev~1session"),
+        id
+    );
+    assert_eq!(
+        text(
+            &lease,
+            "/metadata/annotations/telepolice.dev~1manager-namespace"
+        ),
+        "ambassador"
+    );
+    // Laptop and connector gone for good: the traffic-manager would keep the session (and
+    // its intercept) for its TTL, 24 hours by default.
+    agent.kill();
+    crate::telepresence2::kill9(&mut connector);
+    assert!(t.tm.sessions().contains(&id));
+    let sweeper = Sweeper::start(
+        &t.env,
+        t.env.cluster.addr(),
+        "sweeper-a",
+        &["--grace-minutes", "0.05"],
+    );
+    wait_for("the session departed", || !t.tm.sessions().contains(&id));
+    assert_eq!(t.tm.calls_of("Depart", &id).len(), 1, "{:?}", t.tm.calls());
+    t.env.wait("the lease is gone", |c| {
+        c.get("leases", "telepresence-leases", &name).is_none()
+    });
+    let departed: Vec<Value> = t
+        .env
+        .cluster
+        .list("events", Some("telepresence-leases"))
+        .into_iter()
+        .filter(|e| text(e, "/reason") == "DepartedTelepresenceSession")
+        .collect();
+    assert_eq!(departed.len(), 1, "{departed:#?}");
+    assert!(
+        text(&departed[0], "/message").contains("1 intercept(s) ended"),
+        "{departed:#?}"
+    );
+    let (_, status) = sweeper.get("/status");
+    assert!(
+        status.contains("departed Telepresence 2 session"),
+        "{status}"
+    );
+    assert_rbac_covers_the_sweepers_requests(&t.env);
+}
+
+#[test]
+fn an_opt_out_or_a_dry_run_leaves_the_cluster_as_it_is() {
+    let Some(env) = setup_sweep() else { return };
+    let (mut agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    wait_for("the heartbeat lease", || heartbeat(&env, &id).is_some());
+    agent.kill();
+    s.signal("KILL");
+    s.wait_exit(&env);
+    let proxy = format!("app-{id}");
+    let lease_before = heartbeat(&env, &id).expect("lease");
+
+    env.kubectl_ok(&[
+        "annotate",
+        "deployment",
+        "app",
+        "telepolice.dev/sweep=false",
+    ]);
+    let mut opted = Sweeper::start(
+        &env,
+        env.cluster.addr(),
+        "sweeper-a",
+        &["--grace-minutes", "0.05"],
+    );
+    wait_for("the opt-out is said", || {
+        opted.get("/status").1.contains("opted out")
+    });
+    let (_, status) = opted.get("/status");
+    assert!(
+        status.contains("deployment/app opted out (telepolice.dev/sweep: \"false\")"),
+        "{status}"
+    );
+    opted.stop();
+
+    env.kubectl_ok(&["annotate", "deployment", "app", "telepolice.dev/sweep-"]);
+    let dry = Sweeper::start(
+        &env,
+        env.cluster.addr(),
+        "sweeper-b",
+        &["--grace-minutes", "0.05", "--dry-run"],
+    );
+    let lease_name = format!("telepolice-{id}");
+    wait_for("the dry run's event", || {
+        !events(&env, "Lease", &lease_name, "SweepDryRun").is_empty()
+    });
+    let e = &events(&env, "Lease", &lease_name, "SweepDryRun")[0];
+    let m = text(e, "/message");
+    assert!(
+        m.contains("would scale deployment/app to 2") && m.contains(&format!("delete pod/{proxy}")),
+        "{m}"
+    );
+    let (_, status) = dry.get("/status");
+    assert!(
+        status.contains("dry run: would scale deployment/app to 2"),
+        "{status}"
+    );
+    // Nothing written: the original at 0, the proxy there, the lease still the laptop's.
+    assert_eq!(replicas(&env, "app"), 0);
+    assert!(env.cluster.get("pods", "default", &proxy).is_some());
+    assert_eq!(
+        writes_on(&env, &["app", &proxy]),
+        [format!("patch pods {proxy}")],
+        "only the laptop's facts"
+    );
+    let lease_now = heartbeat(&env, &id).expect("lease");
+    assert_eq!(
+        lease_now.pointer("/metadata/resourceVersion"),
+        lease_before.pointer("/metadata/resourceVersion"),
+        "the lease is untouched"
+    );
+}

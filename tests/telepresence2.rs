@@ -79,7 +79,7 @@ impl Tel2 {
         })
     }
 
-    fn agent(&self, extra_config: &str) -> Agent {
+    pub(crate) fn agent(&self, extra_config: &str) -> Agent {
         Agent::start_with(
             &self.env,
             &self.program,
@@ -186,7 +186,7 @@ impl Tel2 {
     }
 }
 
-fn kill9(child: &mut Child) {
+pub(crate) fn kill9(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status();

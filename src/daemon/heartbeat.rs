@@ -59,6 +59,9 @@ struct LeaseRef {
     me: String,
     /// The facts as last recorded (a later proxy, an `--expose` Service, adds to them).
     facts: Mutex<Facts>,
+    /// The facts on the proxy as written last (`None`: not written yet, or a write failed:
+    /// tried again with the next renew).
+    on_proxy: Mutex<Option<Facts>>,
 }
 
 impl std::fmt::Debug for LeaseRef {
@@ -130,6 +133,7 @@ impl Heartbeats {
             namespace,
             me: team::laptop_identity(&host, &user_name(), &rec.key),
             facts: Mutex::new(facts),
+            on_proxy: Mutex::new(None),
         });
         let beat = Arc::new(Mutex::new(Beat::Starting));
         let task = tokio::spawn(keep(lease.clone(), beat.clone(), rec.key.clone()));
@@ -268,7 +272,7 @@ async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
             };
             match lease::create(&l.client, &l.namespace, &l.name, &fresh(&l.me), &new).await? {
                 Written::Done(_) => {
-                    write_facts(l, &facts).await?;
+                    write_facts(l, &facts).await;
                     return Ok(Beat::Held(held));
                 }
                 Written::Lost => continue,
@@ -297,8 +301,8 @@ async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
         };
         match lease::update(&l.client, &read, &next, edit).await? {
             Written::Done(_) => {
-                if changed {
-                    write_facts(l, &facts).await?;
+                if lock(&l.on_proxy).as_ref() != Some(&facts) {
+                    write_facts(l, &facts).await;
                 }
                 return Ok(Beat::Held(held));
             }
@@ -310,24 +314,33 @@ async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
     )))
 }
 
-/// Writes the facts onto the proxy the Lease belongs to (0.x).
-async fn write_facts(l: &LeaseRef, facts: &Facts) -> Result<(), ClusterError> {
+/// Writes the facts onto the proxy the Lease belongs to (0.x). A failure is only logged:
+/// the heartbeat holds, and the next renew tries again.
+async fn write_facts(l: &LeaseRef, facts: &Facts) {
     let Some(p) = facts.anchor() else {
-        return Ok(());
+        *lock(&l.on_proxy) = Some(facts.clone());
+        return;
     };
-    let written = lease::annotate(
+    let annotations = facts.to_annotations();
+    match lease::annotate(
         &l.client,
         &l.namespace,
         p.kind,
         &p.name,
         &p.uid,
-        &facts.to_annotations(),
+        &annotations,
     )
-    .await?;
-    if !written {
-        debug!(proxy = %p.name, "the proxy is gone or replaced; no facts written on it");
+    .await
+    {
+        Ok(written) => {
+            if !written {
+                debug!(proxy = %p.name, "the proxy is gone or replaced; no facts written on it");
+            }
+            // Written, or nothing left to write on: not tried again until the facts change.
+            *lock(&l.on_proxy) = Some(facts.clone());
+        }
+        Err(e) => warn!(proxy = %p.name, "team mode: {e}; trying again with the next renew"),
     }
-    Ok(())
 }
 
 /// A client for a session's cluster, for a heartbeat resumed after a restart.

@@ -30,9 +30,12 @@ use crate::team::{self, Facts, election::Record};
 pub struct Seen {
     kind: ProxyKind,
     meta: ObjectMeta,
-    first: Instant,
-    handled: bool,
+    /// When it is looked at next (`None`: handled, not looked at again).
+    next: Option<Instant>,
 }
+
+/// How long after a failed report or adoption it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A watch event on a labelled object.
 #[derive(Debug)]
@@ -138,8 +141,7 @@ impl Leftovers {
                 let entry = self.seen.entry(uid).or_insert_with(|| Seen {
                     kind,
                     meta: (*meta).clone(),
-                    first: Instant::now(),
-                    handled: false,
+                    next: Some(Instant::now() + self.grace),
                 });
                 entry.meta = *meta;
             }
@@ -149,14 +151,14 @@ impl Leftovers {
         }
     }
 
-    /// Completes when the next leftover has been seen for the grace.
-    pub async fn next_due(&self, grace: Duration) {
-        let t = self
-            .seen
-            .values()
-            .filter(|s| !s.handled)
-            .map(|s| s.first + grace)
-            .min();
+    /// Whether a leftover is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.seen.values().any(|s| s.next.is_some_and(|n| n <= now))
+    }
+
+    /// Completes when the next leftover is due (seen for the grace, or to look at again).
+    pub async fn next_due(&self) {
+        let t = self.seen.values().filter_map(|s| s.next).min();
         super::sleep_until(t).await;
     }
 
@@ -167,7 +169,7 @@ impl Leftovers {
         let due: Vec<String> = self
             .seen
             .iter()
-            .filter(|(_, s)| !s.handled && now.duration_since(s.first) >= self.grace)
+            .filter(|(_, s)| s.next.is_some_and(|n| n <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for uid in due {
@@ -176,16 +178,19 @@ impl Leftovers {
             };
             let ns = s.meta.namespace.clone().unwrap_or_default();
             let id = label(&s.meta, "telepresence");
-            if covered.iter().any(|c| *c == format!("{ns}/{id}")) {
-                continue;
-            }
-            let done =
-                match Facts::from_annotations(&s.meta.annotations.clone().unwrap_or_default()) {
+            let next = if covered.iter().any(|c| *c == format!("{ns}/{id}")) {
+                // A heartbeat covers it: looked at again a grace later.
+                Some(Instant::now() + self.grace)
+            } else {
+                let annotations = s.meta.annotations.clone().unwrap_or_default();
+                let done = match Facts::from_annotations(&annotations) {
                     Ok(f) => self.adopt(s, &f).await,
                     Err(_) => self.warn_person(s).await,
                 };
-            if done && let Some(s) = self.seen.get_mut(&uid) {
-                s.handled = true;
+                (!done).then(|| Instant::now() + RETRY_AFTER)
+            };
+            if let Some(s) = self.seen.get_mut(&uid) {
+                s.next = next;
             }
         }
     }

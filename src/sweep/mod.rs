@@ -123,6 +123,28 @@ struct Tracked {
     observer: Observer,
     /// Tried and left (opted out, dry run, needs a person): not tried again until it changes.
     settled: Option<String>,
+    /// Not tried again before this (a failure that may pass; an opt-out, looked at again
+    /// after a grace).
+    not_before: Option<Instant>,
+}
+
+impl Tracked {
+    /// When this Lease's session is due for the leader: a laptop's heartbeat once unchanged
+    /// for the grace, a repair a sweeper began at once; `None`: not due (live, settled, or
+    /// left for a person).
+    fn due_at(&self, now: Instant, grace: Duration) -> Option<Instant> {
+        if self.settled.is_some() && self.not_before.is_none() {
+            return None;
+        }
+        let holder = &self.lease.record.holder;
+        let at = if team::is_sweeper(holder) {
+            let state = self.lease.annotations().get(repair::STATE).cloned();
+            (state.as_deref() == Some("repairing")).then_some(now)?
+        } else {
+            self.observer.since().unwrap_or(now) + grace
+        };
+        Some(self.not_before.map_or(at, |nb| at.max(nb)))
+    }
 }
 
 /// Runs the sweeper until `shutdown` completes.
@@ -177,9 +199,10 @@ pub async fn run(
     let mut left = leftovers::Leftovers::new(client.clone(), &opts, status.clone());
     let mut proxies = left.watch();
     let mut tracked: HashMap<(String, String), Tracked> = HashMap::new();
+    let mut shown: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        let due = next_due(&tracked, opts.grace, &opts.identity);
+        let due = next_due(&tracked, opts.grace, Instant::now());
         let leads = leadership.leads();
         tokio::select! {
             () = &mut shutdown => break,
@@ -194,14 +217,24 @@ pub async fn run(
                 }
             }
             () = sleep_until(due), if leads => {}
-            () = left.next_due(opts.grace), if leads => {}
+            () = left.next_due(), if leads => {}
             () = leadership.acquired(), if !leads => {}
         }
+        // With a thousand sessions renewing every 10 s, this runs a hundred times a
+        // second: only what is due is looked at, and /status is refreshed once a second.
         if leadership.leads() {
-            act(&repairer, &mut tracked, &opts, &status).await;
-            left.report(&tracked_names(&tracked)).await;
+            let now = Instant::now();
+            if next_due(&tracked, opts.grace, now).is_some_and(|t| t <= now) {
+                act(&repairer, &mut tracked, &opts, &status).await;
+            }
+            if left.due(now) {
+                left.report(&tracked_names(&tracked)).await;
+            }
         }
-        show(&tracked, &status, opts.grace);
+        if shown.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+            shown = Some(Instant::now());
+            show(&tracked, &status, opts.grace);
+        }
     }
     info!("stopping");
     let _ = stop_tx.send(true);
@@ -248,9 +281,11 @@ fn apply(
                 lease: read.clone(),
                 observer: Observer::default(),
                 settled: None,
+                not_before: None,
             });
             if t.observer.see(Some(&read.record), now) == now {
                 t.settled = None;
+                t.not_before = None;
             }
             t.lease = read;
         }
@@ -262,30 +297,17 @@ fn apply(
     }
 }
 
-/// When the next laptop-held Lease's grace runs out (sweeper-held ones are due at once).
+/// When the next session is due (see [`Tracked::due_at`]).
 fn next_due(
     tracked: &HashMap<(String, String), Tracked>,
     grace: Duration,
-    me: &str,
+    now: Instant,
 ) -> Option<Instant> {
-    let now = Instant::now();
-    tracked
-        .values()
-        .filter(|t| t.settled.is_none())
-        .filter_map(|t| {
-            let holder = &t.lease.record.holder;
-            if team::is_sweeper(holder) {
-                // A repair a sweeper (this one, or a leader that died) began.
-                (holder != me
-                    || t.lease.annotations().get(repair::STATE).map(String::as_str)
-                        == Some("repairing"))
-                .then_some(now)
-            } else {
-                Some(now + grace.saturating_sub(t.observer.unchanged_for(now)))
-            }
-        })
-        .min()
+    tracked.values().filter_map(|t| t.due_at(now, grace)).min()
 }
+
+/// How long after a failure that may pass a session is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The leader's pass: every Lease due is repaired.
 async fn act(
@@ -297,16 +319,7 @@ async fn act(
     let now = Instant::now();
     let due: Vec<(String, String)> = tracked
         .iter()
-        .filter(|(_, t)| t.settled.is_none())
-        .filter(|(_, t)| {
-            let holder = &t.lease.record.holder;
-            let state = t.lease.annotations().get(repair::STATE).cloned();
-            if team::is_sweeper(holder) {
-                state.as_deref() == Some("repairing")
-            } else {
-                t.observer.unchanged_for(now) >= opts.grace
-            }
-        })
+        .filter(|(_, t)| t.due_at(now, opts.grace).is_some_and(|at| at <= now))
         .map(|(k, _)| k.clone())
         .collect();
     for key in due {
@@ -332,9 +345,17 @@ async fn act(
             Err(e) => format!("{name}: will retry: {e}"),
         };
         info!("{line}");
-        if let Ok(Outcome::Attention(_) | Outcome::DryRun(_) | Outcome::OptedOut(_)) = outcome {
-            t.settled = Some(line.clone());
-        }
+        let now = Instant::now();
+        (t.settled, t.not_before) = match outcome {
+            // Until the Lease changes.
+            Ok(Outcome::Attention(_) | Outcome::DryRun(_)) => (Some(line.clone()), None),
+            // The opt-out may be lifted: looked at again after a grace.
+            Ok(Outcome::OptedOut(_)) => (Some(line.clone()), Some(now + opts.grace)),
+            Err(_) => (None, Some(now + RETRY_AFTER)),
+            Ok(Outcome::Repaired(_)) => (None, None),
+            // The watch brings the Lease as it is now; not before a second.
+            Ok(Outcome::Lost) => (None, Some(now + Duration::from_secs(1))),
+        };
         let mut s = lock(status);
         s.done.push(format!("{} {line}", jiff::Timestamp::now()));
         let excess = s.done.len().saturating_sub(100);
@@ -367,4 +388,70 @@ fn show(tracked: &HashMap<(String, String), Tracked>, status: &SharedStatus, gra
         .collect();
     lines.sort();
     lock(status).sessions = lines;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+
+    fn tracked(holder: &str, state: Option<&str>) -> Tracked {
+        let mut l = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_string()),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        if let Some(s) = state {
+            l.metadata.annotations = Some([(repair::STATE.to_string(), s.to_string())].into());
+        }
+        let lease = ReadLease::from(l);
+        let mut observer = Observer::default();
+        observer.see(Some(&lease.record), Instant::now());
+        Tracked {
+            lease,
+            observer,
+            settled: None,
+            not_before: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_each_session_is_due_for_the_leader() {
+        let grace = Duration::from_secs(1800);
+        let t0 = Instant::now();
+        let laptop = tracked("laptop/dev@h/1", None);
+        assert_eq!(
+            laptop.due_at(t0, grace),
+            Some(t0 + grace),
+            "a heartbeat: after the grace"
+        );
+        let repairing = tracked("sweeper/a", Some("repairing"));
+        assert_eq!(
+            repairing.due_at(t0, grace),
+            Some(t0),
+            "a begun repair: at once"
+        );
+        let attention = tracked("sweeper/a", Some("needs-attention"));
+        assert_eq!(attention.due_at(t0, grace), None, "left for a person");
+        let mut settled = tracked("laptop/dev@h/1", None);
+        settled.settled = Some("dry run".into());
+        assert_eq!(settled.due_at(t0, grace), None, "until the lease changes");
+        settled.not_before = Some(t0 + grace * 2);
+        assert_eq!(
+            settled.due_at(t0, grace),
+            Some(t0 + grace * 2),
+            "an opt-out: a grace later"
+        );
+        // The same answer whenever it is asked (the main loop compares with its own now).
+        tokio::time::advance(grace * 3).await;
+        assert_eq!(laptop.due_at(Instant::now(), grace), Some(t0 + grace));
+        let map: HashMap<(String, String), Tracked> = [
+            (("a".to_string(), "1".to_string()), laptop),
+            (("a".to_string(), "2".to_string()), attention),
+        ]
+        .into();
+        assert_eq!(next_due(&map, grace, Instant::now()), Some(t0 + grace));
+    }
 }

@@ -88,6 +88,11 @@ impl Observer {
         self.at.unwrap_or(now)
     }
 
+    /// When the record was first seen as it is now (`None`: never seen).
+    pub fn since(&self) -> Option<tokio::time::Instant> {
+        self.at
+    }
+
     /// How long the record has stayed as it is, at `now`.
     pub fn unchanged_for(&self, now: tokio::time::Instant) -> Duration {
         self.at

@@ -225,7 +225,8 @@ fn pointer_segment(s: &str) -> String {
 
 /// Writes `annotations` onto a proxy, pinned to its uid (a JSON Patch whose first op tests
 /// `metadata.uid`); other annotations are kept. `Ok(false)`: the object is gone or is
-/// another object by now.
+/// another object by now. A proxy changing under the write (a pod's status) is read again,
+/// three times at most; then the error says so, and the caller tries later.
 pub async fn annotate(
     client: &Client,
     ns: &str,
@@ -240,44 +241,57 @@ pub async fn annotate(
         name: name.to_string(),
         namespace: ns.to_string(),
     };
-    let Some(obj) = api.get_opt(name).await.map_err(api_err(err()))? else {
-        return Ok(false);
-    };
-    if obj.metadata.uid.as_deref() != Some(uid) {
-        return Ok(false);
-    }
-    let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": uid})];
-    match &obj.metadata.annotations {
-        Some(have) => {
-            if annotations.iter().all(|(k, v)| have.get(k) == Some(v)) {
-                return Ok(true);
+    let mut last = None;
+    for _ in 0..3 {
+        let Some(obj) = api.get_opt(name).await.map_err(api_err(err()))? else {
+            return Ok(false);
+        };
+        if obj.metadata.uid.as_deref() != Some(uid) {
+            return Ok(false);
+        }
+        let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": uid})];
+        match &obj.metadata.annotations {
+            Some(have) => {
+                if annotations.iter().all(|(k, v)| have.get(k) == Some(v)) {
+                    return Ok(true);
+                }
+                for (k, v) in annotations {
+                    let path = format!("/metadata/annotations/{}", pointer_segment(k));
+                    ops.push(json!({"op": "add", "path": path, "value": v}));
+                }
             }
-            for (k, v) in annotations {
-                let path = format!("/metadata/annotations/{}", pointer_segment(k));
-                ops.push(json!({"op": "add", "path": path, "value": v}));
+            // None yet: the map is added whole, pinned to the version read so that a map
+            // added meanwhile is not replaced.
+            None => {
+                ops.push(json!({"op": "test", "path": "/metadata/resourceVersion",
+                    "value": obj.metadata.resource_version}));
+                ops.push(
+                    json!({"op": "add", "path": "/metadata/annotations", "value": annotations}),
+                );
             }
         }
-        // None yet: the map is added whole, pinned to the version read so that a map
-        // added meanwhile is not replaced.
-        None => {
-            ops.push(json!({"op": "test", "path": "/metadata/resourceVersion",
-                "value": obj.metadata.resource_version}));
-            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": annotations}));
+        let patch: json_patch::Patch =
+            serde_json::from_value(Value::Array(ops)).map_err(|e| ClusterError::Client {
+                context: String::new(),
+                source: Box::new(e),
+            })?;
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            // A failed `test` is 422: changed meanwhile (or replaced: the next read says).
+            Err(e @ kube::Error::Api(_)) if matches!(&e, kube::Error::Api(s) if s.code == 422 || s.code == 409) =>
+            {
+                last = Some(e);
+            }
+            Err(e) => return Err(api_err(err())(e)),
         }
     }
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops)).map_err(|e| ClusterError::Client {
-            context: String::new(),
-            source: Box::new(e),
-        })?;
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await
-    {
-        Ok(_) => Ok(true),
-        // A failed `test` is 422 (uid: another object; version: try again next time).
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 || s.code == 409 => Ok(false),
-        Err(e) => Err(api_err(err())(e)),
+    match last {
+        Some(e) => Err(api_err(err())(e)),
+        None => Ok(false),
     }
 }
 
