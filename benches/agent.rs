@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo bench --bench agent                 # every section
-//! cargo bench --bench agent -- discovery    # only some: sessions, shim, recovery, telepresence2, idle, discovery
+//! cargo bench --bench agent -- discovery    # only some: sessions, shim, recovery, telepresence2, idle, discovery, sweeper
 //! ```
 //!
 //! Sections:
@@ -26,6 +26,13 @@
 //! - `idle`: the daemon with no session for `BENCH_IDLE_SECS` (default 60): CPU time and RSS.
 //! - `discovery`: with 1,000 extra `sleep` processes running, `Discovery::poll` after one
 //!   new (non-Telepresence) process, `BENCH_POLLS` times (default 50), and `scan_all`.
+//! - `sweeper`: `telepolice-agent sweep` in a cluster of `BENCH_SWEEP_PODS` pods (default
+//!   10,000), `BENCH_SWEEP_SESSIONS` of them (default 1,000) recorded 0.x proxies, each with
+//!   its facts and a heartbeat Lease that this bench renews every 10 s, as laptops would.
+//!   Once the sweeper has listed everything: over `BENCH_SWEEP_IDLE_SECS` (default 60) its
+//!   requests (by verb and resource), CPU and RSS; then five heartbeats stop at once and,
+//!   with a grace of `BENCH_SWEEP_GRACE_SECS` (default 20), how long past the grace each
+//!   session's original is back at its replicas.
 //!
 //! Everything talks to 127.0.0.1 only, and only processes started here are ended, by pid.
 
@@ -71,7 +78,7 @@ fn main() {
 
     // Each section: its rows and notes, or a failure that fails the run (the others still run).
     type Section = Box<dyn FnOnce() -> Result<(Vec<Row>, Vec<String>)>>;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         (
             "sessions",
             Box::new(|| bench_sessions(env_usize("BENCH_SESSIONS", 15))),
@@ -95,6 +102,17 @@ fn main() {
         (
             "discovery",
             Box::new(|| bench_discovery(env_usize("BENCH_POLLS", 50))),
+        ),
+        (
+            "sweeper",
+            Box::new(|| {
+                bench_sweeper(
+                    env_usize("BENCH_SWEEP_PODS", 10_000),
+                    env_usize("BENCH_SWEEP_SESSIONS", 1_000),
+                    env_f64("BENCH_SWEEP_IDLE_SECS", 60.0),
+                    env_f64("BENCH_SWEEP_GRACE_SECS", 20.0),
+                )
+            }),
         ),
     ];
     for (name, run) in sections {
@@ -1051,6 +1069,324 @@ fn bench_idle(secs: f64) -> Result<Vec<String>> {
         ),
         String::new(),
     ])
+}
+
+/// A heartbeat Lease as a laptop agent makes it, for session `id` in `ns`, renewed now.
+fn bench_lease(
+    ns: &str,
+    id: &str,
+    proxy: &str,
+    proxy_uid: &str,
+    facts: &serde_json::Map<String, Value>,
+) -> Value {
+    let now = jiff::Timestamp::now().to_string();
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {
+            "name": format!("telepolice-{id}"), "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "telepolice-agent", "telepolice.dev/session": id},
+            "annotations": facts,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": proxy, "uid": proxy_uid}],
+        },
+        "spec": {"holderIdentity": format!("laptop/dev@bench/{id}"), "leaseDurationSeconds": 40,
+                 "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
+    })
+}
+
+/// The sweeper in a cluster of `pods` pods, `sessions` of them recorded proxies with live
+/// heartbeats (renewed here every 10 s): idle cost, then heartbeat stop -> repaired.
+fn bench_sweeper(
+    pods: usize,
+    sessions: usize,
+    idle_secs: f64,
+    grace_secs: f64,
+) -> Result<(Vec<Row>, Vec<String>)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::without_kubectl_check(testcluster::Options::default(), PathBuf::new());
+    let c = &env.cluster;
+    let ns_obj = |n: &str| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
+    c.create("namespaces", "", &ns_obj("telepolice")).ok();
+    let spaces: Vec<String> = (0..10).map(|i| format!("team-{i}")).collect();
+    for n in &spaces {
+        c.create("namespaces", "", &ns_obj(n)).ok();
+    }
+    eprintln!("sweeper: making {pods} pods and {sessions} sessions...");
+    let pod = |name: &str, labels: Value, annotations: Value| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        })
+    };
+    // In three batches (each under one lock hold, so the controllers look once): the
+    // originals, then the proxies (their facts name the originals' uids), then the leases
+    // (owned by the proxies) and the other pods.
+    let err = |e| anyhow::anyhow!("{e:?}");
+    let ns_of = |i: usize| spaces[i % spaces.len()].clone();
+    let id_of = |i: usize| format!("{i:032x}");
+    let deps: Vec<(&str, String, Value)> = (0..sessions)
+        .map(|i| {
+            let app = format!("app{i}");
+            let d = serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": app, "labels": {"app": app}},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": app}},
+                         "template": {"metadata": {"labels": {"app": app}},
+                                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+            });
+            ("deployments", ns_of(i), d)
+        })
+        .collect();
+    let batch = |items: &[(&str, String, Value)]| {
+        let refs: Vec<(&str, &str, Value)> = items
+            .iter()
+            .map(|(r, n, v)| (*r, n.as_str(), v.clone()))
+            .collect();
+        c.create_all(&refs).map_err(err)
+    };
+    let made = batch(&deps)?;
+    let mut all_facts = Vec::new();
+    let mut proxies = Vec::new();
+    for (i, dep) in made.iter().enumerate() {
+        let (ns, id, app) = (ns_of(i), id_of(i), format!("app{i}"));
+        let mut facts = serde_json::Map::new();
+        for (k, v) in [
+            ("schema", "1".to_string()),
+            ("session", id.clone()),
+            ("session-kind", "telepresence-0".into()),
+            ("namespace", ns.clone()),
+            ("mode", format!("swap-deployment={app}")),
+            ("original-kind", "Deployment".into()),
+            ("original-name", app.clone()),
+            ("original-uid", text(dep, "/metadata/uid")),
+            ("original-replicas", "1".into()),
+            ("replicas-evidence", "observed".into()),
+            ("owner-host", "bench".into()),
+            ("owner-user", "dev".into()),
+        ] {
+            facts.insert(format!("telepolice.dev/{k}"), Value::String(v));
+        }
+        let labels = serde_json::json!({"telepresence": id, "app": app});
+        proxies.push((
+            "pods",
+            ns,
+            pod(&format!("{app}-{id}"), labels, Value::Object(facts.clone())),
+        ));
+        all_facts.push(facts);
+    }
+    let made = batch(&proxies)?;
+    let mut rest = Vec::new();
+    let mut leases: Vec<(String, String)> = Vec::new();
+    for (i, (p, mut facts)) in made.iter().zip(all_facts).enumerate() {
+        let (ns, id) = (ns_of(i), id_of(i));
+        let proxy = text(p, "/metadata/name");
+        let puid = text(p, "/metadata/uid");
+        facts.insert(
+            "telepolice.dev/proxies".into(),
+            Value::String(format!("pod/{proxy}/{puid}")),
+        );
+        rest.push((
+            "leases",
+            ns.clone(),
+            bench_lease(&ns, &id, &proxy, &puid, &facts),
+        ));
+        leases.push((ns, format!("telepolice-{id}")));
+    }
+    for i in 0..pods.saturating_sub(sessions) {
+        let labels = serde_json::json!({"app": "web"});
+        rest.push((
+            "pods",
+            ns_of(i),
+            pod(&format!("web-{i}"), labels, serde_json::json!({})),
+        ));
+    }
+    batch(&rest)?;
+    // The laptops: every lease renewed every 10 s, spread evenly; `stopped` ones are not.
+    let stopped: std::sync::Mutex<HashSet<String>> = Default::default();
+    let done = AtomicBool::new(false);
+    let renew = || {
+        let gap = Duration::from_secs(10) / u32::try_from(leases.len().max(1)).unwrap_or(1);
+        let mut next = Instant::now();
+        'outer: loop {
+            for (ns, name) in &leases {
+                if done.load(Ordering::SeqCst) {
+                    break 'outer;
+                }
+                next += gap;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if stopped.lock().map(|s| s.contains(name)).unwrap_or(false) {
+                    continue;
+                }
+                if let Some(mut l) = c.get("leases", ns, name) {
+                    l["spec"]["renewTime"] = Value::String(jiff::Timestamp::now().to_string());
+                    let _ = c.update("leases", ns, &l);
+                }
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let renewer = scope.spawn(renew);
+        let out = sweeper_measure(
+            &env, &leases, &spaces, &stopped, pods, sessions, idle_secs, grace_secs,
+        );
+        done.store(true, Ordering::SeqCst);
+        let _ = renewer.join();
+        out
+    })
+}
+
+/// The sweeper's part of [`bench_sweeper`], while the heartbeats are renewed.
+#[allow(clippy::too_many_arguments)]
+fn sweeper_measure(
+    env: &Env,
+    leases: &[(String, String)],
+    spaces: &[String],
+    stopped: &std::sync::Mutex<HashSet<String>>,
+    pods: usize,
+    sessions: usize,
+    idle_secs: f64,
+    grace_secs: f64,
+) -> Result<(Vec<Row>, Vec<String>)> {
+    let c = &env.cluster;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = env.path("sweeper.err");
+    let mut child = Command::new(AGENT)
+        .args([
+            "sweep",
+            "--election-namespace",
+            "telepolice",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--grace-minutes", &format!("{}", grace_secs / 60.0)])
+        .env_clear()
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("POD_NAME", "bench")
+        .env(
+            "TELEPOLICE_LOG",
+            std::env::var("BENCH_SWEEP_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let pid = child.id();
+    let said = |needle: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    let ready = || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /readyz HTTP/1.1\r\n\r\n").ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                out.starts_with("HTTP/1.1 200").then_some(())
+            })
+    };
+    let t_start = Instant::now();
+    poll_until(
+        "the sweeper lists everything",
+        Duration::from_millis(20),
+        ready,
+    )
+    .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+    let synced = t_start.elapsed();
+    poll_until("the sweeper leads", Duration::from_millis(20), || {
+        said("leading").then_some(())
+    })?;
+    // Idle: the heartbeats go on, nothing is due.
+    let hz = platform::boot_clock_ticks_per_second() as f64;
+    let audit_before = c.audit().len();
+    let ticks0 = cpu_ticks(pid)?;
+    eprintln!("sweeper: idle for {idle_secs} s with {sessions} heartbeats renewing...");
+    std::thread::sleep(Duration::from_secs_f64(idle_secs));
+    let ticks1 = cpu_ticks(pid)?;
+    let audit: Vec<_> = c
+        .audit()
+        .into_iter()
+        .skip(audit_before)
+        .filter(|e| e.user_agent.starts_with("telepolice-sweeper/"))
+        .collect();
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &audit {
+        *by.entry(format!("{} {}", e.verb, e.resource)).or_default() += 1;
+    }
+    let per_min = audit.len() as f64 * 60.0 / idle_secs;
+    let rss = status_kib(pid, "VmRSS")?;
+    let hwm = status_kib(pid, "VmHWM")?;
+    // Five heartbeats stop at once.
+    let victims: Vec<usize> = (0..5.min(sessions)).map(|k| k * sessions / 5).collect();
+    let mut stopped_at = Vec::new();
+    for &v in &victims {
+        let (ns, name) = &leases[v];
+        stopped
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .insert(name.clone());
+        let l = c.get("leases", ns, name).context("lease")?;
+        let renewed: jiff::Timestamp = text(&l, "/spec/renewTime").parse()?;
+        stopped_at.push((v, renewed));
+    }
+    let mut past = Vec::new();
+    for (v, renewed) in stopped_at {
+        let ns = &spaces[v % spaces.len()];
+        let app = format!("app{v}");
+        poll_until("the session is repaired", Duration::from_millis(5), || {
+            c.get("deployments", ns, &app)
+                .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
+                .filter(|r| *r == 1)
+        })
+        .or_else(|_| {
+            poll_until(
+                "the session is repaired (late)",
+                Duration::from_millis(50),
+                || {
+                    c.get("deployments", ns, &app)
+                        .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
+                        .filter(|r| *r == 1)
+                },
+            )
+        })
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+        let now = jiff::Timestamp::now();
+        let since = now.duration_since(renewed).unsigned_abs();
+        past.push(since.saturating_sub(Duration::from_secs_f64(grace_secs)));
+    }
+    if std::env::var_os("BENCH_SWEEP_LOG").is_some() {
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let notes = vec![format!(
+        "Sweeper: {pods} pods in 10 namespaces, {sessions} of them recorded proxies with heartbeats renewed every 10 s ({:.0} lease updates a second). \
+             Listed and ready in {:.1} s. Over {idle_secs:.0} s idle: {:.0} requests a minute ({}), CPU {:.2} s, RSS {:.1} MiB (peak {:.1} MiB).",
+        sessions as f64 / 10.0,
+        synced.as_secs_f64(),
+        per_min,
+        join_counts(&by),
+        (ticks1.saturating_sub(ticks0)) as f64 / hz,
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+    )];
+    Ok((
+        vec![row(
+            &format!(
+                "sweeper: heartbeat stop -> original restored, past the {grace_secs:.0} s grace (5 at once)"
+            ),
+            past,
+        )],
+        notes,
+    ))
 }
 
 /// A `sleep 600` with nothing attached: a process that only takes up a pid.

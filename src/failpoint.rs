@@ -37,6 +37,11 @@
 //! - `tel2.departed`: the traffic-manager answered `Depart`, and that is not journaled yet.
 //! - `tel2.depart-saved`: the `Depart` is saved, before the session cache file is removed.
 //!
+//! The in-cluster sweeper (`sweep::repair`; its journal is the session's Lease):
+//! - `sweep.started`: a step is journaled "started" on the Lease, before it is carried out.
+//! - `sweep.carried`: a step was carried out in the cluster, before its outcome is
+//!   journaled.
+//!
 //! # Guarantees
 //! Only builds with debug assertions (what `cargo test` builds) contain failpoints; in a
 //! release build [`hit`] is empty and the variable is never read.

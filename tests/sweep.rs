@@ -1073,3 +1073,60 @@ fn an_opt_out_or_a_dry_run_leaves_the_cluster_as_it_is() {
         "the lease is untouched"
     );
 }
+
+#[test]
+fn a_sweeper_killed_after_a_step_before_journaling_it_is_finished_once_by_the_next() {
+    let Some(env) = setup_sweep() else { return };
+    let (mut agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    let proxy = format!("app-{id}");
+    wait_for("the heartbeat lease", || heartbeat(&env, &id).is_some());
+    agent.kill();
+    s.signal("KILL");
+    s.wait_exit(&env);
+    // The first sweeper restores the original and dies before journaling it; the second
+    // deletes the proxy and dies before journaling that; the third finishes.
+    for (name, failpoint) in [
+        ("sweeper-a", "sweep.carried"),
+        ("sweeper-b", "sweep.carried"),
+    ] {
+        let mut dying = Sweeper::start_with(
+            &env,
+            env.cluster.addr(),
+            name,
+            &["--grace-minutes", "0.05"],
+            &[("TELEPOLICE_FAILPOINT", failpoint)],
+        );
+        wait_for("the sweeper dies at its failpoint", || dying.exited());
+        assert!(
+            dying.log().contains("failpoint sweep.carried: killing"),
+            "{}",
+            dying.log()
+        );
+        dying.kill();
+    }
+    let last = Sweeper::start(
+        &env,
+        env.cluster.addr(),
+        "sweeper-c",
+        &["--grace-minutes", "0.05"],
+    );
+    env.wait("the heartbeat lease is gone", |c| {
+        c.get("leases", "default", &format!("telepolice-{id}"))
+            .is_none()
+    });
+    assert_eq!(replicas(&env, "app"), 2);
+    assert_eq!(
+        writes_on(&env, &["app", &proxy]),
+        [
+            format!("patch pods {proxy}"),
+            "patch deployments app".to_string(),
+            format!("delete pods {proxy}"),
+        ],
+        "each write once across two sweepers killed mid-repair\n{}",
+        last.log()
+    );
+}

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::time::Instant;
@@ -223,6 +223,14 @@ pub async fn run(
         // With a thousand sessions renewing every 10 s, this runs a hundred times a
         // second: only what is due is looked at, and /status is refreshed once a second.
         if leadership.leads() {
+            // Every renew already delivered is seen first: a repair takes seconds, and a
+            // heartbeat waiting in the watch's buffer meanwhile is not a stopped one.
+            while let Some(Some(ev)) = leases.next().now_or_never() {
+                match ev {
+                    Ok(e) => apply(&mut tracked, e, &status),
+                    Err(e) => warn!("watching the heartbeat leases (retrying): {e}"),
+                }
+            }
             let now = Instant::now();
             if next_due(&tracked, opts.grace, now).is_some_and(|t| t <= now) {
                 act(&repairer, &mut tracked, &opts, &status).await;
@@ -309,7 +317,7 @@ fn next_due(
 /// How long after a failure that may pass a session is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// The leader's pass: every Lease due is repaired.
+/// The leader's pass: the most overdue Lease is repaired.
 async fn act(
     r: &Repairer,
     tracked: &mut HashMap<(String, String), Tracked>,
@@ -319,9 +327,16 @@ async fn act(
     let now = Instant::now();
     let due: Vec<(String, String)> = tracked
         .iter()
-        .filter(|(_, t)| t.due_at(now, opts.grace).is_some_and(|at| at <= now))
-        .map(|(k, _)| k.clone())
+        .filter_map(|(k, t)| {
+            t.due_at(now, opts.grace)
+                .filter(|at| *at <= now)
+                .map(|at| (at, k.clone()))
+        })
+        .min()
+        .map(|(_, k)| k)
+        .into_iter()
         .collect();
+    // One at a time, the most overdue first: the loop sees the watch again between two.
     for key in due {
         if !r.leadership.leads() {
             return;
@@ -356,6 +371,10 @@ async fn act(
             // The watch brings the Lease as it is now; not before a second.
             Ok(Outcome::Lost) => (None, Some(now + Duration::from_secs(1))),
         };
+        // Its Lease is deleted: not looked at again (the watch's deletion may come later).
+        if matches!(outcome, Ok(Outcome::Repaired(_))) {
+            tracked.remove(&key);
+        }
         let mut s = lock(status);
         s.done.push(format!("{} {line}", jiff::Timestamp::now()));
         let excess = s.done.len().saturating_sub(100);

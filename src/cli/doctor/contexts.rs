@@ -238,6 +238,56 @@ async fn ask_permissions(
     }
 }
 
+/// Team mode's permissions in `namespace`: a warning, not a failure (without them the agent
+/// repairs alone, as before).
+async fn ask_team_permissions(
+    client: &kube::Client,
+    context: &str,
+    namespace: &str,
+    timeout: Duration,
+) -> Check {
+    use crate::effects::cluster::access::TEAM_PERMISSIONS;
+    let name = format!("team mode {context}");
+    let asks = TEAM_PERMISSIONS
+        .iter()
+        .map(|p| async move { (p, cluster::review_access(client, namespace, p).await) });
+    let Ok(answers) = tokio::time::timeout(timeout, futures::future::join_all(asks)).await else {
+        return Check::warn(
+            name,
+            format!("in namespace {namespace}, no answer to the access reviews"),
+        );
+    };
+    let mut denied = Vec::new();
+    for (p, a) in &answers {
+        match a {
+            Ok(a) if a.allowed => {}
+            Ok(_) => denied.push(format!("{} {}", p.verb, p.qualified_resource())),
+            Err(e) => {
+                return Check::warn(
+                    name,
+                    format!("in namespace {namespace}: {}", review_error(e)),
+                );
+            }
+        }
+    }
+    if denied.is_empty() {
+        Check::ok(
+            name,
+            format!(
+                "in namespace {namespace} the agent can keep heartbeats and write recovery facts for an in-cluster sweeper"
+            ),
+        )
+    } else {
+        Check::warn(
+            name,
+            format!(
+                "in namespace {namespace} the agent may not {}: no heartbeat or facts there, so an in-cluster sweeper cannot repair a session whose laptop never returns (the agent still repairs its own); ask a cluster admin, or set `team = false` to stop trying",
+                denied.join(", ")
+            ),
+        )
+    }
+}
+
 /// Checks one context: its server answers, then its permissions in each namespace.
 async fn check_one(
     context: &str,
@@ -312,8 +362,18 @@ async fn check_one(
             Vec::new()
         }
     };
-    let (permissions, manager) = futures::join!(futures::future::join_all(checks), manager);
+    let team = cfg.is_none_or(|c| c.team);
+    let team_checks = namespaces
+        .iter()
+        .filter(|_| team)
+        .map(|ns| ask_team_permissions(&client, context, ns, opts.timeout));
+    let (permissions, team_lines, manager) = futures::join!(
+        futures::future::join_all(checks),
+        futures::future::join_all(team_checks),
+        manager
+    );
     out.extend(permissions);
+    out.extend(team_lines);
     out.extend(manager);
     out
 }

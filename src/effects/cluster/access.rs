@@ -121,6 +121,41 @@ pub const NEEDED_PERMISSIONS: &[Permission] = &[
 
 /// What a SelfSubjectAccessReview answered: whether the permission is granted, and the
 /// authorizer's reason (often empty for a refusal).
+/// What team mode adds (the heartbeat Lease, the facts on a 0.106+ proxy Pod; patching a
+/// 0.105 proxy Deployment is among [`NEEDED_PERMISSIONS`]).
+pub const TEAM_PERMISSIONS: &[Permission] = &[
+    Permission {
+        verb: "get",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        why: "read the session's heartbeat Lease",
+    },
+    Permission {
+        verb: "create",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        why: "make the session's heartbeat Lease",
+    },
+    Permission {
+        verb: "update",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        why: "renew the heartbeat",
+    },
+    Permission {
+        verb: "delete",
+        group: "coordination.k8s.io",
+        resource: "leases",
+        why: "remove the heartbeat when the session ends",
+    },
+    Permission {
+        verb: "patch",
+        group: "",
+        resource: "pods",
+        why: "write the recovery facts on the proxy Pod",
+    },
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessAnswer {
     /// Whether the current user may do it.

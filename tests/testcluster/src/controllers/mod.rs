@@ -31,6 +31,25 @@ pub struct Controllers {
     /// When each terminating pod (by uid) was first seen terminating.
     terminating_since: HashMap<String, Instant>,
     next_ip: u32,
+    /// The store's version at the end of the last pass, and when timed work was next due
+    /// then: changes since that no controller reacts to skip the pass.
+    settled: Option<(u64, Option<Instant>)>,
+}
+
+/// Whether a change is one no controller reacts to, as on a real server: an update of a
+/// Lease or an Event (a heartbeat's renew) or a new Event, that leaves the object's owners
+/// and deletion alone. (The garbage collector reacts to owner references; nothing watches
+/// Leases or Events otherwise.)
+fn inert(c: &crate::store::Change) -> bool {
+    use crate::store::ChangeType;
+    let same = |p: &str| c.old.as_ref().and_then(|o| o.pointer(p)) == c.new.pointer(p);
+    match (c.key.resource, c.kind) {
+        ("leases" | "events", ChangeType::Modified) => {
+            same("/metadata/ownerReferences") && same("/metadata/deletionTimestamp")
+        }
+        ("events", ChangeType::Added) => c.new.pointer("/metadata/ownerReferences").is_none(),
+        _ => false,
+    }
 }
 
 fn rt(plural: &str) -> &'static ResourceType {
@@ -62,15 +81,6 @@ fn finalizers(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn controller_uid(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?
-        .get("uid")?
-        .as_str()
 }
 
 /// The string map at pointer `p` of `v` (labels, a selector's `matchLabels`), empty when
@@ -115,9 +125,8 @@ fn owner_ref(kind: &str, owner: &Value) -> Value {
 /// `ownerReference` names the owner's uid).
 fn owned_by(st: &State, resource: &'static str, namespace: &str, owner: &Value) -> Vec<Value> {
     st.store
-        .list(resource, Some(namespace))
+        .controlled_by(resource, namespace, uid(owner))
         .into_iter()
-        .filter(|o| controller_uid(o) == Some(uid(owner)))
         .cloned()
         .collect()
 }
@@ -379,6 +388,19 @@ fn replicaset_status(st: &State, key: &Key, rs: &Value) -> Value {
 impl Controllers {
     /// Runs passes until the store settles; returns when timed work next needs a look.
     pub fn reconcile(&mut self, st: &mut State, opts: &Options, now: Instant) -> Option<Instant> {
+        // A thousand heartbeats renewed every 10 s must not cost a pass over every object
+        // each: skipped when every change since the last pass is inert and no timed work
+        // is due.
+        if let Some((rv, next)) = self.settled
+            && next.is_none_or(|n| n > now)
+            && st
+                .store
+                .changes_since(rv)
+                .is_some_and(|mut changes| changes.all(inert))
+        {
+            self.settled = Some((st.store.current_rv(), next));
+            return next;
+        }
         let mut next = None;
         for _ in 0..50 {
             let before = st.store.current_rv();
@@ -392,6 +414,7 @@ impl Controllers {
                 break;
             }
         }
+        self.settled = Some((st.store.current_rv(), next));
         next
     }
 
