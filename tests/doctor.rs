@@ -164,6 +164,10 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
             "ok    permissions testcluster: all 13 permissions the agent needs in namespace default (deployments.apps, pods, services)".to_string(),
         ),
         (
+            "team mode testcluster",
+            "ok    team mode testcluster: in namespace default the agent can keep heartbeats and write recovery facts for an in-cluster sweeper".to_string(),
+        ),
+        (
             "traffic-manager testcluster",
             "ok    traffic-manager testcluster: none in namespace ambassador (no service/traffic-manager)".to_string(),
         ),
@@ -210,7 +214,7 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
     assert_eq!(out.stdout.lines().count(), expect_prefix.len() + 2, "{out}");
     assert!(
         out.stdout
-            .ends_with("\n\n10 checks: 10 ok, 0 warnings, 0 failed; all good\n"),
+            .ends_with("\n\n11 checks: 11 ok, 0 warnings, 0 failed; all good\n"),
         "{out}"
     );
 
@@ -237,7 +241,8 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
         .iter()
         .filter(|(v, r, s)| v == "create" && r == "selfsubjectaccessreviews" && *s == 201)
         .count();
-    assert_eq!(reviews, 13, "{asked:?}");
+    // 13 for the repairs, 5 for team mode.
+    assert_eq!(reviews, 13 + 5, "{asked:?}");
     assert!(
         asked.iter().all(|(v, r, _)| r == "/version"
             || (v == "create" && r == "selfsubjectaccessreviews")
@@ -249,7 +254,7 @@ fn all_is_well_with_a_running_agent_and_a_permissive_cluster() {
     assert_eq!(json.code, Some(0), "{json}");
     let v: Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(v["healthy"], true);
-    assert_eq!(v["summary"]["ok"], 10);
+    assert_eq!(v["summary"]["ok"], 11);
     assert_eq!(v["checks"][3]["check"], "permissions testcluster");
     assert_eq!(v["checks"][3]["status"], "ok");
 
@@ -306,6 +311,39 @@ fn a_denied_verb_fails_naming_the_verb_the_resource_and_the_context() {
     if let Some(a) = w.agent {
         a.stop();
     }
+}
+
+#[test]
+fn team_mode_refused_is_a_warning_naming_what_is_missing_and_team_false_stops_asking() {
+    let w = World::new("", false);
+    w.env.cluster.deny("create", "leases");
+    w.env.cluster.deny("patch", "pods");
+    let out = w.doctor(&[]);
+    let line = out.line("team mode testcluster");
+    assert!(
+        line.starts_with(
+            "warn  team mode testcluster: in namespace default the agent may not create leases.coordination.k8s.io, patch pods: no heartbeat or facts there"
+        ),
+        "{out}"
+    );
+    assert!(line.contains("set `team = false`"), "{out}");
+    assert!(
+        out.line("permissions testcluster").starts_with("ok"),
+        "the repair's own permissions are all there: {out}"
+    );
+    std::fs::write(
+        config_path(&w),
+        format!(
+            "{}\nteam = false\n",
+            std::fs::read_to_string(config_path(&w)).unwrap_or_default()
+        ),
+    )
+    .expect("config");
+    let out = w.doctor(&[]);
+    assert!(
+        !out.stdout.contains("team mode testcluster"),
+        "not asked when off: {out}"
+    );
 }
 
 /// A second emulator whose kubeconfig names its context `name`, and that kubeconfig's path.
