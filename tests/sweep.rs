@@ -1036,7 +1036,28 @@ fn an_opt_out_or_a_dry_run_leaves_the_cluster_as_it_is() {
     );
     opted.stop();
 
+    // The same on the namespace.
     env.kubectl_ok(&["annotate", "deployment", "app", "telepolice.dev/sweep-"]);
+    env.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        "default",
+        "telepolice.dev/sweep=false",
+    ]);
+    let mut opted = Sweeper::start(
+        &env,
+        env.cluster.addr(),
+        "sweeper-a2",
+        &["--grace-minutes", "0.05"],
+    );
+    wait_for("the namespace's opt-out is said", || {
+        opted
+            .get("/status")
+            .1
+            .contains("namespace/default opted out")
+    });
+    opted.stop();
+    env.kubectl_ok(&["annotate", "namespace", "default", "telepolice.dev/sweep-"]);
     let dry = Sweeper::start(
         &env,
         env.cluster.addr(),
@@ -1129,4 +1150,61 @@ fn a_sweeper_killed_after_a_step_before_journaling_it_is_finished_once_by_the_ne
         "each write once across two sweepers killed mid-repair\n{}",
         last.log()
     );
+}
+
+#[test]
+fn a_proxy_with_facts_but_no_heartbeat_is_repaired_from_its_facts() {
+    let Some(env) = setup_sweep() else { return };
+    let (mut agent, program) = Agent::start(&env, "");
+    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(&env);
+    s.wait_ready(&env, 4);
+    agent.wait_state("Active");
+    let proxy = format!("app-{id}");
+    wait_for("the facts on the proxy", || {
+        env.cluster.get("pods", "default", &proxy).is_some_and(|p| {
+            text(
+                &p,
+                "/metadata/annotations/telepolice.dev~1original-replicas",
+            ) == "2"
+        })
+    });
+    agent.kill();
+    s.signal("KILL");
+    s.wait_exit(&env);
+    // The heartbeat is lost (a person deleted it): the facts on the proxy are all there is.
+    env.kubectl_ok(&["delete", "lease", &format!("telepolice-{id}")]);
+    let sweeper = Sweeper::start(
+        &env,
+        env.cluster.addr(),
+        "sweeper-a",
+        &["--grace-minutes", "0.05"],
+    );
+    env.wait("the original is back at 2", |c| {
+        c.get("deployments", "default", "app")
+            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
+            == Some(2)
+    });
+    env.wait("the proxy and the lease made for it are gone", |c| {
+        c.get("pods", "default", &proxy)
+            .is_none_or(|p| p.pointer("/metadata/deletionTimestamp").is_some())
+            && c.get("leases", "default", &format!("telepolice-{id}"))
+                .is_none()
+    });
+    assert_eq!(
+        events(&env, "Pod", &proxy, "AdoptedTelepresenceProxy").len(),
+        1
+    );
+    assert!(events(&env, "Pod", &proxy, "UnrecordedTelepresenceProxy").is_empty());
+    assert_eq!(
+        writes_on(&env, &["app", &proxy]),
+        [
+            format!("patch pods {proxy}"),
+            "patch deployments app".to_string(),
+            format!("delete pods {proxy}"),
+        ],
+        "{}",
+        sweeper.log()
+    );
+    assert_rbac_covers_the_sweepers_requests(&env);
 }

@@ -231,6 +231,29 @@ impl Leftovers {
         match lease::create(&self.client, &ns, &name, &record, &new).await {
             Ok(_) => {
                 info!(proxy = %object(s), "a proxy with recovery facts and no heartbeat: repairing it from its facts");
+                let about = Involved {
+                    api_version: lease::api_version(s.kind).to_string(),
+                    kind: lease::kind_name(s.kind).to_string(),
+                    name: s.meta.name.clone().unwrap_or_default(),
+                    namespace: ns.clone(),
+                    uid: s.meta.uid.clone(),
+                };
+                let message = format!(
+                    "Telepresence session {} left this proxy with a telepolice agent's recovery facts but no heartbeat Lease: made lease/{name} to repair it from the facts",
+                    f.session
+                );
+                if let Err(e) = lease::event(
+                    &self.client,
+                    &about,
+                    "AdoptedTelepresenceProxy",
+                    &message,
+                    false,
+                    &self.me,
+                )
+                .await
+                {
+                    warn!("{e}");
+                }
                 true
             }
             Err(e) => {
