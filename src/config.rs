@@ -493,6 +493,12 @@ impl Config {
         toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }
 
+    /// Whether team mode writes to the cluster (its facts and heartbeats): on, and not a
+    /// dry run (which writes nothing).
+    pub fn team_writes(&self) -> bool {
+        self.team && !self.dry_run
+    }
+
     /// Whether sessions in this context and namespace are the agent's business.
     pub fn in_scope(&self, context: &str, namespace: &str) -> bool {
         let allowed = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);

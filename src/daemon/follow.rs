@@ -469,7 +469,7 @@ async fn watch_proxies_and_shell<F: std::future::Future<Output = ()>>(
     tokio::pin!(parent_exit);
     let mut parent_gone = false;
     // Resumed with proxies already recorded: the heartbeat goes on.
-    if ctx.cfg().team {
+    if ctx.cfg().team_writes() {
         ctx.heartbeats.start(rec, client, None);
     }
     loop {
@@ -484,7 +484,7 @@ async fn watch_proxies_and_shell<F: std::future::Future<Output = ()>>(
                 let proxy = ProxyObject { kind, name, uid };
                 if !ctx.record(rec, Event::ProxySeen { proxy, owned }).is_nothing() {
                     failpoint::hit("record.proxy");
-                    if ctx.cfg().team {
+                    if ctx.cfg().team_writes() {
                         ctx.heartbeats.start(rec, client, None);
                     }
                 }

@@ -255,7 +255,7 @@ async fn session_task(ctx: Arc<Ctx>, mut rec: SessionRecord) -> String {
     }
     // Resumed from the journal with the process dead: the heartbeat is kept while the
     // repair runs, as it was while following.
-    if ctx.cfg().team
+    if ctx.cfg().team_writes()
         && ctx.heartbeats.beat(&key).is_none()
         && let Some(client) = heartbeat::client(&rec).await
     {

@@ -106,6 +106,9 @@ pub async fn client() -> Result<(kube::Client, String), SweepError> {
             .map_err(|e| SweepError::Config(e.to_string()))?
     };
     let mut cfg = cfg;
+    // No request may hang for good (kube-rs sets no read timeout); the watches end at
+    // 290 s on the server's side, well within this.
+    cfg.read_timeout = Some(Duration::from_secs(330));
     // Named in the API server's audit log.
     cfg.headers.push((
         ::http::header::USER_AGENT,
@@ -314,6 +317,9 @@ fn next_due(
     tracked.values().filter_map(|t| t.due_at(now, grace)).min()
 }
 
+/// The longest one repair may take.
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long after a failure that may pass a session is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -347,7 +353,14 @@ async fn act(
         let name = format!("{}/{}", key.0, key.1);
         let stale_for = t.observer.unchanged_for(Instant::now());
         info!(lease = %name, holder = %t.lease.record.holder, unchanged_secs = stale_for.as_secs(), "the session's heartbeat stopped: repairing it");
-        let outcome = r.repair(t.lease.clone()).await;
+        // A request the API server never answers must not hold the sweeper for good.
+        let outcome = match tokio::time::timeout(REPAIR_TIMEOUT, r.repair(t.lease.clone())).await {
+            Ok(o) => o,
+            Err(_) => {
+                warn!(lease = %name, "the repair did not finish within {} s; trying again", REPAIR_TIMEOUT.as_secs());
+                Ok(Outcome::Lost)
+            }
+        };
         let line = match &outcome {
             Ok(Outcome::Repaired(s)) => format!("{name}: repaired: {s}"),
             Ok(Outcome::Attention(s)) => format!("{name}: needs a person: {s}"),

@@ -347,6 +347,9 @@ impl Repairer {
                 .await;
         }
         warn!(lease = %name_of(l), "needs a person: {why}");
+        if self.dry_run {
+            return Ok(Outcome::DryRun(format!("leave it for a person: {why}")));
+        }
         let _ = self
             .hold(l, |m| {
                 m.annotations

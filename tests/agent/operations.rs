@@ -190,7 +190,8 @@ fn dry_run_plans_without_acting() {
             .any(|a| a.starts_with("scale deployment/app to 2") && a.contains("dry-run")),
         "{acts:#?}"
     );
-    assert_eq!(agent_writes(&env), Vec::<String>::new());
+    // Team mode writes nothing in a dry run either (no heartbeat, no facts).
+    assert_eq!(all_agent_writes(&env), Vec::<String>::new());
     assert_eq!(replicas(&env, "app"), 0);
 }
 

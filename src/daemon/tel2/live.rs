@@ -78,7 +78,10 @@ pub(super) async fn read_live(
 /// an intercept CLI holds no session of its own).
 pub(super) async fn start_heartbeat(ctx: &Ctx, rec: &SessionRecord) {
     let cfg = ctx.cfg();
-    if !cfg.team || tel2(rec).intercept.is_some() || ctx.heartbeats.beat(&rec.key).is_some() {
+    if !cfg.team_writes()
+        || tel2(rec).intercept.is_some()
+        || ctx.heartbeats.beat(&rec.key).is_some()
+    {
         return;
     }
     if let Ok(client) = cluster::client_for(&rec.cluster).await {
