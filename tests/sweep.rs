@@ -331,24 +331,62 @@ fn writes_on(env: &Env, names: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A followed 0.109 swap of `app` with its heartbeat Lease made: the agent, the session, its
+/// Telepresence id and its proxy's name.
+fn followed_swap(env: &Env) -> (Agent, Session, String, String) {
+    let (agent, program) = Agent::start(env, "");
+    let mut s = Session::start_program(env, &program, "0.109", &["--swap-deployment", "app"]);
+    let id = s.wait_id(env);
+    s.wait_ready(env, 4);
+    agent.wait_state("Active");
+    wait_for("the heartbeat lease", || heartbeat(env, &id).is_some());
+    let proxy = format!("app-{id}");
+    (agent, s, id, proxy)
+}
+
+/// The laptop gone for good: its agent and its Telepresence killed.
+fn laptop_gone(agent: &mut Agent, s: &mut Session, env: &Env) {
+    agent.kill();
+    s.signal("KILL");
+    s.wait_exit(env);
+}
+
+/// Waits until the laptop's facts are on the proxy.
+fn wait_facts(env: &Env, proxy: &str) {
+    wait_for("the facts on the proxy", || {
+        env.cluster.get("pods", "default", proxy).is_some_and(|p| {
+            text(
+                &p,
+                "/metadata/annotations/telepolice.dev~1original-replicas",
+            ) == "2"
+        })
+    });
+}
+
+/// Waits until `app` is back at its 2 replicas.
+fn wait_restored(env: &Env) {
+    env.wait("the original is back at 2", |c| {
+        c.get("deployments", "default", "app")
+            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
+            == Some(2)
+    });
+}
+
+/// Every write on a swap session's objects, each once: the laptop's facts on the proxy,
+/// then the restore and the delete.
+fn facts_then_repair(proxy: &str) -> [String; 3] {
+    [
+        format!("patch pods {proxy}"),
+        "patch deployments app".to_string(),
+        format!("delete pods {proxy}"),
+    ]
+}
+
 #[test]
 fn a_session_whose_laptop_never_returns_is_repaired_by_the_sweeper_after_the_grace() {
     let Some(env) = setup_sweep() else { return };
-    let (mut agent_proc, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent_proc.wait_state("Active");
-    let proxy = format!("app-{id}");
-    wait_for("the heartbeat lease and the facts on the proxy", || {
-        heartbeat(&env, &id).is_some()
-            && env.cluster.get("pods", "default", &proxy).is_some_and(|p| {
-                text(
-                    &p,
-                    "/metadata/annotations/telepolice.dev~1original-replicas",
-                ) == "2"
-            })
-    });
+    let (mut agent_proc, mut s, id, proxy) = followed_swap(&env);
+    wait_facts(&env, &proxy);
     let lease = heartbeat(&env, &id).expect("lease");
     assert_eq!(
         text(&lease, "/metadata/ownerReferences/0/name"),
@@ -375,9 +413,7 @@ fn a_session_whose_laptop_never_returns_is_repaired_by_the_sweeper_after_the_gra
     );
 
     // The laptop is gone for good: its agent and its Telepresence die together.
-    agent_proc.kill();
-    s.signal("KILL");
-    s.wait_exit(&env);
+    laptop_gone(&mut agent_proc, &mut s, &env);
     assert_eq!(replicas(&env, "app"), 0, "nobody repaired it yet");
     let sweeper = Sweeper::start(
         &env,
@@ -385,11 +421,7 @@ fn a_session_whose_laptop_never_returns_is_repaired_by_the_sweeper_after_the_gra
         "sweeper-a",
         &["--grace-minutes", "0.05"],
     );
-    env.wait("the original is back at 2", |c| {
-        c.get("deployments", "default", "app")
-            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
-            == Some(2)
-    });
+    wait_restored(&env);
     env.wait("the proxy and the heartbeat lease are gone", |c| {
         c.get("pods", "default", &proxy)
             .is_none_or(|p| p.pointer("/metadata/deletionTimestamp").is_some())
@@ -429,13 +461,7 @@ fn a_session_whose_laptop_never_returns_is_repaired_by_the_sweeper_after_the_gra
 #[test]
 fn a_laptop_returning_during_the_sweepers_repair_is_fenced_and_each_write_happens_once() {
     let Some(env) = setup_sweep() else { return };
-    let (agent_proc, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent_proc.wait_state("Active");
-    let proxy = format!("app-{id}");
-    wait_for("the heartbeat lease", || heartbeat(&env, &id).is_some());
+    let (agent_proc, mut s, id, proxy) = followed_swap(&env);
     // The laptop sleeps (its agent stopped, not dead), and its Telepresence dies.
     agent_proc.signal("STOP");
     s.signal("KILL");
@@ -513,22 +539,14 @@ fn a_laptop_returning_during_the_sweepers_repair_is_fenced_and_each_write_happen
         "sweeper-b",
         &["--grace-minutes", "0.05"],
     );
-    env.wait("the original is back at 2", |c| {
-        c.get("deployments", "default", "app")
-            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
-            == Some(2)
-    });
+    wait_restored(&env);
     env.wait("the heartbeat lease is gone", |c| {
         c.get("leases", "default", &format!("telepolice-{id}"))
             .is_none()
     });
     assert_eq!(
         writes_on(&env, &["app", &proxy]),
-        [
-            format!("patch pods {proxy}"),
-            "patch deployments app".to_string(),
-            format!("delete pods {proxy}"),
-        ],
+        facts_then_repair(&proxy),
         "each write once, by one writer\n{}",
         second.log()
     );
@@ -679,12 +697,7 @@ fn a_leader_cut_off_from_the_api_server_stops_acting_before_another_starts() {
 #[test]
 fn a_laptops_heartbeat_is_renewed_while_the_session_lives_and_goes_when_it_ends() {
     let Some(env) = setup_sweep() else { return };
-    let (agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
-    wait_for("the heartbeat lease", || heartbeat(&env, &id).is_some());
+    let (agent, mut s, id, _) = followed_swap(&env);
     let first = text(&heartbeat(&env, &id).expect("lease"), "/spec/renewTime");
     let lease = heartbeat(&env, &id).expect("lease");
     assert_eq!(
@@ -1002,16 +1015,8 @@ fn a_dead_laptops_telepresence2_session_is_departed_by_the_sweeper() {
 #[test]
 fn an_opt_out_or_a_dry_run_leaves_the_cluster_as_it_is() {
     let Some(env) = setup_sweep() else { return };
-    let (mut agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
-    wait_for("the heartbeat lease", || heartbeat(&env, &id).is_some());
-    agent.kill();
-    s.signal("KILL");
-    s.wait_exit(&env);
-    let proxy = format!("app-{id}");
+    let (mut agent, mut s, id, proxy) = followed_swap(&env);
+    laptop_gone(&mut agent, &mut s, &env);
     let lease_before = heartbeat(&env, &id).expect("lease");
 
     env.kubectl_ok(&[
@@ -1098,16 +1103,8 @@ fn an_opt_out_or_a_dry_run_leaves_the_cluster_as_it_is() {
 #[test]
 fn a_sweeper_killed_after_a_step_before_journaling_it_is_finished_once_by_the_next() {
     let Some(env) = setup_sweep() else { return };
-    let (mut agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
-    let proxy = format!("app-{id}");
-    wait_for("the heartbeat lease", || heartbeat(&env, &id).is_some());
-    agent.kill();
-    s.signal("KILL");
-    s.wait_exit(&env);
+    let (mut agent, mut s, id, proxy) = followed_swap(&env);
+    laptop_gone(&mut agent, &mut s, &env);
     // The first sweeper restores the original and dies before journaling it; the second
     // deletes the proxy and dies before journaling that; the third finishes.
     for (name, failpoint) in [
@@ -1142,11 +1139,7 @@ fn a_sweeper_killed_after_a_step_before_journaling_it_is_finished_once_by_the_ne
     assert_eq!(replicas(&env, "app"), 2);
     assert_eq!(
         writes_on(&env, &["app", &proxy]),
-        [
-            format!("patch pods {proxy}"),
-            "patch deployments app".to_string(),
-            format!("delete pods {proxy}"),
-        ],
+        facts_then_repair(&proxy),
         "each write once across two sweepers killed mid-repair\n{}",
         last.log()
     );
@@ -1155,23 +1148,9 @@ fn a_sweeper_killed_after_a_step_before_journaling_it_is_finished_once_by_the_ne
 #[test]
 fn a_proxy_with_facts_but_no_heartbeat_is_repaired_from_its_facts() {
     let Some(env) = setup_sweep() else { return };
-    let (mut agent, program) = Agent::start(&env, "");
-    let mut s = Session::start_program(&env, &program, "0.109", &["--swap-deployment", "app"]);
-    let id = s.wait_id(&env);
-    s.wait_ready(&env, 4);
-    agent.wait_state("Active");
-    let proxy = format!("app-{id}");
-    wait_for("the facts on the proxy", || {
-        env.cluster.get("pods", "default", &proxy).is_some_and(|p| {
-            text(
-                &p,
-                "/metadata/annotations/telepolice.dev~1original-replicas",
-            ) == "2"
-        })
-    });
-    agent.kill();
-    s.signal("KILL");
-    s.wait_exit(&env);
+    let (mut agent, mut s, id, proxy) = followed_swap(&env);
+    wait_facts(&env, &proxy);
+    laptop_gone(&mut agent, &mut s, &env);
     // The heartbeat is lost (a person deleted it): the facts on the proxy are all there is.
     env.kubectl_ok(&["delete", "lease", &format!("telepolice-{id}")]);
     let sweeper = Sweeper::start(
@@ -1180,11 +1159,7 @@ fn a_proxy_with_facts_but_no_heartbeat_is_repaired_from_its_facts() {
         "sweeper-a",
         &["--grace-minutes", "0.05"],
     );
-    env.wait("the original is back at 2", |c| {
-        c.get("deployments", "default", "app")
-            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64))
-            == Some(2)
-    });
+    wait_restored(&env);
     env.wait("the proxy and the lease made for it are gone", |c| {
         c.get("pods", "default", &proxy)
             .is_none_or(|p| p.pointer("/metadata/deletionTimestamp").is_some())
@@ -1198,11 +1173,7 @@ fn a_proxy_with_facts_but_no_heartbeat_is_repaired_from_its_facts() {
     assert!(events(&env, "Pod", &proxy, "UnrecordedTelepresenceProxy").is_empty());
     assert_eq!(
         writes_on(&env, &["app", &proxy]),
-        [
-            format!("patch pods {proxy}"),
-            "patch deployments app".to_string(),
-            format!("delete pods {proxy}"),
-        ],
+        facts_then_repair(&proxy),
         "{}",
         sweeper.log()
     );
