@@ -1179,3 +1179,76 @@ fn a_proxy_with_facts_but_no_heartbeat_is_repaired_from_its_facts() {
     );
     assert_rbac_covers_the_sweepers_requests(&env);
 }
+
+#[test]
+fn facts_pointing_at_another_namespace_are_left_for_a_person() {
+    let Some(env) = setup_sweep() else { return };
+    // Someone who may write Leases in `default` forges facts naming a Deployment at 0 in
+    // another namespace.
+    env.cluster
+        .create(
+            "namespaces",
+            "",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "victim"}}),
+        )
+        .expect("namespace");
+    let db = env
+        .cluster
+        .create("deployments", "victim", &crate::util::deployment("db", 0))
+        .expect("deployment");
+    let id = "0123456789abcdef0123456789abcdef";
+    let now = jiff::Timestamp::now().to_string();
+    let facts = json!({
+        "telepolice.dev/schema": "1", "telepolice.dev/session": id,
+        "telepolice.dev/session-kind": "telepresence-0", "telepolice.dev/namespace": "victim",
+        "telepolice.dev/mode": "swap-deployment=db", "telepolice.dev/original-kind": "Deployment",
+        "telepolice.dev/original-name": "db", "telepolice.dev/original-uid": text(&db, "/metadata/uid"),
+        "telepolice.dev/original-replicas": "5", "telepolice.dev/replicas-evidence": "observed",
+    });
+    let name = format!("telepolice-{id}");
+    env.cluster
+        .create(
+            "leases",
+            "default",
+            &json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "telepolice-agent"},
+                             "annotations": facts},
+                "spec": {"holderIdentity": "laptop/x@y/1", "leaseDurationSeconds": 40, "renewTime": now}}),
+        )
+        .expect("lease");
+    let sweeper = Sweeper::start(
+        &env,
+        env.cluster.addr(),
+        "sweeper-a",
+        &["--grace-minutes", "0.05"],
+    );
+    wait_for("the warning on the lease", || {
+        !events(&env, "Lease", &name, "TelepresenceSessionNeedsAttention").is_empty()
+    });
+    let m = text(
+        &events(&env, "Lease", &name, "TelepresenceSessionNeedsAttention")[0],
+        "/message",
+    );
+    assert!(
+        m.contains("name namespace \"victim\" but were found in \"default\""),
+        "{m}"
+    );
+    assert_eq!(
+        env.cluster
+            .get("deployments", "victim", "db")
+            .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_i64)),
+        Some(0),
+        "nothing scaled\n{}",
+        sweeper.log()
+    );
+    assert!(
+        env.cluster
+            .audit()
+            .iter()
+            .all(|e| e.namespace.as_deref() != Some("victim")
+                || e.verb == "get"
+                || e.verb == "list"
+                || e.verb == "watch"),
+        "nothing written in victim"
+    );
+}

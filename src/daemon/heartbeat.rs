@@ -22,6 +22,9 @@ use crate::effects::cluster::{self, ClusterError};
 use crate::session::{SessionRecord, State};
 use crate::team::{self, Facts, SessionKind, election::Record};
 
+/// The longest a fence may take before the repair goes on without it.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where a session's heartbeat is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Beat {
@@ -33,6 +36,9 @@ pub enum Beat {
     Failing(String),
     /// A sweeper holds it (its identity): the session is the sweeper's.
     Taken(String),
+    /// Held once, deleted since (by a sweeper that finished, a person, or with its proxy):
+    /// not made again.
+    Gone,
 }
 
 /// What the repair learns from fencing just before it acts.
@@ -59,6 +65,8 @@ struct LeaseRef {
     me: String,
     /// The facts as last recorded (a later proxy, an `--expose` Service, adds to them).
     facts: Mutex<Facts>,
+    /// Whether this agent held the Lease at least once.
+    held_once: Mutex<bool>,
     /// The facts on the proxy as written last (`None`: not written yet, or a write failed:
     /// tried again with the next renew).
     on_proxy: Mutex<Option<Facts>>,
@@ -134,6 +142,7 @@ impl Heartbeats {
             me: team::laptop_identity(&host, &user_name(), &rec.key),
             facts: Mutex::new(facts),
             on_proxy: Mutex::new(None),
+            held_once: Mutex::new(false),
         });
         let beat = Arc::new(Mutex::new(Beat::Starting));
         let task = tokio::spawn(keep(lease.clone(), beat.clone(), rec.key.clone()));
@@ -154,7 +163,11 @@ impl Heartbeats {
         if let Beat::Taken(h) = &*lock(&beat) {
             return Fence::Taken(h.clone());
         }
-        match renew(&lease, false).await {
+        // Bounded: a request the API server never answers must not hold the repair.
+        match tokio::time::timeout(FENCE_TIMEOUT, renew(&lease, false))
+            .await
+            .unwrap_or_else(|_| Ok(Beat::Failing("no answer".into())))
+        {
             Ok(Beat::Taken(h)) => {
                 *lock(&beat) = Beat::Taken(h.clone());
                 Fence::Taken(h)
@@ -182,8 +195,9 @@ impl Heartbeats {
         let l = &e.lease;
         match lease::get(&l.client, &l.namespace, &l.name).await {
             Ok(Some(read)) if read.record.holder == l.me => {
-                match lease::delete(&l.client, &l.namespace, &l.name, &read.uid()).await {
-                    Ok(()) => debug!(session = %key, "heartbeat lease deleted"),
+                match lease::delete(&l.client, &read).await {
+                    Ok(true) => debug!(session = %key, "heartbeat lease deleted"),
+                    Ok(false) => debug!(session = %key, "heartbeat lease changed meanwhile; left"),
                     Err(e) => warn!(session = %key, "deleting the heartbeat lease: {e}"),
                 }
             }
@@ -204,9 +218,10 @@ impl Heartbeats {
 async fn keep(lease: Arc<LeaseRef>, beat: Arc<Mutex<Beat>>, key: String) {
     let mut said = String::new();
     loop {
-        let b = match renew(&lease, true).await {
-            Ok(b) => b,
-            Err(e) => Beat::Failing(e.to_string()),
+        let b = match tokio::time::timeout(FENCE_TIMEOUT * 3, renew(&lease, true)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => Beat::Failing(e.to_string()),
+            Err(_) => Beat::Failing("the API server did not answer the heartbeat".into()),
         };
         let pause = match &b {
             Beat::Failing(p) if *p != said => {
@@ -222,9 +237,15 @@ async fn keep(lease: Arc<LeaseRef>, beat: Arc<Mutex<Beat>>, key: String) {
             }
             _ => team::RENEW_EVERY,
         };
-        let taken = matches!(b, Beat::Taken(_));
-        if let Beat::Taken(h) = &b {
-            warn!(session = %key, holder = %h, "the session's heartbeat lease was taken by an in-cluster sweeper; leaving the session to it");
+        let taken = matches!(b, Beat::Taken(_) | Beat::Gone);
+        match &b {
+            Beat::Taken(h) => {
+                warn!(session = %key, holder = %h, "the session's heartbeat lease was taken by an in-cluster sweeper; leaving the session to it");
+            }
+            Beat::Gone => {
+                info!(session = %key, "the session's heartbeat lease was deleted (with its proxy, by a sweeper or a person); not made again");
+            }
+            _ => {}
         }
         *lock(&beat) = b;
         if taken {
@@ -246,13 +267,18 @@ fn fresh(me: &str) -> Record {
 }
 
 /// One round: create the Lease (then write the facts onto the proxy) or renew it.
-/// `create`: whether a missing Lease is made (the repair's fence only renews).
+/// `create`: whether a missing Lease is made (the repair's fence only renews). A Lease this
+/// agent held once and that is gone now is never made again: a sweeper that finished
+/// deletes it, as does the garbage collector with its proxy.
 async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
     let held = format!("{}/{}", l.namespace, l.name);
     let facts = l.facts();
     let want = facts.to_annotations();
     for _ in 0..3 {
         let Some(read) = lease::get(&l.client, &l.namespace, &l.name).await? else {
+            if *lock(&l.held_once) {
+                return Ok(Beat::Gone);
+            }
             if !create {
                 return Ok(Beat::Starting);
             }
@@ -272,6 +298,7 @@ async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
             };
             match lease::create(&l.client, &l.namespace, &l.name, &fresh(&l.me), &new).await? {
                 Written::Done(_) => {
+                    *lock(&l.held_once) = true;
                     write_facts(l, &facts).await;
                     return Ok(Beat::Held(held));
                 }
@@ -288,6 +315,7 @@ async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
                 read.record.holder
             )));
         }
+        *lock(&l.held_once) = true;
         let mut next = read.record.clone();
         next.renew = Some(jiff::Timestamp::now());
         let have = read.annotations();

@@ -147,7 +147,11 @@ async fn attempt(
     };
     let now = cluster_now(ctx, rec, &client, cfg.dry_run).await?;
     // Team mode: the heartbeat Lease is renewed just before acting; one a sweeper took
-    // means the sweeper repairs the cluster, and this agent only its own laptop.
+    // means the sweeper repairs the cluster, and this agent only its own laptop. (Started
+    // here if it is not running: resumed with a cluster that could not be reached then.)
+    if cfg.team_writes() && ctx.heartbeats.beat(&rec.key).is_none() {
+        ctx.heartbeats.start(rec, &client, None);
+    }
     if let super::heartbeat::Fence::Taken(holder) = ctx.heartbeats.fence(&rec.key).await {
         let step = lifecycle::step(rec, Event::TakenOver { holder });
         stop_helpers(ctx, &cfg, rec);

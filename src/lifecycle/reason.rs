@@ -268,7 +268,7 @@ impl fmt::Display for Why {
             Why::HandRepair => f.write_str("repair by hand requested"),
             Why::TakenOver { holder } => write!(
                 f,
-                "the in-cluster sweeper {holder} took the session's heartbeat Lease and repairs the cluster; this agent only stopped the local helpers"
+                "the in-cluster sweeper {holder} took the session's heartbeat Lease and repairs the cluster; this agent only stopped the local helpers (the sweeper's Events on the Lease and the session's objects say what it did)"
             ),
             Why::Attention(all) => {
                 for (i, a) in all.iter().enumerate() {

@@ -1,4 +1,4 @@
-//! The sweeper's small HTTP face: `/healthz` (the loop runs: liveness), `/readyz` (its
+//! The sweeper's small HTTP face: `/healthz` (the process answers: liveness), `/readyz` (its
 //! watches have listed once: readiness), `/status` (text for a person, through
 //! `kubectl port-forward`). HTTP/1.0-style: one request per connection, then closed.
 
@@ -14,8 +14,14 @@ pub async fn serve(
     leadership: Leadership,
 ) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let mut conn = match listener.accept().await {
+            Ok((c, _)) => c,
+            // Out of file descriptors, say: not a reason to spin.
+            Err(e) => {
+                tracing::warn!("accepting a status connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let status = status.clone();
         let leads = leadership.leads();

@@ -44,6 +44,10 @@ pub enum ProxyEvent {
     Seen(ProxyKind, Box<ObjectMeta>),
     /// Deleted.
     Gone(String),
+    /// A (re-)list of this kind begins: what it does not bring again is gone.
+    Relist(ProxyKind),
+    /// That list is complete.
+    Listed(ProxyKind),
 }
 
 /// The leftovers the sweeper watches.
@@ -55,6 +59,8 @@ pub struct Leftovers {
     grace: Duration,
     status: SharedStatus,
     seen: HashMap<String, Seen>,
+    /// The uids a re-list of each kind brought so far.
+    relisting: HashMap<ProxyKind, std::collections::HashSet<String>>,
 }
 
 fn watch_kind<K>(
@@ -85,11 +91,12 @@ where
                 Ok(watcher::Event::Delete(o)) => {
                     Some(ProxyEvent::Gone(o.meta().uid.clone().unwrap_or_default()))
                 }
+                Ok(watcher::Event::Init) => Some(ProxyEvent::Relist(kind)),
+                Ok(watcher::Event::InitDone) => Some(ProxyEvent::Listed(kind)),
                 Err(e) => {
                     warn!("watching Telepresence proxies (retrying): {e}");
                     None
                 }
-                _ => None,
             }
         })
         .boxed()
@@ -112,6 +119,7 @@ impl Leftovers {
             grace: opts.grace,
             status,
             seen: HashMap::new(),
+            relisting: HashMap::new(),
         }
     }
 
@@ -134,10 +142,14 @@ impl Leftovers {
                     .owner_references
                     .as_ref()
                     .is_some_and(|o| !o.is_empty());
+                let uid = meta.uid.clone().unwrap_or_default();
+                if let Some(seen) = self.relisting.get_mut(&kind) {
+                    seen.insert(uid.clone());
+                }
                 if (kind == ProxyKind::Pod && owned) || meta.deletion_timestamp.is_some() {
+                    self.seen.remove(&uid);
                     return;
                 }
-                let uid = meta.uid.clone().unwrap_or_default();
                 let entry = self.seen.entry(uid).or_insert_with(|| Seen {
                     kind,
                     meta: (*meta).clone(),
@@ -147,6 +159,15 @@ impl Leftovers {
             }
             ProxyEvent::Gone(uid) => {
                 self.seen.remove(&uid);
+            }
+            ProxyEvent::Relist(kind) => {
+                self.relisting.insert(kind, Default::default());
+            }
+            ProxyEvent::Listed(kind) => {
+                if let Some(listed) = self.relisting.remove(&kind) {
+                    self.seen
+                        .retain(|uid, s| s.kind != kind || listed.contains(uid));
+                }
             }
         }
     }
@@ -164,7 +185,7 @@ impl Leftovers {
 
     /// The leader's pass over leftovers seen for the grace; `covered`: the sessions
     /// (`namespace/id`) a heartbeat Lease covers.
-    pub async fn report(&mut self, covered: &[String]) {
+    pub async fn report(&mut self, covered: &[String], leadership: &super::elect::Leadership) {
         let now = Instant::now();
         let due: Vec<String> = self
             .seen
@@ -173,6 +194,9 @@ impl Leftovers {
             .map(|(k, _)| k.clone())
             .collect();
         for uid in due {
+            if !leadership.leads() {
+                return;
+            }
             let Some(s) = self.seen.get(&uid) else {
                 continue;
             };
@@ -197,10 +221,26 @@ impl Leftovers {
 
     /// A proxy with an agent's facts but no heartbeat: a Lease is made for its repair.
     async fn adopt(&self, s: &Seen, f: &Facts) -> bool {
-        if self.dry_run {
+        let ns = s.meta.namespace.clone().unwrap_or_default();
+        // Facts that point elsewhere are anyone's words: a person decides.
+        if self.dry_run || f.untrusted(&ns).is_some() {
             return self.warn_person(s).await;
         }
-        let ns = s.meta.namespace.clone().unwrap_or_default();
+        match super::optout::opted_out(&self.client, f).await {
+            Ok(Some(who)) => {
+                lock(&self.status).leftovers.push(format!(
+                    "{}: left alone, {who} opted out ({}: \"false\")",
+                    object(s),
+                    crate::team::SWEEP_OPT_OUT
+                ));
+                return true;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!("{e}");
+                return false;
+            }
+        }
         let name = team::lease_name(f.kind, &f.session);
         let mut annotations = f.to_annotations();
         annotations.insert(repair::STATE.to_string(), "repairing".to_string());
@@ -229,7 +269,9 @@ impl Leftovers {
             owner: None,
         };
         match lease::create(&self.client, &ns, &name, &record, &new).await {
-            Ok(_) => {
+            // One exists already (made meanwhile): the main loop follows it.
+            Ok(lease::Written::Lost) => true,
+            Ok(lease::Written::Done(_)) => {
                 info!(proxy = %object(s), "a proxy with recovery facts and no heartbeat: repairing it from its facts");
                 let about = Involved {
                     api_version: lease::api_version(s.kind).to_string(),

@@ -201,16 +201,16 @@ pub async fn run(
         .boxed();
     let mut left = leftovers::Leftovers::new(client.clone(), &opts, status.clone());
     let mut proxies = left.watch();
-    let mut tracked: HashMap<(String, String), Tracked> = HashMap::new();
+    let mut watched = Watched::default();
     let mut shown: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        let due = next_due(&tracked, opts.grace, Instant::now());
+        let due = next_due(&watched.tracked, opts.grace, Instant::now());
         let leads = leadership.leads();
         tokio::select! {
             () = &mut shutdown => break,
             ev = leases.next() => match ev {
-                Some(Ok(e)) => apply(&mut tracked, e, &status),
+                Some(Ok(e)) => apply(&mut watched, e, &status),
                 Some(Err(e)) => warn!("watching the heartbeat leases (retrying): {e}"),
                 None => break,
             },
@@ -230,21 +230,30 @@ pub async fn run(
             // heartbeat waiting in the watch's buffer meanwhile is not a stopped one.
             while let Some(Some(ev)) = leases.next().now_or_never() {
                 match ev {
-                    Ok(e) => apply(&mut tracked, e, &status),
+                    Ok(e) => apply(&mut watched, e, &status),
                     Err(e) => warn!("watching the heartbeat leases (retrying): {e}"),
                 }
             }
             let now = Instant::now();
-            if next_due(&tracked, opts.grace, now).is_some_and(|t| t <= now) {
-                act(&repairer, &mut tracked, &opts, &status).await;
+            if next_due(&watched.tracked, opts.grace, now).is_some_and(|t| t <= now) {
+                act(&repairer, &mut watched.tracked, &opts, &status).await;
             }
             if left.due(now) {
-                left.report(&tracked_names(&tracked)).await;
+                let names = tracked_names(&watched.tracked);
+                if tokio::time::timeout(REPAIR_TIMEOUT, left.report(&names, &leadership))
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        "looking at the unrecorded proxies did not finish within {} s",
+                        REPAIR_TIMEOUT.as_secs()
+                    );
+                }
             }
         }
         if shown.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
             shown = Some(Instant::now());
-            show(&tracked, &status, opts.grace);
+            show(&watched.tracked, &status, opts.grace);
         }
     }
     info!("stopping");
@@ -278,33 +287,51 @@ fn tracked_names(t: &HashMap<(String, String), Tracked>) -> Vec<String> {
         .collect()
 }
 
-fn apply(
-    tracked: &mut HashMap<(String, String), Tracked>,
-    e: watcher::Event<Lease>,
-    status: &SharedStatus,
-) {
+/// The watched session Leases, and those seen during a re-list (after which any not seen
+/// again is gone: kube-runtime's watcher re-lists after a 410 and says nothing of the
+/// objects deleted meanwhile).
+#[derive(Debug, Default)]
+struct Watched {
+    tracked: HashMap<(String, String), Tracked>,
+    relisting: Option<std::collections::HashSet<(String, String)>>,
+}
+
+fn apply(w: &mut Watched, e: watcher::Event<Lease>, status: &SharedStatus) {
     let now = Instant::now();
     match e {
         watcher::Event::Apply(l) | watcher::Event::InitApply(l) => {
             let key = key_of(&l);
+            if let Some(seen) = w.relisting.as_mut() {
+                seen.insert(key.clone());
+            }
             let read = crate::effects::cluster::lease::ReadLease::from(l);
-            let t = tracked.entry(key).or_insert_with(|| Tracked {
+            let t = w.tracked.entry(key).or_insert_with(|| Tracked {
                 lease: read.clone(),
                 observer: Observer::default(),
                 settled: None,
                 not_before: None,
             });
-            if t.observer.see(Some(&read.record), now) == now {
+            // A change by a laptop or a person makes the session worth a new look; a
+            // sweeper's own writes (its fence, its journal) do not lift a pause after a
+            // failure, or the failure would be retried as fast as the API answers.
+            if t.observer.see(Some(&read.record), now) == now
+                && !team::is_sweeper(&read.record.holder)
+            {
                 t.settled = None;
                 t.not_before = None;
             }
             t.lease = read;
         }
         watcher::Event::Delete(l) => {
-            tracked.remove(&key_of(&l));
+            w.tracked.remove(&key_of(&l));
         }
-        watcher::Event::Init => {}
-        watcher::Event::InitDone => lock(status).synced = true,
+        watcher::Event::Init => w.relisting = Some(Default::default()),
+        watcher::Event::InitDone => {
+            if let Some(seen) = w.relisting.take() {
+                w.tracked.retain(|k, _| seen.contains(k));
+            }
+            lock(status).synced = true;
+        }
     }
 }
 
@@ -385,7 +412,18 @@ async fn act(
             Ok(Outcome::Lost) => (None, Some(now + Duration::from_secs(1))),
         };
         // Its Lease is deleted: not looked at again (the watch's deletion may come later).
-        if matches!(outcome, Ok(Outcome::Repaired(_))) {
+        // A lost one may be gone too (a 404 is lost): asked once, not retried for good.
+        let gone = match &outcome {
+            Ok(Outcome::Repaired(_)) => true,
+            Ok(Outcome::Lost) => {
+                matches!(
+                    crate::effects::cluster::lease::get(&r.client, &key.0, &key.1).await,
+                    Ok(None)
+                )
+            }
+            _ => false,
+        };
+        if gone {
             tracked.remove(&key);
         }
         let mut s = lock(status);

@@ -87,6 +87,9 @@ fn lease_involved(l: &ReadLease) -> Involved {
 
 impl Repairer {
     async fn event(&self, about: &Involved, reason: &str, message: &str, warning: bool) {
+        if !self.leadership.leads() {
+            return;
+        }
         if let Err(e) = lease::event(&self.client, about, reason, message, warning, &self.me).await
         {
             warn!("{e}");
@@ -131,6 +134,11 @@ impl Repairer {
     /// Appends `line` to the journal on the Lease (pinned); `None`: lost it.
     async fn journal(&self, l: &ReadLease, line: &str) -> Result<Option<ReadLease>, ClusterError> {
         let mut text = l.annotations().get(JOURNAL).cloned().unwrap_or_default();
+        // A step retried after a failure that may pass is journaled started once: the
+        // journal stays bounded however often the API server fails.
+        if text.lines().last() == Some(line) {
+            return self.hold(l, |_| {}).await;
+        }
         if !text.is_empty() {
             text.push('\n');
         }
@@ -153,6 +161,9 @@ impl Repairer {
                 return self.attention(&l, &[about_lease], &why).await;
             }
         };
+        if let Some(why) = facts.untrusted(&name_ns(&l)) {
+            return self.attention(&l, &[about_lease], &why).await;
+        }
         if let Some(who) = super::optout::opted_out(&self.client, &facts).await? {
             return Ok(Outcome::OptedOut(who));
         }
@@ -271,7 +282,9 @@ impl Repairer {
             }
             return self.attention(&l, &about, &attention.join("; ")).await;
         }
-        lease::delete(&self.client, ns, &name_of(&l), &l.uid()).await?;
+        if !self.leadership.leads() || !lease::delete(&self.client, &l).await? {
+            return Ok(Outcome::Lost);
+        }
         let summary = if done.is_empty() {
             "nothing left to repair".to_string()
         } else {
@@ -281,7 +294,7 @@ impl Repairer {
     }
 
     /// A 2.x session: departed in its traffic-manager, as its connector would have.
-    async fn depart(&self, l: ReadLease, facts: &Facts) -> Result<Outcome, ClusterError> {
+    async fn depart(&self, mut l: ReadLease, facts: &Facts) -> Result<Outcome, ClusterError> {
         let ns = facts
             .manager_namespace
             .clone()
@@ -303,12 +316,13 @@ impl Repairer {
                 if !self.leadership.leads() {
                     return Ok(Outcome::Lost);
                 }
-                let Some(l2) = self.journal(&l, &format!("depart {id} -> started")).await? else {
+                let Some(next) = self.journal(&l, &format!("depart {id} -> started")).await? else {
                     return Ok(Outcome::Lost);
                 };
+                l = next;
                 if let Err(e) = manager.depart(id).await {
                     let why = format!("ending session {id} failed: {e}");
-                    return self.attention(&l2, &[about], &why).await;
+                    return self.attention(&l, &[about], &why).await;
                 }
                 format!(
                     "departed Telepresence 2 session {id} in {ns} ({} intercept(s) ended)",
@@ -330,7 +344,9 @@ impl Repairer {
             false,
         )
         .await;
-        lease::delete(&self.client, &name_ns(&l), &name_of(&l), &l.uid()).await?;
+        if !self.leadership.leads() || !lease::delete(&self.client, &l).await? {
+            return Ok(Outcome::Lost);
+        }
         Ok(Outcome::Repaired(text))
     }
 

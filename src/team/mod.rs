@@ -363,6 +363,30 @@ impl Facts {
         }
     }
 
+    /// Why a sweeper must not act on these facts, read from an object in `namespace`, if
+    /// anything. Anyone who may write a Lease or a pod's annotations can write facts, so a
+    /// sweeper acts only on what they could not point elsewhere: a 0.x session's objects
+    /// in the namespace the facts were found in, and a restore only of the original whose
+    /// uid the facts name (a swap's facts without it are for a person).
+    pub fn untrusted(&self, namespace: &str) -> Option<String> {
+        if self.kind != SessionKind::Legacy {
+            return None;
+        }
+        if self.namespace != namespace {
+            return Some(format!(
+                "the facts name namespace {:?} but were found in {namespace:?}: a sweeper acts only in the namespace of the facts' own object",
+                self.namespace
+            ));
+        }
+        match &self.original {
+            Some(o) if o.uid.is_none() => Some(format!(
+                "the facts do not name deployment/{}'s uid: a sweeper restores only the object the laptop saw",
+                o.name
+            )),
+            _ => None,
+        }
+    }
+
     /// The object a laptop annotates and owns its Lease by: the proxy Deployment (0.105),
     /// else the proxy Pod (0.106+); `None` for 2.x and before a proxy is recorded.
     pub fn anchor(&self) -> Option<&ProxyObject> {

@@ -131,3 +131,28 @@ fn lease_names_are_valid_object_names() {
     );
     assert!(is_sweeper("sweeper/pod-1") && !is_sweeper(&laptop_identity("h", "u", "k")));
 }
+
+#[test]
+fn facts_found_elsewhere_or_without_the_originals_uid_are_not_acted_on() {
+    let f = Facts::of(&swap(), "h", "u").expect("facts");
+    assert_eq!(f.untrusted("ns"), None);
+    let elsewhere = f.untrusted("kube-system").expect("refused");
+    assert!(
+        elsewhere.contains("\"ns\" but were found in \"kube-system\""),
+        "{elsewhere}"
+    );
+    let mut no_uid = f.clone();
+    if let Some(o) = no_uid.original.as_mut() {
+        o.uid = None;
+    }
+    assert!(
+        no_uid
+            .untrusted("ns")
+            .expect("refused")
+            .contains("deployment/web's uid")
+    );
+    // 2.x facts name the session's namespace, not the Lease's: only a Depart follows.
+    let mut tel2 = f;
+    tel2.kind = SessionKind::Tel2;
+    assert_eq!(tel2.untrusted("leases"), None);
+}

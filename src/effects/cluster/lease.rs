@@ -156,19 +156,24 @@ pub async fn update(
     }
 }
 
-/// Deletes a Lease, pinned to its uid; gone already is done.
-pub async fn delete(client: &Client, ns: &str, name: &str, uid: &str) -> Result<(), ClusterError> {
+/// Deletes the Lease as read, pinned to its uid and `resourceVersion` (a Lease written
+/// meanwhile, by a laptop or another sweeper, is left: `Ok(false)`); gone already is done.
+pub async fn delete(client: &Client, read: &ReadLease) -> Result<bool, ClusterError> {
+    let ns = read.object.metadata.namespace.clone().unwrap_or_default();
+    let name = read.object.metadata.name.clone().unwrap_or_default();
+    let (ns, name) = (ns.as_str(), name.as_str());
     let api: Api<Lease> = Api::namespaced(client.clone(), ns);
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: Some(uid.to_string()),
-            resource_version: None,
+            uid: read.object.metadata.uid.clone(),
+            resource_version: read.object.metadata.resource_version.clone(),
         }),
         ..DeleteParams::default()
     };
     match api.delete(name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(api_err(step("delete", name, ns))(e)),
     }
 }
