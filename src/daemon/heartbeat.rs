@@ -128,12 +128,16 @@ impl Heartbeats {
             }
         };
         let mut entries = lock(&self.entries);
-        if let Some(e) = entries.get(&rec.key)
-            && !e.task.is_finished()
-        {
-            // Written with the next renew.
-            *lock(&e.lease.facts) = facts;
-            return;
+        if let Some(e) = entries.get(&rec.key) {
+            if !e.task.is_finished() {
+                // Written with the next renew.
+                *lock(&e.lease.facts) = facts;
+                return;
+            }
+            // Taken by a sweeper, or deleted after this agent held it: never made again.
+            if matches!(&*lock(&e.beat), Beat::Taken(_) | Beat::Gone) {
+                return;
+            }
         }
         let lease = Arc::new(LeaseRef {
             client: client.clone(),
@@ -188,7 +192,7 @@ impl Heartbeats {
             return;
         };
         e.task.abort();
-        let taken = matches!(&*lock(&e.beat), Beat::Taken(_));
+        let taken = matches!(&*lock(&e.beat), Beat::Taken(_) | Beat::Gone);
         if !matches!(state, State::Ended | State::Cleaned) || taken {
             return;
         }
