@@ -117,9 +117,12 @@ pub fn find(
     session_id: Option<&str>,
     tmp_dir: Option<&Path>,
 ) -> Vec<Helper> {
+    // In a test run, only that test's processes: tests run side by side on one machine,
+    // with the same user, context and namespace names.
     let procs: Vec<ProcessInfo> = platform::list_pids()
         .unwrap_or_default()
         .into_iter()
+        .filter(|pid| super::local2::same_test(*pid))
         .filter_map(|pid| platform::process_info(pid).ok())
         .collect();
     select(

@@ -126,7 +126,7 @@ fn processes_of(uid: Option<u32>, command: &str) -> Vec<u32> {
 
 /// In a debug build run by a test (`TELEPOLICE_TEST_ENV` set), only that test's processes
 /// count, as for discovery; always true otherwise.
-fn same_test(pid: u32) -> bool {
+pub(crate) fn same_test(pid: u32) -> bool {
     #[cfg(debug_assertions)]
     if let Ok(mine) = std::env::var("TELEPOLICE_TEST_ENV") {
         return platform::process_environ(pid).is_ok_and(|env| {
