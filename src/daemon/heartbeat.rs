@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::effects::cluster::lease::{self, NewLease, Written};
 use crate::effects::cluster::{self, ClusterError};
 use crate::session::{SessionRecord, State};
-use crate::team::{self, Facts, SessionKind, election::Record};
+use crate::team::{self, Facts, SessionKind};
 
 /// The longest a fence may take before the repair goes on without it.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -259,17 +259,6 @@ async fn keep(lease: Arc<LeaseRef>, beat: Arc<Mutex<Beat>>, key: String) {
     }
 }
 
-fn fresh(me: &str) -> Record {
-    let now = jiff::Timestamp::now();
-    Record {
-        holder: me.to_string(),
-        duration_secs: team::HEARTBEAT_SECS,
-        acquire: Some(now),
-        renew: Some(now),
-        transitions: 0,
-    }
-}
-
 /// One round: create the Lease (then write the facts onto the proxy) or renew it.
 /// `create`: whether a missing Lease is made (the repair's fence only renews). A Lease this
 /// agent held once and that is gone now is never made again: a sweeper that finished
@@ -287,20 +276,21 @@ async fn renew(l: &LeaseRef, create: bool) -> Result<Beat, ClusterError> {
                 return Ok(Beat::Starting);
             }
             let new = NewLease {
-                labels: [
-                    (
-                        team::MANAGED_BY.0.to_string(),
-                        team::MANAGED_BY.1.to_string(),
-                    ),
-                    (team::annotation("session"), facts.session.clone()),
-                ]
-                .into(),
+                labels: team::lease_labels(&facts.session),
                 annotations: want.clone(),
                 owner: facts
                     .anchor()
                     .map(|p| lease::owned_by(p.kind, &p.name, &p.uid)),
             };
-            match lease::create(&l.client, &l.namespace, &l.name, &fresh(&l.me), &new).await? {
+            match lease::create(
+                &l.client,
+                &l.namespace,
+                &l.name,
+                &team::fresh_heartbeat(&l.me),
+                &new,
+            )
+            .await?
+            {
                 Written::Done(_) => {
                     *lock(&l.held_once) = true;
                     write_facts(l, &facts).await;

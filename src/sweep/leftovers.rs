@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::{Options, SharedStatus, lock, repair};
 use crate::effects::cluster::lease::{self, Involved, NewLease};
 use crate::session::ProxyKind;
-use crate::team::{self, Facts, election::Record};
+use crate::team::{self, Facts};
 
 /// A labelled object as watched.
 #[derive(Debug)]
@@ -248,23 +248,9 @@ impl Leftovers {
             repair::TAKEN_FROM.to_string(),
             "no heartbeat: the proxy carried the facts alone".to_string(),
         );
-        let now = jiff::Timestamp::now();
-        let record = Record {
-            holder: self.me.clone(),
-            duration_secs: team::HEARTBEAT_SECS,
-            acquire: Some(now),
-            renew: Some(now),
-            transitions: 0,
-        };
+        let record = team::fresh_heartbeat(&self.me);
         let new = NewLease {
-            labels: [
-                (
-                    team::MANAGED_BY.0.to_string(),
-                    team::MANAGED_BY.1.to_string(),
-                ),
-                (team::annotation("session"), f.session.clone()),
-            ]
-            .into(),
+            labels: team::lease_labels(&f.session),
             annotations,
             owner: None,
         };

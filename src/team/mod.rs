@@ -416,6 +416,27 @@ pub fn lease_name(kind: SessionKind, session: &str) -> String {
     }
 }
 
+/// The labels of a session's heartbeat Lease (what the sweeper watches, and the session).
+pub fn lease_labels(session: &str) -> BTreeMap<String, String> {
+    [
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (annotation("session"), session.to_string()),
+    ]
+    .into()
+}
+
+/// A heartbeat record held by `holder` from now.
+pub fn fresh_heartbeat(holder: &str) -> election::Record {
+    let now = jiff::Timestamp::now();
+    election::Record {
+        holder: holder.to_string(),
+        duration_secs: HEARTBEAT_SECS,
+        acquire: Some(now),
+        renew: Some(now),
+        transitions: 0,
+    }
+}
+
 /// The holder identity a laptop writes into its session Leases.
 pub fn laptop_identity(host: &str, user: &str, key: &str) -> String {
     format!("laptop/{user}@{host}/{key}")
